@@ -1,0 +1,369 @@
+//! `unet predict`: P(cell) for every pixel of a TIFF stack, a PNG or a directory of them, by
+//! overlap-tile prediction with a trained checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use unet_data::{read_png_grey, read_stack, write_png_grey, write_stack, AnyStack, Stack};
+use unet_model::tiling::TileOptions;
+use unet_model::{load_checkpoint, overlap_tile_predict, read_checkpoint_meta, Blend, UNet};
+
+/// Where `--model` points when it is not given, relative to the checkout (or any directory
+/// above the working directory).
+pub const DEFAULT_MODEL: &str = "models/default.safetensors";
+
+/// The compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// The first CUDA GPU (needs a build with `--features cuda`).
+    Cuda,
+}
+
+/// Blending of overlapping tiles (same-padding models).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BlendArg {
+    /// A hard cut in the middle of each overlap.
+    None,
+    /// A linear cross-fade over the overlap.
+    Linear,
+    /// Gaussian weights (sigma = tile / 8).
+    Gaussian,
+}
+
+/// Flags of `unet predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The checkpoint: `*.safetensors` with its `*.json` sidecar [default: models/default.safetensors].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The image: a TIFF stack (8-bit, 16-bit or 32-bit float grey), a PNG, or a directory of
+    /// those (sorted by name; all pages must have the same size).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write P(cell): a 32-bit float TIFF stack, one page per input page (the ISBI 2012
+    /// submission format).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Test-time augmentation: average over the 8 flips and 90-degree rotations (8x slower).
+    #[arg(long)]
+    pub tta: bool,
+    /// Also write the thresholded map, 8-bit, 255 = cell: `.tif` for a stack; `.png` for one page
+    /// (several pages give `NAME-000.png`, `NAME-001.png`, ...).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Threshold of the binary map: cell where P(cell) > t.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f32,
+    /// The compute device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Output tile size in pixels (rounded down to a size the model takes).
+    #[arg(long, default_value_t = TileOptions::default().tile_size)]
+    pub tile: usize,
+    /// Tiles per forward pass: bounds memory.
+    #[arg(long, default_value_t = TileOptions::default().batch_size)]
+    pub batch: usize,
+    /// Overlap of neighbouring tiles in pixels (same-padding models only).
+    #[arg(long, default_value_t = TileOptions::default().overlap)]
+    pub overlap: usize,
+    /// Blending of overlapping tiles (same-padding models only).
+    #[arg(long, value_enum, default_value_t = BlendArg::Gaussian)]
+    pub blend: BlendArg,
+}
+
+/// The default model: `models/default.safetensors` in the working directory or a directory
+/// above it.
+fn default_model() -> Result<PathBuf> {
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    cwd.ancestors()
+        .map(|dir| dir.join(DEFAULT_MODEL))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "no --model given and no default model {DEFAULT_MODEL} in {} or above it: \
+                 train one with `cargo xtask train` or pass --model PATH.safetensors",
+                cwd.display()
+            )
+        })
+}
+
+fn device(arg: DeviceArg) -> Result<Device> {
+    match arg {
+        DeviceArg::Cpu => Ok(Device::Cpu),
+        DeviceArg::Cuda => Device::new_cuda(0).context(
+            "--device cuda: no CUDA device (build with `--features cuda` on a GPU machine)",
+        ),
+    }
+}
+
+/// Loads the checkpoint's net; returns it with the grey normalisation `(mean, std)` recorded by
+/// training, if any.
+fn load_model(path: &Path, device: &Device) -> Result<(UNet, Option<(f32, f32)>)> {
+    if !path.is_file() {
+        bail!("{}: no such checkpoint file", path.display());
+    }
+    let meta = read_checkpoint_meta(path)
+        .with_context(|| format!("reading the checkpoint description of {}", path.display()))?;
+    let varmap = VarMap::new();
+    let model = UNet::new(
+        &meta.config,
+        VarBuilder::from_varmap(&varmap, DType::F32, device),
+    )
+    .with_context(|| format!("building the net described by {}", path.display()))?;
+    load_checkpoint(path, &model).with_context(|| format!("loading {}", path.display()))?;
+    let n = &meta.metrics["normalisation"];
+    let stats = match (n["mean"].as_f64(), n["std"].as_f64()) {
+        (Some(mean), Some(std)) if std > 0.0 && mean.is_finite() && std.is_finite() => {
+            Some((mean as f32, std as f32))
+        }
+        _ => None,
+    };
+    Ok((model, stats))
+}
+
+/// Grey pages scaled to [0, 1] (8-bit / 255, 16-bit / 65535, float as stored), pixels
+/// de-interleaved into channel planes.
+struct Pages {
+    height: usize,
+    width: usize,
+    channels: usize,
+    /// Per page: `channels` planes of `height * width`.
+    pages: Vec<Vec<f32>>,
+    /// Whether float pages hold values outside [0, 1].
+    float_out_of_range: bool,
+}
+
+impl Pages {
+    fn push(&mut self, source: &Path, stack: &AnyStack) -> Result<()> {
+        let (pages, height, width, samples) = stack.dims();
+        if self.pages.is_empty() {
+            (self.height, self.width, self.channels) = (height, width, samples);
+        } else if (height, width, samples) != (self.height, self.width, self.channels) {
+            bail!(
+                "{}: {height}x{width} pixels with {samples} sample(s), the first input has \
+                 {}x{} with {}; all pages must have the same size",
+                source.display(),
+                self.height,
+                self.width,
+                self.channels
+            );
+        }
+        let unit: Stack<f32> = match stack {
+            AnyStack::U8(s) => s.map(|v| f32::from(v) / 255.0),
+            AnyStack::U16(s) => s.map(|v| f32::from(v) / 65535.0),
+            AnyStack::F32(s) => {
+                self.float_out_of_range |= s.as_slice().iter().any(|v| !(0.0..=1.0).contains(v));
+                s.clone()
+            }
+        };
+        let plane = height * width;
+        for p in 0..pages {
+            let page = unit.page(p);
+            let mut planes = vec![0f32; samples * plane];
+            for (i, px) in page.chunks_exact(samples).enumerate() {
+                for (c, &v) in px.iter().enumerate() {
+                    planes[c * plane + i] = v;
+                }
+            }
+            self.pages.push(planes);
+        }
+        Ok(())
+    }
+}
+
+fn is_image_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "tif" | "tiff" | "png"))
+}
+
+/// Reads one file, TIFF or PNG by its first bytes.
+fn read_image_file(path: &Path, pages: &mut Pages) -> Result<()> {
+    let mut magic = [0u8; 8];
+    let head = {
+        use std::io::Read;
+        let mut f =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let n = f
+            .read(&mut magic)
+            .with_context(|| format!("reading {}", path.display()))?;
+        &magic[..n]
+    };
+    let stack = if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        let (h, w, pixels) = read_png_grey(path)?;
+        AnyStack::U8(Stack::new(1, h, w, pixels)?)
+    } else if matches!(
+        head.get(..4),
+        Some(b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+")
+    ) {
+        read_stack(path)?
+    } else {
+        bail!(
+            "{}: not an image (neither a TIFF nor a PNG file; it starts with {head:02x?})",
+            path.display()
+        );
+    };
+    pages.push(path, &stack)
+}
+
+fn read_input(input: &Path) -> Result<Pages> {
+    let mut pages = Pages {
+        height: 0,
+        width: 0,
+        channels: 0,
+        pages: Vec::new(),
+        float_out_of_range: false,
+    };
+    if input.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(input)
+            .with_context(|| format!("listing {}", input.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("listing {}", input.display()))?;
+        files.retain(|p| p.is_file() && is_image_name(p));
+        files.sort();
+        if files.is_empty() {
+            bail!(
+                "{}: no .tif, .tiff or .png image in this directory",
+                input.display()
+            );
+        }
+        for file in &files {
+            read_image_file(file, &mut pages)?;
+        }
+    } else {
+        read_image_file(input, &mut pages)?;
+    }
+    Ok(pages)
+}
+
+/// Standardises a page in place: with the training statistics, or its own mean and std.
+fn normalise(page: &mut [f32], stats: Option<(f32, f32)>) {
+    let (mean, std) = stats.unwrap_or_else(|| {
+        let n = page.len() as f64;
+        let mean = page.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = page
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        // A constant page stays constant (zero) rather than dividing by zero.
+        let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
+        (mean as f32, std as f32)
+    });
+    for v in page {
+        *v = (*v - mean) / std;
+    }
+}
+
+fn write_binary(path: &Path, prob: &Stack<f32>, threshold: f32) -> Result<()> {
+    let binary = prob.map(|p| if p > threshold { 255u8 } else { 0 });
+    let is_png = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !is_png {
+        return Ok(write_stack(path, &binary)?);
+    }
+    let (h, w) = (binary.height(), binary.width());
+    if binary.pages() == 1 {
+        return Ok(write_png_grey(path, h, w, binary.page(0))?);
+    }
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("binary");
+    for p in 0..binary.pages() {
+        let file = path.with_file_name(format!("{stem}-{p:03}.png"));
+        write_png_grey(&file, h, w, binary.page(p))?;
+    }
+    Ok(())
+}
+
+/// Predict and write.
+pub fn run(args: &PredictArgs) -> Result<()> {
+    let model_path = match &args.model {
+        Some(p) => p.clone(),
+        None => default_model()?,
+    };
+    if !(0.0..=1.0).contains(&args.threshold) {
+        bail!("--threshold {} is not in [0, 1]", args.threshold);
+    }
+    let device = device(args.device)?;
+    let (model, stats) = load_model(&model_path, &device)?;
+    let cfg = model.config().clone();
+    let mut input = read_input(&args.input)?;
+    if input.channels != cfg.in_channels {
+        bail!(
+            "{}: {} sample(s) per pixel, but the model {} takes {} input channel(s)",
+            args.input.display(),
+            input.channels,
+            model_path.display(),
+            cfg.in_channels
+        );
+    }
+    if input.float_out_of_range {
+        eprintln!(
+            "warning: {} holds float values outside [0, 1]; they are used as grey values in \
+             [0, 1] units",
+            args.input.display()
+        );
+    }
+    if stats.is_none() {
+        eprintln!(
+            "warning: {} records no grey normalisation (metrics.normalisation); standardising \
+             each page by its own mean and std",
+            model_path.display()
+        );
+    }
+    let opts = TileOptions {
+        tile_size: args.tile,
+        overlap: args.overlap,
+        batch_size: args.batch,
+        blend: match args.blend {
+            BlendArg::None => Blend::None,
+            BlendArg::Linear => Blend::Linear,
+            BlendArg::Gaussian => Blend::Gaussian,
+        },
+        tta: args.tta,
+    };
+    let (h, w, n) = (input.height, input.width, input.pages.len());
+    let bar = ProgressBar::new(n as u64).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} pages, {elapsed} (eta {eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("predicting");
+    let started = Instant::now();
+    let mut prob = Vec::with_capacity(n * h * w);
+    for (p, page) in input.pages.iter_mut().enumerate() {
+        // Channels are standardised together, as training does with its grey statistics.
+        normalise(page, stats);
+        let cell = overlap_tile_predict(&model, page, h, w, &opts)
+            .with_context(|| format!("{} page {p}", args.input.display()))?;
+        prob.extend(cell);
+        *page = Vec::new();
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let prob = Stack::new(n, h, w, prob)?;
+    write_stack(&args.out, &prob).with_context(|| format!("writing {}", args.out.display()))?;
+    if let Some(path) = &args.binary {
+        write_binary(path, &prob, args.threshold)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "wrote P(cell) of {n} page(s) of {h}x{w} to {} in {:.1} s{}",
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+        if args.tta { " (8-fold TTA)" } else { "" }
+    );
+    Ok(())
+}

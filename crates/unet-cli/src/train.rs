@@ -1,0 +1,452 @@
+//! `unet train` and `unet evaluate`: train a U-Net on the ISBI 2012 sections with progress bars,
+//! and score a run or a checkpoint on the validation sections.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use unet_data::{locate_data_dir, IsbiData};
+use unet_model::train::{
+    evaluate_checkpoint, evaluate_run, files, train, AugmentationConfig, Recipe, SplitConfig,
+    TrainConfig, TrainControl, TrainEvent,
+};
+use unet_model::Preset;
+
+/// The compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// The first CUDA GPU (build with `--features cuda`).
+    Cuda,
+}
+
+fn device(arg: DeviceArg) -> Result<Device> {
+    match arg {
+        DeviceArg::Cpu => Ok(Device::Cpu),
+        DeviceArg::Cuda => Device::new_cuda(0).context(
+            "--device cuda: no CUDA device (build with `--features cuda` on a GPU machine)",
+        ),
+    }
+}
+
+/// Flags of `unet train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The recipe to start from: default (small net, ~1 h on 2 CPU cores), reference, paper.
+    #[arg(long, default_value = "default")]
+    pub recipe: String,
+    /// A JSON training configuration (as written to runs/NAME/config.json); replaces the recipe.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The ISBI 2012 data directory (default: $UNET_DATA, then data/isbi2012).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Where the run writes config.json, log.jsonl and checkpoints (default: runs/<recipe>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in this directory from its `last` checkpoint.
+    #[arg(long, conflicts_with_all = ["config", "run_dir"])]
+    pub resume: Option<PathBuf>,
+    /// Epochs (on --resume: the new total).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Tiles per batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Side of the network's input tile.
+    #[arg(long)]
+    pub tile_size: Option<usize>,
+    /// Tiles per training section per epoch.
+    #[arg(long)]
+    pub crops_per_section: Option<usize>,
+    /// Base learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// The network preset (paper, reference, small).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Augmentation: none, reference, paper.
+    #[arg(long)]
+    pub augmentation: Option<String>,
+    /// Fraction of the sections that train (the first ones); the rest validate.
+    #[arg(long)]
+    pub train_fraction: Option<f64>,
+    /// Seed of the initialisation and the data stream.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// No per-pixel weights (plain cross-entropy).
+    #[arg(long)]
+    pub no_weights: bool,
+    /// The compute device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// No progress bars (one line per epoch instead).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The configuration the flags describe.
+fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
+    let (mut cfg, resume) = if let Some(run) = &args.resume {
+        let mut cfg = TrainConfig::load(run.join(files::CONFIG))
+            .with_context(|| format!("--resume {}: reading its configuration", run.display()))?;
+        cfg.run_dir = run.clone();
+        (cfg, true)
+    } else if let Some(path) = &args.config {
+        (TrainConfig::load(path)?, false)
+    } else {
+        let recipe: Recipe = args.recipe.parse()?;
+        (TrainConfig::recipe(recipe), false)
+    };
+    if resume {
+        let changed = args.batch_size.is_some()
+            || args.tile_size.is_some()
+            || args.crops_per_section.is_some()
+            || args.lr.is_some()
+            || args.preset.is_some()
+            || args.augmentation.is_some()
+            || args.train_fraction.is_some()
+            || args.seed.is_some()
+            || args.no_weights;
+        if changed {
+            bail!("--resume continues a run with its own settings; only --epochs may change");
+        }
+    }
+    if let Some(dir) = &args.run_dir {
+        cfg.run_dir = dir.clone();
+    }
+    if let Some(v) = args.epochs {
+        cfg.epochs = v;
+    }
+    if let Some(v) = args.batch_size {
+        cfg.batch_size = v;
+    }
+    if let Some(v) = args.tile_size {
+        cfg.tile_size = v;
+    }
+    if let Some(v) = args.crops_per_section {
+        cfg.crops_per_section = v;
+    }
+    if let Some(v) = args.lr {
+        cfg.optimizer = cfg.optimizer.with_lr(v);
+    }
+    if let Some(p) = &args.preset {
+        let preset: Preset = p.parse().map_err(unet_model::Error::from)?;
+        cfg = cfg.with_preset(preset);
+    }
+    if let Some(a) = &args.augmentation {
+        cfg.augmentation = match a.as_str() {
+            "none" => AugmentationConfig::None,
+            "reference" => AugmentationConfig::Reference,
+            "paper" => AugmentationConfig::Paper,
+            other => bail!("unknown augmentation {other:?}; known: none, reference, paper"),
+        };
+    }
+    if let Some(f) = args.train_fraction {
+        cfg.split = SplitConfig::Fraction { train_fraction: f };
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    if args.no_weights {
+        cfg.weights = None;
+    }
+    Ok((cfg, resume))
+}
+
+fn load_data(flag: Option<&Path>) -> Result<IsbiData> {
+    let dir = locate_data_dir(flag)?;
+    IsbiData::load(&dir)
+        .with_context(|| format!("loading the ISBI 2012 data from {}", dir.display()))
+}
+
+/// Runs `unet train`.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let (cfg, resume) = config_from(args)?;
+    let data = load_data(args.data.as_deref())?;
+    let control = TrainControl {
+        device: device(args.device)?,
+        resume,
+        ..TrainControl::default()
+    };
+    let stop = control.stop.clone();
+    ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C: the user does not want to wait for the step.
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to quit at once)...");
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let mut bars = Bars::new(args.quiet);
+    let outcome = train(
+        &cfg,
+        &data.train_images,
+        &data.train_labels,
+        &control,
+        &mut |event| bars.show(event),
+    )
+    .with_context(|| format!("training run {}", cfg.run_dir.display()))?;
+    bars.finish();
+    let dir = outcome.run_dir.display();
+    if outcome.interrupted {
+        println!(
+            "stopped after {} epoch(s); continue with: unet train --resume {dir}",
+            outcome.epochs_done
+        );
+    } else {
+        println!("done: {} epochs in {dir}", outcome.epochs_done);
+    }
+    if let Some((iou, epoch)) = outcome.best {
+        println!("best validation mean IoU {iou:.4} at epoch {epoch} ({dir}/best.safetensors)");
+    }
+    Ok(())
+}
+
+/// Progress bars: one for the epochs, one for the steps of the current epoch.
+struct Bars {
+    quiet: bool,
+    epochs: Option<ProgressBar>,
+    steps: Option<ProgressBar>,
+    multi: indicatif::MultiProgress,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Self {
+        Bars {
+            quiet,
+            epochs: None,
+            steps: None,
+            multi: indicatif::MultiProgress::new(),
+        }
+    }
+
+    fn show(&mut self, event: TrainEvent<'_>) {
+        match event {
+            TrainEvent::Start {
+                config,
+                steps_per_epoch,
+                epochs_done,
+                parameters,
+                sections,
+            } => {
+                let msg = format!(
+                    "{}: {} parameters, {} training / {} validation sections, {} steps per epoch, run {}",
+                    config.recipe,
+                    parameters,
+                    sections.0,
+                    sections.1,
+                    steps_per_epoch,
+                    config.run_dir.display()
+                );
+                let _ = self.multi.println(msg);
+                if !self.quiet {
+                    let bar = self.multi.add(ProgressBar::new(config.epochs as u64));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "epoch {pos}/{len} [{elapsed_precise}<{eta_precise}] {wide_bar} {msg}",
+                        )
+                        .expect("a valid template"),
+                    );
+                    bar.set_position(epochs_done as u64);
+                    self.epochs = Some(bar);
+                }
+            }
+            TrainEvent::EpochStart {
+                epoch,
+                steps,
+                first_step,
+            } => {
+                if let Some(old) = self.steps.take() {
+                    old.finish_and_clear();
+                }
+                if !self.quiet {
+                    let bar = self.multi.add(ProgressBar::new(steps as u64));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "  step {pos}/{len} [{elapsed_precise}<{eta_precise}] {bar:30} {msg}",
+                        )
+                        .expect("a valid template"),
+                    );
+                    bar.set_position(first_step as u64);
+                    bar.set_message(format!("epoch {epoch}"));
+                    self.steps = Some(bar);
+                }
+            }
+            TrainEvent::Step {
+                loss,
+                lr,
+                samples_per_second,
+                ..
+            } => {
+                if let Some(bar) = &self.steps {
+                    bar.inc(1);
+                    bar.set_message(format!(
+                        "loss {loss:.4}  lr {lr:.2e}  {samples_per_second:.2} samples/s"
+                    ));
+                }
+            }
+            TrainEvent::Validating { epoch } => {
+                if let Some(bar) = &self.steps {
+                    bar.set_message(format!("epoch {epoch}: validating"));
+                }
+            }
+            TrainEvent::EpochEnd(record) => {
+                let v = record.validation.as_ref();
+                let line = format!(
+                    "epoch {:>3}  train loss {:.4}  {}{}  ({:.0} s train, {:.0} s validation)",
+                    record.epoch,
+                    record.train_loss,
+                    v.map_or("not validated".into(), |v| format!(
+                        "val loss {:.4}  acc {:.4}  IoU {:.4}  Dice {:.4}  V-Rand {:.4}  V-Info {:.4}",
+                        v.loss, v.pixel_accuracy, v.mean_iou, v.dice, v.v_rand, v.v_info
+                    )),
+                    if record.best { "  best" } else { "" },
+                    record.train_seconds,
+                    record.validation_seconds,
+                );
+                let _ = self.multi.println(line);
+                if let Some(bar) = &self.epochs {
+                    bar.inc(1);
+                    if let Some(v) = v {
+                        bar.set_message(format!("val IoU {:.4}", v.mean_iou));
+                    }
+                }
+            }
+            TrainEvent::Stopped { epoch, step } => {
+                let _ = self.multi.println(format!(
+                    "stopped at epoch {epoch}, step {step}; `last` saved"
+                ));
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        for bar in [self.steps.take(), self.epochs.take()]
+            .into_iter()
+            .flatten()
+        {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Flags of `unet evaluate`.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// A run directory: scores its `best` checkpoint (else `last`) on its validation sections.
+    #[arg(
+        long,
+        conflicts_with = "checkpoint",
+        required_unless_present = "checkpoint"
+    )]
+    pub run: Option<PathBuf>,
+    /// A checkpoint's weights file (with its .json sidecar beside it).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Sections to score with --checkpoint (default: the reference split's validation, 27-29).
+    #[arg(long, value_delimiter = ',')]
+    pub sections: Vec<usize>,
+    /// The ISBI 2012 data directory (default: $UNET_DATA, then data/isbi2012).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Write the scores JSON here too (a run also gets runs/NAME/scores.json).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The compute device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+/// Runs `unet evaluate`.
+pub fn run_evaluate(args: &EvaluateArgs) -> Result<()> {
+    let data = load_data(args.data.as_deref())?;
+    let dev = device(args.device)?;
+    let evaluation = match (&args.run, &args.checkpoint) {
+        (Some(run), _) => evaluate_run(run, &data.train_images, &data.train_labels, &dev)
+            .with_context(|| format!("evaluating run {}", run.display()))?,
+        (None, Some(ckpt)) => {
+            let sections = if args.sections.is_empty() {
+                unet_data::Split::reference(data.train_images.pages())?.validation
+            } else {
+                args.sections.clone()
+            };
+            evaluate_checkpoint(
+                ckpt,
+                &data.train_images,
+                &data.train_labels,
+                &sections,
+                &dev,
+                Some(388),
+            )
+            .with_context(|| format!("evaluating {}", ckpt.display()))?
+        }
+        (None, None) => bail!("give --run DIR or --checkpoint FILE"),
+    };
+    let r = &evaluation.full;
+    println!(
+        "{} (epoch {}), sections {:?}, full {}x{}:",
+        evaluation.checkpoint.display(),
+        evaluation.epoch,
+        evaluation.sections,
+        r.height,
+        r.width
+    );
+    println!(
+        "  pixel accuracy {:.4}  mean IoU {:.4}  Dice {:.4}  V-Rand {:.4} (t {:.1})  V-Info {:.4} (t {:.1})",
+        r.pixel_accuracy, r.mean_iou, r.dice, r.v_rand, r.v_rand_threshold, r.v_info, r.v_info_threshold
+    );
+    if let Some((size, c)) = &evaluation.centre {
+        println!(
+            "  centre {size}x{size}: pixel accuracy {:.4}  mean IoU {:.4}  V-Rand {:.4}  V-Info {:.4}",
+            c.pixel_accuracy, c.mean_iou, c.v_rand, c.v_info
+        );
+    }
+    if let Some(path) = &args.json {
+        unet_data::write_atomically(path, evaluation.to_json().as_bytes())?;
+        println!("scores written to {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    #[test]
+    fn flags_override_the_recipe() {
+        let w = Wrap::parse_from([
+            "x",
+            "--recipe",
+            "reference",
+            "--epochs",
+            "3",
+            "--lr",
+            "0.01",
+            "--run-dir",
+            "runs/a",
+            "--no-weights",
+        ]);
+        let (cfg, resume) = config_from(&w.args).unwrap();
+        assert!(!resume);
+        assert_eq!(cfg.epochs, 3);
+        assert_eq!(cfg.optimizer.lr(), 0.01);
+        assert_eq!(cfg.batch_size, 3);
+        assert_eq!(cfg.run_dir, PathBuf::from("runs/a"));
+        assert!(cfg.weights.is_none());
+        let bad = Wrap::parse_from(["x", "--recipe", "fast"]);
+        assert!(config_from(&bad.args).is_err());
+    }
+}

@@ -1,0 +1,286 @@
+//! `unet predict` end to end with a tiny random checkpoint in a temporary directory.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use unet_data::{read_png_grey, read_stack, write_png_grey, write_stack, AnyStack, Stack};
+use unet_model::{overlap_tile_predict, save_checkpoint, Padding, TileOptions, UNet, UNetConfig};
+
+fn unet(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_unet"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const MEAN: f64 = 0.45;
+const STD: f64 = 0.2;
+
+/// A depth-2, width-4 valid-padding net, saved as `dir/m.safetensors`, with or without the
+/// training normalisation in its sidecar.
+fn tiny_model(dir: &Path, with_normalisation: bool) -> UNet {
+    let cfg = UNetConfig {
+        depth: 2,
+        base_width: 4,
+        padding: Padding::Valid,
+        ..UNetConfig::small()
+    };
+    let varmap = VarMap::new();
+    let model = UNet::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    model.init_seeded(17).unwrap();
+    let metrics = if with_normalisation {
+        serde_json::json!({ "normalisation": { "mean": MEAN, "std": STD } })
+    } else {
+        serde_json::json!({})
+    };
+    save_checkpoint(dir.join("m.safetensors"), &model, 1, metrics, None).unwrap();
+    model
+}
+
+/// Two 8-bit pages of 20x27 with some structure.
+fn pages() -> Stack<u8> {
+    let (h, w) = (20, 27);
+    let data = (0..2 * h * w)
+        .map(|i| ((i * 37 + (i / w) * 11) % 256) as u8)
+        .collect();
+    Stack::new(2, h, w, data).unwrap()
+}
+
+fn f32_stack(path: &Path) -> Stack<f32> {
+    match read_stack(path).unwrap() {
+        AnyStack::F32(s) => s,
+        other => panic!("expected 32-bit float pages, got {}", other.pixel_type()),
+    }
+}
+
+#[test]
+fn predicts_a_stack_with_the_training_normalisation() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), true);
+    let input = pages();
+    write_stack(dir.path().join("in.tif"), &input).unwrap();
+    let stderr = ok(&unet(
+        &[
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            "in.tif",
+            "--out",
+            "p.tif",
+            "--binary",
+            "b.tif",
+            "--tile",
+            "8",
+            "--batch",
+            "3",
+        ],
+        dir.path(),
+    ));
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let prob = f32_stack(&dir.path().join("p.tif"));
+    assert_eq!((prob.pages(), prob.height(), prob.width()), (2, 20, 27));
+    // The library on the same normalised page gives the same numbers.
+    for p in 0..2 {
+        let page: Vec<f32> = input
+            .page(p)
+            .iter()
+            .map(|&v| ((f64::from(v) / 255.0 - MEAN) / STD) as f32)
+            .collect();
+        let want = overlap_tile_predict(&model, &page, 20, 27, &TileOptions::default()).unwrap();
+        let diff = prob
+            .page(p)
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "page {p}: {diff}");
+    }
+    let AnyStack::U8(binary) = read_stack(dir.path().join("b.tif")).unwrap() else {
+        panic!("the binary map is 8-bit")
+    };
+    for (b, p) in binary.as_slice().iter().zip(prob.as_slice()) {
+        assert_eq!(*b, if *p > 0.5 { 255 } else { 0 });
+    }
+    assert!(binary.as_slice().contains(&255) && binary.as_slice().contains(&0));
+}
+
+#[test]
+fn pngs_directories_tta_and_the_fallback_normalisation() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(dir.path(), false);
+    let input = pages();
+    std::fs::create_dir(dir.path().join("sections")).unwrap();
+    for p in 0..2 {
+        let name = format!("sections/s{p}.png");
+        write_png_grey(dir.path().join(name), 20, 27, input.page(p)).unwrap();
+    }
+    // A stray non-image file in the directory is skipped by its name.
+    std::fs::write(dir.path().join("sections/notes.txt"), "not an image").unwrap();
+    let stderr = ok(&unet(
+        &[
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            "sections",
+            "--out",
+            "p.tif",
+            "--tta",
+            "--binary",
+            "b.png",
+            "--threshold",
+            "0.4",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        stderr.contains("warning") && stderr.contains("standardising each page"),
+        "{stderr}"
+    );
+    let prob = f32_stack(&dir.path().join("p.tif"));
+    assert_eq!((prob.pages(), prob.height(), prob.width()), (2, 20, 27));
+    for p in 0..2 {
+        let (h, w, png) = read_png_grey(dir.path().join(format!("b-{p:03}.png"))).unwrap();
+        assert_eq!((h, w), (20, 27));
+        for (b, q) in png.iter().zip(prob.page(p)) {
+            assert_eq!(*b, if *q > 0.4 { 255 } else { 0 });
+        }
+    }
+    // One PNG in, one PNG out.
+    ok(&unet(
+        &[
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            "sections/s1.png",
+            "--out",
+            "one.tif",
+            "--binary",
+            "one.png",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(f32_stack(&dir.path().join("one.tif")).pages(), 1);
+    assert_eq!(read_png_grey(dir.path().join("one.png")).unwrap().0, 20);
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(dir.path(), true);
+    let d = dir.path();
+    let predict = |input: &str| {
+        unet(
+            &[
+                "predict",
+                "--model",
+                "m.safetensors",
+                "--input",
+                input,
+                "--out",
+                "p.tif",
+            ],
+            d,
+        )
+    };
+
+    std::fs::write(d.join("notes.tif"), "hello, not an image").unwrap();
+    let err = fails(&predict("notes.tif"));
+    assert!(err.contains("notes.tif: not an image"), "{err}");
+
+    // 32-bit integer pixels: not a type we read.
+    {
+        let file = std::fs::File::create(d.join("int.tif")).unwrap();
+        let mut enc = tiff::encoder::TiffEncoder::new(file).unwrap();
+        enc.write_image::<tiff::encoder::colortype::Gray32>(3, 2, &[1u32; 6])
+            .unwrap();
+    }
+    let err = fails(&predict("int.tif"));
+    assert!(
+        err.contains("int.tif") && err.contains("nsupported"),
+        "{err}"
+    );
+
+    // 16-bit PNG: the PNG reader takes 8-bit grey only.
+    {
+        let file = std::fs::File::create(d.join("deep.png")).unwrap();
+        let mut enc = png::Encoder::new(file, 3, 2);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Sixteen);
+        enc.write_header()
+            .unwrap()
+            .write_image_data(&[0u8; 12])
+            .unwrap();
+    }
+    let err = fails(&predict("deep.png"));
+    assert!(err.contains("deep.png"), "{err}");
+
+    // RGB pages for a one-channel model.
+    {
+        let file = std::fs::File::create(d.join("rgb.tif")).unwrap();
+        let mut enc = tiff::encoder::TiffEncoder::new(file).unwrap();
+        enc.write_image::<tiff::encoder::colortype::RGB8>(3, 2, &[9u8; 18])
+            .unwrap();
+    }
+    let err = fails(&predict("rgb.tif"));
+    assert!(
+        err.contains("3 sample(s) per pixel") && err.contains("takes 1 input channel"),
+        "{err}"
+    );
+
+    std::fs::create_dir(d.join("empty")).unwrap();
+    let err = fails(&predict("empty"));
+    assert!(err.contains("no .tif, .tiff or .png image"), "{err}");
+
+    // A sidecar whose config does not fit the weights.
+    write_stack(d.join("in.tif"), &pages()).unwrap();
+    let sidecar = d.join("m.json");
+    let text = std::fs::read_to_string(&sidecar).unwrap();
+    std::fs::write(
+        &sidecar,
+        text.replace("\"base_width\": 4", "\"base_width\": 8"),
+    )
+    .unwrap();
+    let err = fails(&predict("in.tif"));
+    assert!(
+        err.contains("loading m.safetensors") && err.contains("shape"),
+        "{err}"
+    );
+
+    // No --model and no default model anywhere above the working directory.
+    let out = unet(&["predict", "--input", "in.tif", "--out", "p.tif"], d);
+    let err = fails(&out);
+    assert!(
+        err.contains("cargo xtask train") && err.contains("--model"),
+        "{err}"
+    );
+    assert!(!d.join("p.tif").exists());
+}

@@ -1,0 +1,163 @@
+//! The error type of `unet-data`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong reading, checking or fetching data.
+///
+/// Every variant that concerns a file names it, and a page where one is involved, so a
+/// message reads like "train-labels.tif page 12: value 37 is not a label (expected 0 or 255)".
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be opened, read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is empty (zero bytes) or holds no image page.
+    #[error("{}: empty file, no image page in it", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file does not start with a TIFF header.
+    #[error("{}: not a TIFF file (it starts with {magic:02x?}, expected \"II*\\0\" or \"MM\\0*\")", path.display())]
+    NotTiff {
+        /// The file.
+        path: PathBuf,
+        /// Its first bytes.
+        magic: Vec<u8>,
+    },
+    /// The file ends before the data its header promises.
+    #[error("{} page {page}: the file is truncated ({detail})", path.display())]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// The page being read when the data ran out.
+        page: usize,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// The TIFF decoder or encoder rejected the file.
+    #[error("{} page {page}: {detail}", path.display())]
+    Tiff {
+        /// The file.
+        path: PathBuf,
+        /// The page concerned.
+        page: usize,
+        /// What the TIFF library said.
+        detail: String,
+    },
+    /// A page's pixel type is not one we read (8/16-bit unsigned or 32-bit float grey).
+    #[error("{} page {page}: unsupported pixel type {pixel} (expected 8-bit, 16-bit or 32-bit float grey)", path.display())]
+    UnsupportedPixelType {
+        /// The file.
+        path: PathBuf,
+        /// The page.
+        page: usize,
+        /// The pixel type found.
+        pixel: String,
+    },
+    /// Pages of one stack differ in size or pixel type.
+    #[error("{} page {page}: {found} differs from page 0 ({expected}); all pages of a stack must match", path.display())]
+    PageMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The first page that differs.
+        page: usize,
+        /// What page 0 is (e.g. "512x512 8-bit").
+        expected: String,
+        /// What this page is.
+        found: String,
+    },
+    /// A stack of the wrong pixel type for its role (e.g. float labels).
+    #[error("{}: {found} pages where {expected} pages are needed", path.display())]
+    WrongPixelType {
+        /// The file.
+        path: PathBuf,
+        /// What the role needs.
+        expected: &'static str,
+        /// What the file has.
+        found: &'static str,
+    },
+    /// A label page holds a value that is not a class.
+    #[error("{} page {page}: value {value} is not a label (expected {expected})", path.display())]
+    NotALabel {
+        /// The label file.
+        path: PathBuf,
+        /// The page.
+        page: usize,
+        /// The offending value.
+        value: u16,
+        /// The values allowed, in words.
+        expected: &'static str,
+    },
+    /// Two stacks that must match (images and labels) do not.
+    #[error("{} and {}: {what}", first.display(), second.display())]
+    StackMismatch {
+        /// The first file.
+        first: PathBuf,
+        /// The second file.
+        second: PathBuf,
+        /// How they differ.
+        what: String,
+    },
+    /// Stack dimensions and buffer length disagree, or a dimension is zero.
+    #[error("bad stack shape: {0}")]
+    Shape(String),
+    /// A split was asked for with impossible parameters.
+    #[error("bad split: {0}")]
+    Split(String),
+    /// The data directory could not be found.
+    #[error("{0}")]
+    DataNotFound(String),
+    /// A downloaded or local file's pixels do not have the expected checksum.
+    #[error("{}: pixel checksum {found} does not match the expected {expected}; the file is not the ISBI 2012 data", path.display())]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// The expected SHA-256 of the pixel bytes.
+        expected: String,
+        /// The SHA-256 found.
+        found: String,
+    },
+    /// A PNG could not be decoded, or is not an 8-bit grey image.
+    #[error("{source_name}: {detail}")]
+    Png {
+        /// The URL or file the PNG came from.
+        source_name: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A download failed.
+    #[error("download of {url} failed: {detail}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// What failed.
+        detail: String,
+    },
+    /// Augmenting a training sample failed.
+    #[error("augmentation: {0}")]
+    Augment(#[from] unet_augment::Error),
+    /// Computing a weight map failed.
+    #[error("weight map: {0}")]
+    Weights(#[from] unet_weights::Error),
+    /// The data loader was set up with impossible settings, or its thread failed.
+    #[error("data loader: {0}")]
+    Loader(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The ISBI 2012 EM segmentation data set: loading, checking, locating and summarising it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::{read_u8_stack, Error, GreyStats, Result, Split, Stack};
+
+/// File name of the training images.
+pub const TRAIN_VOLUME: &str = "train-volume.tif";
+/// File name of the training labels (255 = cell, 0 = membrane).
+pub const TRAIN_LABELS: &str = "train-labels.tif";
+/// File name of the test images (no public labels).
+pub const TEST_VOLUME: &str = "test-volume.tif";
+/// The environment variable naming the data directory.
+pub const DATA_ENV: &str = "UNET_DATA";
+/// The data directory inside a checkout, relative to its root.
+pub const DEFAULT_DATA_DIR: &str = "data/isbi2012";
+
+/// The label value of a cell pixel after [`read_labels`] (the ISBI convention).
+pub const CELL: u8 = 255;
+/// The label value of a membrane pixel.
+pub const MEMBRANE: u8 = 0;
+
+/// Read a label stack and check that it is binary: values {0, 255}, or {0, 1}.
+///
+/// The result always uses {0, 255} ([`MEMBRANE`], [`CELL`]). A 16-bit stack with only those values
+/// is accepted too. Any other value is an error naming the file, page and value.
+pub fn read_labels(path: impl AsRef<Path>) -> Result<Stack<u8>> {
+    let path = path.as_ref();
+    let stack = match crate::read_stack(path)? {
+        crate::AnyStack::U8(s) => s.map(u16::from),
+        crate::AnyStack::U16(s) => s,
+        other => {
+            return Err(Error::WrongPixelType {
+                path: path.to_path_buf(),
+                expected: "8-bit or 16-bit label",
+                found: other.pixel_type(),
+            })
+        }
+    };
+    // {0, 1} when nothing exceeds 1, else {0, 255}.
+    let max = stack.as_slice().iter().copied().max().unwrap_or(0);
+    let (high, expected) = if max <= 1 {
+        (1u16, "0 or 1")
+    } else {
+        (255u16, "0 or 255")
+    };
+    for (page, values) in stack.iter_pages().enumerate() {
+        if let Some(&value) = values.iter().find(|&&v| v != 0 && v != high) {
+            return Err(Error::NotALabel {
+                path: path.to_path_buf(),
+                page,
+                value,
+                expected,
+            });
+        }
+    }
+    Ok(stack.map(|v| if v == 0 { MEMBRANE } else { CELL }))
+}
+
+/// Check that an image stack and a label stack pair up: same page count, same page size.
+pub fn check_pair<A, B>(
+    images_path: &Path,
+    images: &Stack<A>,
+    labels_path: &Path,
+    labels: &Stack<B>,
+) -> Result<()> {
+    let mismatch = |what: String| Error::StackMismatch {
+        first: images_path.to_path_buf(),
+        second: labels_path.to_path_buf(),
+        what,
+    };
+    if images.pages() != labels.pages() {
+        return Err(mismatch(format!(
+            "{} image pages but {} label pages",
+            images.pages(),
+            labels.pages()
+        )));
+    }
+    if (images.height(), images.width()) != (labels.height(), labels.width()) {
+        return Err(mismatch(format!(
+            "images are {}x{} but labels are {}x{}",
+            images.height(),
+            images.width(),
+            labels.height(),
+            labels.width()
+        )));
+    }
+    if labels.samples() != 1 {
+        return Err(mismatch(format!(
+            "labels have {} samples per pixel, expected 1",
+            labels.samples()
+        )));
+    }
+    Ok(())
+}
+
+/// The ISBI 2012 stacks, loaded and checked.
+#[derive(Debug, Clone)]
+pub struct IsbiData {
+    /// Where they were read from.
+    pub dir: PathBuf,
+    /// Training images, 8-bit grey.
+    pub train_images: Stack<u8>,
+    /// Training labels, {0, 255}.
+    pub train_labels: Stack<u8>,
+    /// Test images, when `test-volume.tif` is present.
+    pub test_images: Option<Stack<u8>>,
+}
+
+impl IsbiData {
+    /// Load `train-volume.tif`, `train-labels.tif` and, if present, `test-volume.tif` from `dir`,
+    /// and check that images and labels pair up.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let (vol_path, lab_path, test_path) = (
+            dir.join(TRAIN_VOLUME),
+            dir.join(TRAIN_LABELS),
+            dir.join(TEST_VOLUME),
+        );
+        let train_images = read_u8_stack(&vol_path)?;
+        let train_labels = read_labels(&lab_path)?;
+        check_pair(&vol_path, &train_images, &lab_path, &train_labels)?;
+        if train_images.samples() != 1 {
+            return Err(Error::WrongPixelType {
+                path: vol_path,
+                expected: "grey (one sample per pixel)",
+                found: "multi-sample",
+            });
+        }
+        let test_images = if test_path.exists() {
+            Some(read_u8_stack(&test_path)?)
+        } else {
+            None
+        };
+        Ok(IsbiData {
+            dir: dir.to_path_buf(),
+            train_images,
+            train_labels,
+            test_images,
+        })
+    }
+
+    /// What a user wants to see first about the data under a split.
+    pub fn summary(&self, split: &Split) -> Result<DataSummary> {
+        let split_summary = |name: &'static str, pages: &[usize]| -> Result<SplitSummary> {
+            let grey = GreyStats::of_pages(&self.train_images, pages)?;
+            let (mut cells, mut total) = (0usize, 0usize);
+            for &p in pages {
+                let page = self.train_labels.page(p);
+                cells += page.iter().filter(|&&v| v == CELL).count();
+                total += page.len();
+            }
+            Ok(SplitSummary {
+                name,
+                sections: pages.to_vec(),
+                grey,
+                cell_fraction: cells as f64 / total as f64,
+            })
+        };
+        let mut splits = vec![split_summary("train", &split.train)?];
+        if !split.validation.is_empty() {
+            splits.push(split_summary("validation", &split.validation)?);
+        }
+        let test = match &self.test_images {
+            Some(t) => Some((
+                t.pages(),
+                GreyStats::of_pages(t, &(0..t.pages()).collect::<Vec<_>>())?,
+            )),
+            None => None,
+        };
+        Ok(DataSummary {
+            dir: self.dir.clone(),
+            pages: self.train_images.pages(),
+            height: self.train_images.height(),
+            width: self.train_images.width(),
+            splits,
+            test,
+        })
+    }
+}
+
+/// Statistics of one split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitSummary {
+    /// "train" or "validation".
+    pub name: &'static str,
+    /// Its sections.
+    pub sections: Vec<usize>,
+    /// Grey-value statistics of its images.
+    pub grey: GreyStats,
+    /// Fraction of its label pixels that are cell.
+    pub cell_fraction: f64,
+}
+
+/// The summary `unet info` prints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSummary {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// Training pages.
+    pub pages: usize,
+    /// Page height.
+    pub height: usize,
+    /// Page width.
+    pub width: usize,
+    /// One entry per non-empty split.
+    pub splits: Vec<SplitSummary>,
+    /// Test pages and their grey statistics, if the test volume is present.
+    pub test: Option<(usize, GreyStats)>,
+}
+
+fn ranges(sections: &[usize]) -> String {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < sections.len() {
+        let mut j = i;
+        while j + 1 < sections.len() && sections[j + 1] == sections[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            format!("{}", sections[i])
+        } else {
+            format!("{}-{}", sections[i], sections[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+impl fmt::Display for DataSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "ISBI 2012 data in {}", self.dir.display())?;
+        writeln!(
+            f,
+            "  training stack: {} pages of {}x{}, 8-bit",
+            self.pages, self.height, self.width
+        )?;
+        writeln!(
+            f,
+            "  {:<11} {:>9} {:>9} {:>9} {:>13}",
+            "split", "sections", "grey mean", "grey std", "cell fraction"
+        )?;
+        for s in &self.splits {
+            writeln!(
+                f,
+                "  {:<11} {:>9} {:>9.2} {:>9.2} {:>12.1}%",
+                s.name,
+                ranges(&s.sections),
+                s.grey.mean,
+                s.grey.std,
+                100.0 * s.cell_fraction
+            )?;
+        }
+        match &self.test {
+            Some((n, g)) => writeln!(
+                f,
+                "  test stack: {n} pages, grey mean {:.2}, std {:.2} (no public labels)",
+                g.mean, g.std
+            ),
+            None => writeln!(f, "  test stack: not present"),
+        }
+    }
+}
+
+/// Find the data directory: the flag if given, else `$UNET_DATA`, else `data/isbi2012` in the
+/// current directory, else `data/isbi2012` in the source checkout this was built from.
+///
+/// The flag and the variable are taken as given (an error if they hold no training stack); the
+/// error for missing data says how to get it.
+pub fn locate_data_dir(flag: Option<&Path>) -> Result<PathBuf> {
+    let has_data = |d: &Path| d.join(TRAIN_VOLUME).is_file() && d.join(TRAIN_LABELS).is_file();
+    let how = "get the data with `cargo xtask fetch-data` (downloads into data/isbi2012/), \
+               or point --data or UNET_DATA at a directory holding train-volume.tif and train-labels.tif";
+    if let Some(dir) = flag {
+        return if has_data(dir) {
+            Ok(dir.to_path_buf())
+        } else {
+            Err(Error::DataNotFound(format!(
+                "--data {}: no {TRAIN_VOLUME} and {TRAIN_LABELS} there; {how}",
+                dir.display()
+            )))
+        };
+    }
+    if let Some(dir) = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return if has_data(&dir) {
+            Ok(dir)
+        } else {
+            Err(Error::DataNotFound(format!(
+                "{DATA_ENV}={}: no {TRAIN_VOLUME} and {TRAIN_LABELS} there; {how}",
+                dir.display()
+            )))
+        };
+    }
+    let candidates = [
+        PathBuf::from(DEFAULT_DATA_DIR),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(DEFAULT_DATA_DIR),
+    ];
+    for c in &candidates {
+        if has_data(c) {
+            return Ok(c.clone());
+        }
+    }
+    Err(Error::DataNotFound(format!(
+        "no ISBI 2012 data found (no --data flag, {DATA_ENV} unset, nothing in {DEFAULT_DATA_DIR}/); {how}"
+    )))
+}
+
+/// SHA-256 (hex) of a stack's pixel bytes, page after page: the same for any lossless encoding
+/// of the same pixels (TIFF, PNG pages, compressed or not).
+pub fn pixel_sha256(stack: &Stack<u8>) -> String {
+    let digest = Sha256::digest(stack.as_slice());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_compress() {
+        assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
+        assert_eq!(ranges(&[27, 28, 29]), "27-29");
+    }
+
+    #[test]
+    fn pixel_checksum_is_of_pixels() {
+        let s = Stack::new(1, 1, 3, vec![b'a', b'b', b'c']).unwrap();
+        // sha256("abc")
+        assert_eq!(
+            pixel_sha256(&s),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

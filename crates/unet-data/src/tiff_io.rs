@@ -1,0 +1,296 @@
+//! Multi-page TIFF stacks, as ImageJ/Fiji and the ISBI challenge use them.
+//!
+//! Reading accepts 8-bit, 16-bit and 32-bit float grey pages (and several samples per pixel);
+//! every page must have the size and type of the first. Writing produces an uncompressed baseline
+//! TIFF with one page per section, written atomically.
+
+use std::fs;
+use std::io::{Cursor, Seek, Write};
+use std::path::Path;
+
+use tiff::decoder::{Decoder, DecodingResult, Limits};
+use tiff::encoder::{colortype, TiffEncoder};
+use tiff::{ColorType, TiffError};
+
+use crate::fsutil::write_atomically;
+use crate::{AnyStack, Error, Result, Stack};
+
+/// A pixel type that can be written to a TIFF page.
+pub trait TiffPixel: Copy + sealed::Sealed {
+    /// Write one page of `width` x `height` grey pixels.
+    #[doc(hidden)]
+    fn write_page<W: Write + Seek>(
+        encoder: &mut TiffEncoder<W>,
+        width: u32,
+        height: u32,
+        data: &[Self],
+    ) -> std::result::Result<(), TiffError>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for u16 {}
+    impl Sealed for f32 {}
+}
+
+impl TiffPixel for u8 {
+    fn write_page<W: Write + Seek>(
+        e: &mut TiffEncoder<W>,
+        w: u32,
+        h: u32,
+        d: &[u8],
+    ) -> std::result::Result<(), TiffError> {
+        e.write_image::<colortype::Gray8>(w, h, d)
+    }
+}
+
+impl TiffPixel for u16 {
+    fn write_page<W: Write + Seek>(
+        e: &mut TiffEncoder<W>,
+        w: u32,
+        h: u32,
+        d: &[u16],
+    ) -> std::result::Result<(), TiffError> {
+        e.write_image::<colortype::Gray16>(w, h, d)
+    }
+}
+
+impl TiffPixel for f32 {
+    fn write_page<W: Write + Seek>(
+        e: &mut TiffEncoder<W>,
+        w: u32,
+        h: u32,
+        d: &[f32],
+    ) -> std::result::Result<(), TiffError> {
+        e.write_image::<colortype::Gray32Float>(w, h, d)
+    }
+}
+
+/// Write a grey stack as a multi-page TIFF, one page per section, atomically (a temporary file in
+/// the same directory, then a rename), so an interrupted write never leaves a half file behind.
+///
+/// Only stacks of one sample per pixel are written.
+pub fn write_stack<T: TiffPixel>(path: impl AsRef<Path>, stack: &Stack<T>) -> Result<()> {
+    let path = path.as_ref();
+    let bytes = encode_stack(stack).map_err(|(page, e)| Error::Tiff {
+        path: path.to_path_buf(),
+        page,
+        detail: e.to_string(),
+    })?;
+    write_atomically(path, &bytes)
+}
+
+/// Encode a grey stack as TIFF bytes; on failure, the page and the encoder's error.
+fn encode_stack<T: TiffPixel>(
+    stack: &Stack<T>,
+) -> std::result::Result<Vec<u8>, (usize, TiffError)> {
+    if stack.samples() != 1 {
+        return Err((
+            0,
+            TiffError::UnsupportedError(tiff::TiffUnsupportedError::UnknownInterpretation),
+        ));
+    }
+    let mut cursor = Cursor::new(Vec::new());
+    {
+        let mut encoder = TiffEncoder::new(&mut cursor).map_err(|e| (0, e))?;
+        let (w, h) = (stack.width() as u32, stack.height() as u32);
+        for (i, page) in stack.iter_pages().enumerate() {
+            T::write_page(&mut encoder, w, h, page).map_err(|e| (i, e))?;
+        }
+    }
+    Ok(cursor.into_inner())
+}
+
+/// Read every page of a TIFF file.
+///
+/// Errors name the file and page: not a TIFF, an empty or truncated file, an unsupported pixel
+/// type, pages of different sizes or types.
+pub fn read_stack(path: impl AsRef<Path>) -> Result<AnyStack> {
+    let path = path.as_ref();
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_stack(&bytes, path)
+}
+
+/// Read a TIFF stack whose pages must be 8-bit (images or labels).
+pub fn read_u8_stack(path: impl AsRef<Path>) -> Result<Stack<u8>> {
+    let path = path.as_ref();
+    match read_stack(path)? {
+        AnyStack::U8(s) => Ok(s),
+        other => Err(Error::WrongPixelType {
+            path: path.to_path_buf(),
+            expected: "8-bit",
+            found: other.pixel_type(),
+        }),
+    }
+}
+
+/// Decode TIFF bytes; `path` is only used in error messages.
+pub fn decode_stack(bytes: &[u8], path: &Path) -> Result<AnyStack> {
+    if bytes.is_empty() {
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let magic = &bytes[..bytes.len().min(4)];
+    if !matches!(magic, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+") {
+        return Err(Error::NotTiff {
+            path: path.to_path_buf(),
+            magic: magic.to_vec(),
+        });
+    }
+    let tiff_err = |page: usize, e: TiffError| -> Error {
+        let detail = e.to_string();
+        let truncated =
+            matches!(&e, TiffError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+        if truncated {
+            Error::Truncated {
+                path: path.to_path_buf(),
+                page,
+                detail,
+            }
+        } else {
+            Error::Tiff {
+                path: path.to_path_buf(),
+                page,
+                detail,
+            }
+        }
+    };
+    let mut decoder = Decoder::new(Cursor::new(bytes))
+        .map_err(|e| tiff_err(0, e))?
+        .with_limits(Limits::unlimited());
+
+    let mut first: Option<(u32, u32, ColorType)> = None;
+    let mut pages: Vec<DecodingResult> = Vec::new();
+    let mut page = 0usize;
+    loop {
+        let (w, h) = decoder.dimensions().map_err(|e| tiff_err(page, e))?;
+        let color = decoder.colortype().map_err(|e| tiff_err(page, e))?;
+        let samples = samples_of(color).ok_or_else(|| Error::UnsupportedPixelType {
+            path: path.to_path_buf(),
+            page,
+            pixel: format!("{color:?}"),
+        })?;
+        match first {
+            None => first = Some((w, h, color)),
+            Some((w0, h0, c0)) if (w0, h0, c0) != (w, h, color) => {
+                return Err(Error::PageMismatch {
+                    path: path.to_path_buf(),
+                    page,
+                    expected: describe(w0, h0, c0),
+                    found: describe(w, h, color),
+                });
+            }
+            Some(_) => {}
+        }
+        let image = decoder.read_image().map_err(|e| tiff_err(page, e))?;
+        let expected = w as usize * h as usize * samples;
+        let len = decoded_len(&image);
+        if len < expected {
+            return Err(Error::Truncated {
+                path: path.to_path_buf(),
+                page,
+                detail: format!("{len} of {expected} values"),
+            });
+        }
+        pages.push(image);
+        page += 1;
+        if !decoder.more_images() {
+            break;
+        }
+        decoder.next_image().map_err(|e| tiff_err(page, e))?;
+    }
+    let (w, h, color) = first.expect("the loop reads at least one page");
+    let (w, h) = (w as usize, h as usize);
+    let samples = samples_of(color).expect("checked above");
+    let unsupported = |found: &DecodingResult| Error::UnsupportedPixelType {
+        path: path.to_path_buf(),
+        page: 0,
+        pixel: format!("{color:?} decoded as {}", variant_name(found)),
+    };
+    macro_rules! collect {
+        ($variant:ident, $ty:ty) => {{
+            let mut data: Vec<$ty> = Vec::with_capacity(pages.len() * w * h * samples);
+            for p in &pages {
+                match p {
+                    DecodingResult::$variant(v) => data.extend_from_slice(&v[..w * h * samples]),
+                    other => return Err(unsupported(other)),
+                }
+            }
+            Stack::with_samples(pages.len(), h, w, samples, data)?
+        }};
+    }
+    Ok(match &pages[0] {
+        DecodingResult::U8(_) => AnyStack::U8(collect!(U8, u8)),
+        DecodingResult::U16(_) => AnyStack::U16(collect!(U16, u16)),
+        DecodingResult::F32(_) => AnyStack::F32(collect!(F32, f32)),
+        other => return Err(unsupported(other)),
+    })
+}
+
+fn samples_of(color: ColorType) -> Option<usize> {
+    match color {
+        ColorType::Gray(8 | 16 | 32) => Some(1),
+        ColorType::RGB(8 | 16) => Some(3),
+        ColorType::RGBA(8 | 16) => Some(4),
+        ColorType::GrayA(8 | 16) => Some(2),
+        ColorType::Multiband {
+            bit_depth: 8 | 16 | 32,
+            num_samples,
+        } => Some(num_samples as usize),
+        _ => None,
+    }
+}
+
+fn describe(w: u32, h: u32, c: ColorType) -> String {
+    format!("{w}x{h} {c:?}")
+}
+
+fn decoded_len(r: &DecodingResult) -> usize {
+    match r {
+        DecodingResult::U8(v) => v.len(),
+        DecodingResult::U16(v) => v.len(),
+        DecodingResult::F32(v) => v.len(),
+        // Other types are rejected after the page loop; their length does not matter here.
+        _ => usize::MAX,
+    }
+}
+
+fn variant_name(r: &DecodingResult) -> &'static str {
+    match r {
+        DecodingResult::U8(_) => "u8",
+        DecodingResult::U16(_) => "u16",
+        DecodingResult::U32(_) => "u32",
+        DecodingResult::U64(_) => "u64",
+        DecodingResult::F16(_) => "f16",
+        DecodingResult::F32(_) => "f32",
+        DecodingResult::F64(_) => "f64",
+        DecodingResult::I8(_) => "i8",
+        DecodingResult::I16(_) => "i16",
+        DecodingResult::I32(_) => "i32",
+        DecodingResult::I64(_) => "i64",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_all_pixel_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.tif");
+        let s8 = Stack::new(3, 4, 5, (0..60).map(|v| v as u8).collect()).unwrap();
+        write_stack(&p, &s8).unwrap();
+        assert_eq!(read_stack(&p).unwrap(), AnyStack::U8(s8));
+        let s16 = Stack::new(2, 3, 2, (0..12).map(|v| v * 1000).collect::<Vec<u16>>()).unwrap();
+        write_stack(&p, &s16).unwrap();
+        assert_eq!(read_stack(&p).unwrap(), AnyStack::U16(s16));
+        let sf = Stack::new(2, 2, 3, (0..12).map(|v| v as f32 * 0.25 - 1.0).collect()).unwrap();
+        write_stack(&p, &sf).unwrap();
+        assert_eq!(read_stack(&p).unwrap(), AnyStack::F32(sf));
+        // no temporary file is left behind
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,82 @@
+//! The real ISBI 2012 stacks (from `UNET_DATA`, or `../shared/data/isbi2012` beside the checkout,
+//! where CI keeps them).
+
+use std::path::PathBuf;
+
+use unet_data::{locate_data_dir, pixel_sha256, IsbiData, Split};
+
+fn isbi_dir() -> PathBuf {
+    let dir = std::env::var_os("UNET_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/data/isbi2012"
+            ))
+        });
+    assert!(
+        dir.join("train-volume.tif").is_file(),
+        "the ISBI data is needed for this test: set UNET_DATA or run `cargo xtask fetch-data`"
+    );
+    dir
+}
+
+#[test]
+fn loads_and_summarises_isbi() {
+    let data = IsbiData::load(isbi_dir()).unwrap();
+    assert_eq!(data.train_images.pages(), 30);
+    assert_eq!(
+        (data.train_images.height(), data.train_images.width()),
+        (512, 512)
+    );
+    assert!(data
+        .train_labels
+        .as_slice()
+        .iter()
+        .all(|&v| v == 0 || v == 255));
+    assert_eq!(data.test_images.as_ref().map(|t| t.pages()), Some(30));
+
+    let summary = data.summary(&Split::reference(30).unwrap()).unwrap();
+    assert_eq!(summary.splits.len(), 2);
+    let train = &summary.splits[0];
+    assert_eq!(train.sections, (0..27).collect::<Vec<_>>());
+    // About 78% of ISBI label pixels are cell interior.
+    assert!(
+        (0.74..0.82).contains(&train.cell_fraction),
+        "{}",
+        train.cell_fraction
+    );
+    assert!(
+        (100.0..160.0).contains(&train.grey.mean),
+        "{:?}",
+        train.grey
+    );
+    let text = summary.to_string();
+    assert!(text.contains("30 pages of 512x512"), "{text}");
+    assert!(text.contains("27-29"), "{text}");
+}
+
+#[test]
+fn isbi_pixel_checksums_match_the_download_table() {
+    #[cfg(feature = "download")]
+    {
+        let dir = isbi_dir();
+        for stack in unet_data::download::ISBI_STACKS {
+            let s = unet_data::read_u8_stack(dir.join(stack.file)).unwrap();
+            assert_eq!(pixel_sha256(&s), stack.pixel_sha256, "{}", stack.file);
+        }
+    }
+    let _ = pixel_sha256;
+}
+
+#[test]
+fn data_dir_flag_is_taken_as_given() {
+    let dir = isbi_dir();
+    assert_eq!(locate_data_dir(Some(&dir)).unwrap(), dir);
+    let empty = tempfile::tempdir().unwrap();
+    let e = locate_data_dir(Some(empty.path())).unwrap_err().to_string();
+    assert!(
+        e.contains("--data") && e.contains("cargo xtask fetch-data"),
+        "{e}"
+    );
+}

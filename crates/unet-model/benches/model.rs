@@ -1,0 +1,65 @@
+//! Forward, train step and up-convolution timings on the CPU (stock candle ops).
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use criterion::{criterion_group, criterion_main, Criterion};
+use unet_model::layers::UpConv2x2;
+use unet_model::{Adam, AdamParams, Loss, Optimizer, UNet, UNetConfig};
+
+fn small_net() -> UNet {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = UNet::new(&UNetConfig::small(), vb).unwrap();
+    model.init_seeded(0).unwrap();
+    model
+}
+
+fn forward_and_train(c: &mut Criterion) {
+    let model = small_net();
+    let mut group = c.benchmark_group("small");
+    group.sample_size(10);
+    let x = Tensor::randn(0f32, 1.0, (1, 1, 256, 256), &Device::Cpu).unwrap();
+    group.bench_function("forward eval 1x256x256", |b| {
+        b.iter(|| model.forward_t(&x, false).unwrap())
+    });
+    let x = Tensor::randn(0f32, 1.0, (1, 1, 128, 128), &Device::Cpu).unwrap();
+    let y = x
+        .ge(0.0)
+        .unwrap()
+        .to_dtype(DType::U32)
+        .unwrap()
+        .squeeze(1)
+        .unwrap();
+    let mut opt = Adam::new(model.parameters(), AdamParams::default()).unwrap();
+    group.bench_function("train step (CE, Adam) 1x128x128", |b| {
+        b.iter(|| {
+            let logits = model.forward_t(&x, true).unwrap();
+            let loss = Loss::CrossEntropy.compute(&logits, &y, None).unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+        })
+    });
+    group.finish();
+}
+
+/// Our matmul form of the 2x2 stride-2 up-convolution against candle's `conv_transpose2d`.
+fn upconv(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let weight =
+        Var::from_tensor(&Tensor::randn(0f32, 0.1, (64, 32, 2, 2), &dev).unwrap()).unwrap();
+    let bias = Var::from_tensor(&Tensor::zeros(32, DType::F32, &dev).unwrap()).unwrap();
+    let up = UpConv2x2 {
+        weight: weight.clone(),
+        bias,
+    };
+    let x = Tensor::randn(0f32, 1.0, (1, 64, 128, 128), &dev).unwrap();
+    let mut group = c.benchmark_group("upconv 64->32 at 128x128");
+    group.sample_size(10);
+    group.bench_function("matmul form", |b| b.iter(|| up.forward(&x).unwrap()));
+    group.bench_function("candle conv_transpose2d", |b| {
+        b.iter(|| x.conv_transpose2d(weight.as_tensor(), 0, 0, 2, 1).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, forward_and_train, upconv);
+criterion_main!(benches);

@@ -1,0 +1,255 @@
+//! Checkpoints: the model's tensors as safetensors, the optimizer state as a second safetensors
+//! file, and a JSON sidecar with the config, epoch, free-form metrics and the size and checksum
+//! of each file. Every file is written to a temporary file in the same directory and renamed into
+//! place; the sidecar goes last, so a checkpoint with a sidecar is complete.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::UNetConfig;
+use crate::optim::Optimizer;
+use crate::unet::UNet;
+use crate::{Error, Result};
+
+const FORMAT: &str = "unet-rs checkpoint";
+const VERSION: u32 = 1;
+
+/// A file of the checkpoint as the sidecar records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// The file name, relative to the sidecar's directory.
+    pub file: String,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// FNV-1a 64 of its contents, hex.
+    pub fnv1a64: String,
+}
+
+/// The JSON sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Always "unet-rs checkpoint".
+    pub format: String,
+    /// The sidecar format version (1).
+    pub version: u32,
+    /// The network configuration.
+    pub config: UNetConfig,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Anything the trainer wants to keep (losses, scores, the training settings).
+    pub metrics: serde_json::Value,
+    /// The weights file.
+    pub weights: FileRecord,
+    /// The optimizer kind ("adam", "sgd") and its state file, if saved.
+    pub optimizer: Option<(String, FileRecord)>,
+}
+
+/// The sidecar path of a checkpoint whose weights are at `weights`: the same name with `.json`.
+pub fn sidecar_path(weights: &Path) -> PathBuf {
+    weights.with_extension("json")
+}
+
+fn optimizer_path(weights: &Path) -> PathBuf {
+    weights.with_extension("optim.safetensors")
+}
+
+fn fnv1a64(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn file_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: "the path needs a UTF-8 file name".into(),
+        })
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_file_name(format!(".{}.tmp-{}", file_name(path)?, std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Serialises tensors as safetensors, atomically; returns the record for the sidecar.
+fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<FileRecord> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tensors-{}",
+        file_name(path)?,
+        std::process::id()
+    ));
+    let cpu: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    candle_core::safetensors::save(&cpu, &tmp)?;
+    let bytes = std::fs::read(&tmp).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    Ok(FileRecord {
+        file: file_name(path)?,
+        bytes: bytes.len() as u64,
+        fnv1a64: fnv1a64(&bytes),
+    })
+}
+
+/// Saves `model` (parameters and buffers) to `weights` (e.g. `runs/a/epoch-010.safetensors`),
+/// the optimizer state (if any) beside it as `*.optim.safetensors`, and the sidecar `*.json`.
+pub fn save_checkpoint(
+    weights: impl AsRef<Path>,
+    model: &UNet,
+    epoch: usize,
+    metrics: serde_json::Value,
+    optimizer: Option<&dyn Optimizer>,
+) -> Result<()> {
+    let weights = weights.as_ref();
+    let sidecar = sidecar_path(weights);
+    if sidecar == weights {
+        return Err(Error::Checkpoint {
+            path: weights.to_path_buf(),
+            reason: "the weights file must not end in .json (that name is the sidecar's)".into(),
+        });
+    }
+    let weights_record = write_tensors(weights, &model.state())?;
+    let optimizer = match optimizer {
+        Some(opt) => Some((
+            opt.kind().to_string(),
+            write_tensors(&optimizer_path(weights), &opt.state()?)?,
+        )),
+        None => None,
+    };
+    let meta = CheckpointMeta {
+        format: FORMAT.into(),
+        version: VERSION,
+        config: model.config().clone(),
+        epoch,
+        metrics,
+        weights: weights_record,
+        optimizer,
+    };
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Checkpoint {
+        path: sidecar.clone(),
+        reason: format!("cannot serialise the sidecar: {e}"),
+    })?;
+    write_atomic(&sidecar, &json)
+}
+
+/// Reads the sidecar of the checkpoint at `weights` (to build a model from its config).
+pub fn read_checkpoint_meta(weights: impl AsRef<Path>) -> Result<CheckpointMeta> {
+    let sidecar = sidecar_path(weights.as_ref());
+    let text = std::fs::read(&sidecar).map_err(io(&sidecar))?;
+    let meta: CheckpointMeta = serde_json::from_slice(&text).map_err(|e| Error::Checkpoint {
+        path: sidecar.clone(),
+        reason: format!("the sidecar is not a valid checkpoint description: {e}"),
+    })?;
+    if meta.format != FORMAT || meta.version != VERSION {
+        return Err(Error::Checkpoint {
+            path: sidecar,
+            reason: format!(
+                "unknown format {:?} version {} (expected {FORMAT:?} version {VERSION})",
+                meta.format, meta.version
+            ),
+        });
+    }
+    Ok(meta)
+}
+
+/// Reads a recorded file and checks its length and checksum, then parses the tensors.
+fn read_tensors(
+    dir: &Path,
+    record: &FileRecord,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let path = dir.join(&record.file);
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let fail = |reason: String| Error::Checkpoint {
+        path: path.clone(),
+        reason,
+    };
+    if bytes.len() as u64 != record.bytes {
+        return Err(fail(format!(
+            "truncated or altered: {} bytes, the sidecar records {}",
+            bytes.len(),
+            record.bytes
+        )));
+    }
+    let sum = fnv1a64(&bytes);
+    if sum != record.fnv1a64 {
+        return Err(fail(format!(
+            "corrupted: checksum {sum}, the sidecar records {}",
+            record.fnv1a64
+        )));
+    }
+    candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| fail(format!("not a readable safetensors file: {e}")))
+}
+
+fn weights_dir(weights: &Path) -> &Path {
+    weights.parent().unwrap_or(Path::new("."))
+}
+
+/// Loads the checkpoint at `weights` into `model`. A checkpoint of another configuration is
+/// refused with [`Error::ConfigMismatch`] listing the differing fields; a truncated or corrupted
+/// file is an [`Error::Checkpoint`]. Returns the sidecar.
+pub fn load_checkpoint(weights: impl AsRef<Path>, model: &UNet) -> Result<CheckpointMeta> {
+    let weights = weights.as_ref();
+    let meta = read_checkpoint_meta(weights)?;
+    let differences = meta.config.differences(model.config());
+    if !differences.is_empty() {
+        return Err(Error::ConfigMismatch {
+            path: sidecar_path(weights),
+            differences,
+        });
+    }
+    let device = model
+        .parameters()
+        .first()
+        .map(|(_, v)| v.device().clone())
+        .unwrap_or(Device::Cpu);
+    let tensors = read_tensors(weights_dir(weights), &meta.weights, &device)?;
+    model.load_state(&tensors)?;
+    Ok(meta)
+}
+
+/// Restores the optimizer state saved with the checkpoint at `weights` into `optimizer`.
+/// Returns `false` (and changes nothing) when the checkpoint holds no optimizer state; a state
+/// of another optimizer kind is an error.
+pub fn load_optimizer_state(
+    weights: impl AsRef<Path>,
+    optimizer: &mut dyn Optimizer,
+) -> Result<bool> {
+    let weights = weights.as_ref();
+    let meta = read_checkpoint_meta(weights)?;
+    let Some((kind, record)) = meta.optimizer else {
+        return Ok(false);
+    };
+    if kind != optimizer.kind() {
+        return Err(Error::Checkpoint {
+            path: sidecar_path(weights),
+            reason: format!(
+                "the saved optimizer state is {kind}'s, the optimizer is {}",
+                optimizer.kind()
+            ),
+        });
+    }
+    let state = read_tensors(weights_dir(weights), &record, &Device::Cpu)?;
+    optimizer.load_state(&state)?;
+    Ok(true)
+}

@@ -1,0 +1,386 @@
+//! The network configuration, its presets and its validation.
+
+use serde::{Deserialize, Serialize};
+
+/// How the 3x3 convolutions treat the border.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    /// No padding, as in the paper: every 3x3 conv shrinks the map by 2 (572 -> 388 at depth 5).
+    Valid,
+    /// Zero padding of 1: the output has the input's size (which must divide by 2^(depth-1)).
+    Same,
+}
+
+/// How the expanding path doubles the resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Upsampling {
+    /// The paper's 2x2 up-convolution with stride 2 (a transposed convolution) halving the channels.
+    Transposed,
+    /// Bilinear 2x upsampling followed by a 1x1 convolution halving the channels. `align_corners`
+    /// has the meaning of PyTorch's `nn.Upsample(scale_factor=2, mode="bilinear", align_corners=...)`.
+    Bilinear {
+        /// `true`: the corner pixel centres of input and output coincide;
+        /// `false`: pixels are squares and their edges coincide (PyTorch's default).
+        align_corners: bool,
+    },
+}
+
+/// The named presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// The paper: valid padding, widths 64..1024, no batch norm, dropout 0.5, transposed up-convs.
+    Paper,
+    /// The reference implementation (hayashimasa/UNet-PyTorch): valid padding, widths 64..1024,
+    /// one batch norm per conv (the reference shares one between the two convs of a block; we do not).
+    Reference,
+    /// A small, fast net: same padding, widths 16..256, batch norm.
+    Small,
+}
+
+impl Preset {
+    /// All presets, in the order of their names in [`Preset::NAMES`].
+    pub const ALL: [Preset; 3] = [Preset::Paper, Preset::Reference, Preset::Small];
+    /// The preset names as spelled on the command line.
+    pub const NAMES: [&'static str; 3] = ["paper", "reference", "small"];
+
+    /// The preset's name as spelled on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Paper => "paper",
+            Preset::Reference => "reference",
+            Preset::Small => "small",
+        }
+    }
+
+    /// The preset's configuration (1 input channel, 2 classes).
+    pub fn config(self) -> UNetConfig {
+        match self {
+            Preset::Paper => UNetConfig::paper(),
+            Preset::Reference => UNetConfig::reference(),
+            Preset::Small => UNetConfig::small(),
+        }
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> std::result::Result<Self, ConfigError> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| ConfigError::UnknownPreset(s.to_string()))
+    }
+}
+
+/// The U-Net's shape. Build it from a preset and change fields as needed, then [`validate`].
+///
+/// [`validate`]: UNetConfig::validate
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UNetConfig {
+    /// Channels of the input image (1 for EM sections).
+    pub in_channels: usize,
+    /// Output classes (>= 2); the logits have this many channels.
+    pub n_classes: usize,
+    /// Resolution levels: `depth - 1` max-pools (the paper: 5).
+    pub depth: usize,
+    /// Channels of the first level; each level doubles them (the paper: 64).
+    pub base_width: usize,
+    /// Border handling of the 3x3 convs.
+    pub padding: Padding,
+    /// A batch norm after every 3x3 conv (before its ReLU).
+    pub batch_norm: bool,
+    /// Drop-out probability at the end of the contracting path (0 = none; the paper: 0.5).
+    pub dropout: f64,
+    /// How the expanding path upsamples.
+    pub upsampling: Upsampling,
+}
+
+impl Default for UNetConfig {
+    /// The paper's net.
+    fn default() -> Self {
+        Self::paper()
+    }
+}
+
+/// Why a configuration is invalid.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// `in_channels` is 0.
+    #[error("in_channels must be at least 1")]
+    NoInputChannels,
+    /// Fewer than two classes.
+    #[error("n_classes must be at least 2 (softmax over classes), got {0}")]
+    TooFewClasses(usize),
+    /// Depth outside 1..=8.
+    #[error("depth must be between 1 and {max}, got {depth}")]
+    Depth {
+        /// The depth given.
+        depth: usize,
+        /// The largest depth allowed.
+        max: usize,
+    },
+    /// `base_width` is 0 or the widest level exceeds the limit.
+    #[error("base_width {base_width} at depth {depth} gives {widest} channels at the bottom; allowed: 1..={max}")]
+    Width {
+        /// The base width given.
+        base_width: usize,
+        /// The depth given.
+        depth: usize,
+        /// The channels of the deepest level.
+        widest: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Drop-out probability outside [0, 1).
+    #[error("dropout must be in [0, 1), got {0}")]
+    Dropout(f64),
+    /// A preset name that does not exist.
+    #[error("unknown preset {0:?}; known: paper, reference, small")]
+    UnknownPreset(String),
+}
+
+/// The deepest depth accepted by [`UNetConfig::validate`].
+pub const MAX_DEPTH: usize = 8;
+/// The widest level accepted by [`UNetConfig::validate`].
+pub const MAX_WIDTH: usize = 1 << 14;
+
+impl UNetConfig {
+    /// The paper's net: valid padding, 64..1024 channels, no batch norm, dropout 0.5, 1 -> 2 channels.
+    pub fn paper() -> Self {
+        Self {
+            in_channels: 1,
+            n_classes: 2,
+            depth: 5,
+            base_width: 64,
+            padding: Padding::Valid,
+            batch_norm: false,
+            dropout: 0.5,
+            upsampling: Upsampling::Transposed,
+        }
+    }
+
+    /// The reference implementation's net: as the paper's, with a batch norm per conv, no dropout.
+    pub fn reference() -> Self {
+        Self {
+            batch_norm: true,
+            dropout: 0.0,
+            ..Self::paper()
+        }
+    }
+
+    /// A small net: same padding, 16..256 channels, batch norm, no dropout.
+    pub fn small() -> Self {
+        Self {
+            base_width: 16,
+            padding: Padding::Same,
+            batch_norm: true,
+            dropout: 0.0,
+            ..Self::paper()
+        }
+    }
+
+    /// Checks every field; the first problem found is returned.
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
+        if self.in_channels == 0 {
+            return Err(ConfigError::NoInputChannels);
+        }
+        if self.n_classes < 2 {
+            return Err(ConfigError::TooFewClasses(self.n_classes));
+        }
+        if self.depth == 0 || self.depth > MAX_DEPTH {
+            return Err(ConfigError::Depth {
+                depth: self.depth,
+                max: MAX_DEPTH,
+            });
+        }
+        let widest = self.base_width.saturating_mul(1 << (self.depth - 1));
+        if self.base_width == 0 || widest > MAX_WIDTH {
+            return Err(ConfigError::Width {
+                base_width: self.base_width,
+                depth: self.depth,
+                widest,
+                max: MAX_WIDTH,
+            });
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ConfigError::Dropout(self.dropout));
+        }
+        Ok(())
+    }
+
+    /// The channels of level `level` (0 = full resolution): `base_width * 2^level`.
+    pub fn width(&self, level: usize) -> usize {
+        self.base_width << level
+    }
+
+    /// The fields where `self` and `other` differ, one line each:
+    /// `field: <self's value> vs <other's value>`. Empty when equal.
+    pub fn differences(&self, other: &UNetConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut field = |name: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{name}: {a} vs {b}"));
+            }
+        };
+        field(
+            "in_channels",
+            self.in_channels.to_string(),
+            other.in_channels.to_string(),
+        );
+        field(
+            "n_classes",
+            self.n_classes.to_string(),
+            other.n_classes.to_string(),
+        );
+        field("depth", self.depth.to_string(), other.depth.to_string());
+        field(
+            "base_width",
+            self.base_width.to_string(),
+            other.base_width.to_string(),
+        );
+        field(
+            "padding",
+            format!("{:?}", self.padding),
+            format!("{:?}", other.padding),
+        );
+        field(
+            "batch_norm",
+            self.batch_norm.to_string(),
+            other.batch_norm.to_string(),
+        );
+        field(
+            "dropout",
+            self.dropout.to_string(),
+            other.dropout.to_string(),
+        );
+        field(
+            "upsampling",
+            format!("{:?}", self.upsampling),
+            format!("{:?}", other.upsampling),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_parse() {
+        for (preset, name) in Preset::ALL.into_iter().zip(Preset::NAMES) {
+            preset.config().validate().unwrap();
+            assert_eq!(name.parse::<Preset>().unwrap(), preset);
+        }
+        assert!(matches!(
+            "huge".parse::<Preset>(),
+            Err(ConfigError::UnknownPreset(_))
+        ));
+    }
+
+    #[test]
+    fn validate_rejects_bad_fields() {
+        let ok = UNetConfig::small();
+        type IsExpected = fn(&ConfigError) -> bool;
+        let cases: Vec<(UNetConfig, IsExpected)> = vec![
+            (
+                UNetConfig {
+                    n_classes: 1,
+                    ..ok.clone()
+                },
+                |e| matches!(e, ConfigError::TooFewClasses(1)),
+            ),
+            (
+                UNetConfig {
+                    in_channels: 0,
+                    ..ok.clone()
+                },
+                |e| matches!(e, ConfigError::NoInputChannels),
+            ),
+            (
+                UNetConfig {
+                    depth: 0,
+                    ..ok.clone()
+                },
+                |e| matches!(e, ConfigError::Depth { .. }),
+            ),
+            (
+                UNetConfig {
+                    depth: 9,
+                    ..ok.clone()
+                },
+                |e| matches!(e, ConfigError::Depth { .. }),
+            ),
+            (
+                UNetConfig {
+                    base_width: 0,
+                    ..ok.clone()
+                },
+                |e| matches!(e, ConfigError::Width { .. }),
+            ),
+            (
+                UNetConfig {
+                    base_width: 4096,
+                    ..ok.clone()
+                },
+                |e| matches!(e, ConfigError::Width { .. }),
+            ),
+            (
+                UNetConfig {
+                    dropout: 1.0,
+                    ..ok.clone()
+                },
+                |e| matches!(e, ConfigError::Dropout(_)),
+            ),
+            (
+                UNetConfig {
+                    dropout: f64::NAN,
+                    ..ok.clone()
+                },
+                |e| matches!(e, ConfigError::Dropout(_)),
+            ),
+        ];
+        for (cfg, is_expected) in cases {
+            let err = cfg.validate().unwrap_err();
+            assert!(is_expected(&err), "{cfg:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn serde_round_trip_and_spelling() {
+        let cfg = UNetConfig {
+            upsampling: Upsampling::Bilinear {
+                align_corners: true,
+            },
+            ..UNetConfig::reference()
+        };
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains("\"padding\":\"valid\""), "{json}");
+        assert!(
+            json.contains("\"bilinear\":{\"align_corners\":true}"),
+            "{json}"
+        );
+        let back: UNetConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn differences_name_each_field() {
+        let a = UNetConfig::paper();
+        assert!(a.differences(&a).is_empty());
+        let b = UNetConfig::small();
+        let diff = a.differences(&b);
+        assert_eq!(diff.len(), 4, "{diff:?}");
+        assert!(
+            diff.contains(&"base_width: 64 vs 16".to_string()),
+            "{diff:?}"
+        );
+        assert!(
+            diff.contains(&"padding: Valid vs Same".to_string()),
+            "{diff:?}"
+        );
+    }
+}

@@ -1,0 +1,633 @@
+//! Stride-1 square-kernel convolution: tiled im2col + single-threaded GEMMs on Rayon's threads.
+
+use std::cell::RefCell;
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::{contiguous_f32, fast_path_for, lane_sum, SharedMut};
+
+/// Output pixels per im2col tile: 576 x 512 floats (a 64-channel 3x3 tile) is ~1.2 MB, about
+/// one core's L2; REFERENCE.md measured 171 GFLOP/s on two threads with such tiles.
+const TILE_COLS: usize = 512;
+
+thread_local! {
+    /// Each thread's im2col tile, reused across calls.
+    static COL_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The shape of one convolution: input `[n, c, h, w]`, kernel `[o, c, k, k]`, zero padding `pad`,
+/// output `[n, o, ho, wo]`.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    k: usize,
+    pad: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geom {
+    fn new(
+        (n, c, h, w): (usize, usize, usize, usize),
+        (o, c_k, k, k2): (usize, usize, usize, usize),
+        pad: usize,
+    ) -> candle_core::Result<Self> {
+        if c != c_k || k != k2 || k == 0 || pad >= k || h + 2 * pad < k || w + 2 * pad < k {
+            candle_core::bail!(
+                "unet conv2d: input [{n}, {c}, {h}, {w}], kernel [{o}, {c_k}, {k}, {k2}], padding {pad} \
+                 is not a square-kernel convolution with padding < kernel size"
+            );
+        }
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            k,
+            pad,
+            ho: h + 2 * pad - k + 1,
+            wo: w + 2 * pad - k + 1,
+        })
+    }
+
+    /// Output pixels per image: the GEMM's column count.
+    fn cols(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Rows of the im2col matrix: the GEMM's reduction length.
+    fn rows(&self) -> usize {
+        self.c * self.k * self.k
+    }
+
+    /// A 1x1 kernel without padding reads the input directly: no im2col.
+    fn pointwise(&self) -> bool {
+        self.k == 1 && self.pad == 0
+    }
+}
+
+/// A run of output pixels `start..start + len` of image `img`.
+#[derive(Debug, Clone, Copy)]
+struct Tile {
+    img: usize,
+    start: usize,
+    len: usize,
+}
+
+/// Cuts every image's output pixels into tiles of at most [`TILE_COLS`], and into at least
+/// enough tiles overall that every thread has work.
+fn tiles(g: &Geom, threads: usize) -> Vec<Tile> {
+    let cols = g.cols();
+    if cols == 0 || g.n == 0 {
+        return Vec::new();
+    }
+    let per_image = cols
+        .div_ceil(TILE_COLS)
+        .max(threads.div_ceil(g.n))
+        .min(cols);
+    let len = cols.div_ceil(per_image);
+    (0..g.n)
+        .flat_map(|img| {
+            (0..cols).step_by(len).map(move |start| Tile {
+                img,
+                start,
+                len: len.min(cols - start),
+            })
+        })
+        .collect()
+}
+
+/// Writes the im2col tile `[c*k*k, tile.len]` (row-major) of image `x_img` into `col`, with
+/// zeros where the kernel overlaps the padding.
+fn im2col_tile(x_img: &[f32], g: &Geom, tile: Tile, col: &mut [f32]) {
+    let (h, w, k, pad, wo) = (g.h, g.w, g.k, g.pad, g.wo);
+    for ci in 0..g.c {
+        let plane = &x_img[ci * h * w..(ci + 1) * h * w];
+        for a in 0..k {
+            for b in 0..k {
+                let row = ((ci * k + a) * k + b) * tile.len;
+                let row = &mut col[row..row + tile.len];
+                let mut t = 0;
+                let mut p = tile.start;
+                while t < tile.len {
+                    let (i, j0) = (p / wo, p % wo);
+                    let seg = (wo - j0).min(tile.len - t);
+                    let dst = &mut row[t..t + seg];
+                    let yy = (i + a) as isize - pad as isize;
+                    if yy < 0 || yy >= h as isize {
+                        dst.fill(0.0);
+                    } else {
+                        let src = &plane[yy as usize * w..(yy as usize + 1) * w];
+                        // Input column of output column j: j + b - pad, valid in [0, w).
+                        let lo = (pad.saturating_sub(b)).clamp(j0, j0 + seg);
+                        let hi = (w + pad - b).clamp(lo, j0 + seg);
+                        if hi == lo {
+                            dst.fill(0.0);
+                        } else {
+                            dst[..lo - j0].fill(0.0);
+                            dst[lo - j0..hi - j0].copy_from_slice(&src[lo + b - pad..hi + b - pad]);
+                            dst[hi - j0..].fill(0.0);
+                        }
+                    }
+                    t += seg;
+                    p += seg;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f(rhs, rhs_row_stride)` with the `[c*k*k, tile.len]` matrix of `tile` (row-major with
+/// the given row stride, unit column stride): the input itself for a pointwise kernel, else the
+/// thread's im2col buffer.
+fn with_col_tile<R>(x: &[f32], g: &Geom, tile: Tile, f: impl FnOnce(*const f32, usize) -> R) -> R {
+    let x_img = &x[tile.img * g.c * g.h * g.w..(tile.img + 1) * g.c * g.h * g.w];
+    if g.pointwise() {
+        return f(x_img[tile.start..].as_ptr(), g.h * g.w);
+    }
+    COL_BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        let len = g.rows() * tile.len;
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        im2col_tile(x_img, g, tile, &mut buffer[..len]);
+        f(buffer.as_ptr(), tile.len)
+    })
+}
+
+/// `y = conv(x, weight) + bias`, `y` as `[n, o, ho, wo]`.
+fn conv_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    let cols = g.cols();
+    let mut y = vec![0f32; g.n * g.o * cols];
+    let out = SharedMut(y.as_mut_ptr());
+    tiles(g, rayon::current_num_threads())
+        .par_iter()
+        .for_each(|&tile| {
+            // SAFETY: the tile's columns of image `tile.img` lie inside `y`, and no other tile
+            // writes them.
+            let dst = unsafe { out.ptr().add(tile.img * g.o * cols + tile.start) };
+            if let Some(bias) = bias {
+                for (oi, &b) in bias.iter().enumerate() {
+                    // SAFETY: row `oi` of the tile, inside `y` as above.
+                    unsafe { std::slice::from_raw_parts_mut(dst.add(oi * cols), tile.len) }.fill(b);
+                }
+            }
+            with_col_tile(x, g, tile, |rhs, rhs_rs| {
+                // SAFETY: dst is [o, len] with row stride cols; lhs the [o, rows] weights; rhs
+                // the [rows, len] tile; all in bounds.
+                unsafe {
+                    gemm::gemm(
+                        g.o,
+                        tile.len,
+                        g.rows(),
+                        dst,
+                        1,
+                        cols as isize,
+                        bias.is_some(),
+                        weight.as_ptr(),
+                        1,
+                        g.rows() as isize,
+                        rhs,
+                        1,
+                        rhs_rs as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    )
+                }
+            });
+        });
+    y
+}
+
+/// The input gradient `[n, c, h, w]`: the output gradient correlated with the flipped kernel,
+/// transposed to `[c, o, k, k]`, with padding `k - 1 - pad`.
+fn conv_input_grad(dy: &[f32], weight: &[f32], g: &Geom) -> Vec<f32> {
+    let k = g.k;
+    let mut flipped = vec![0f32; weight.len()];
+    for oi in 0..g.o {
+        for ci in 0..g.c {
+            for a in 0..k {
+                for b in 0..k {
+                    flipped[((ci * g.o + oi) * k + (k - 1 - a)) * k + (k - 1 - b)] =
+                        weight[((oi * g.c + ci) * k + a) * k + b];
+                }
+            }
+        }
+    }
+    let back = Geom {
+        n: g.n,
+        c: g.o,
+        h: g.ho,
+        w: g.wo,
+        o: g.c,
+        k,
+        pad: k - 1 - g.pad,
+        ho: g.h,
+        wo: g.w,
+    };
+    conv_forward(dy, &flipped, None, &back)
+}
+
+/// The weight gradient `[o, c, k, k]`: `dY [o, pixels] x col^T [pixels, c*k*k]`, each thread
+/// accumulating its share of the tiles into its own matrix, summed at the end.
+fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+    let (cols, rows) = (g.cols(), g.rows());
+    let threads = rayon::current_num_threads();
+    let tiles = tiles(g, threads);
+    if tiles.is_empty() {
+        return vec![0.0; g.o * rows];
+    }
+    let per_thread = tiles.len().div_ceil(threads);
+    tiles
+        .par_chunks(per_thread)
+        .map(|group| {
+            let mut acc = vec![0f32; g.o * rows];
+            for &tile in group {
+                let lhs = &dy[(tile.img * g.o) * cols + tile.start..];
+                with_col_tile(x, g, tile, |rhs, rhs_rs| {
+                    // SAFETY: acc is [o, rows]; lhs the [o, len] slice of dY with row stride
+                    // cols; rhs the transposed [len, rows] view of the tile.
+                    unsafe {
+                        gemm::gemm(
+                            g.o,
+                            rows,
+                            tile.len,
+                            acc.as_mut_ptr(),
+                            1,
+                            rows as isize,
+                            true,
+                            lhs.as_ptr(),
+                            1,
+                            cols as isize,
+                            rhs,
+                            rhs_rs as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            Parallelism::None,
+                        )
+                    }
+                });
+            }
+            acc
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
+        .unwrap_or_default()
+}
+
+/// Per-channel sums of an `[n, c, h, w]` map (the bias gradient).
+fn channel_sums(dy: &[f32], n: usize, c: usize, plane: usize) -> Vec<f32> {
+    (0..c)
+        .into_par_iter()
+        .map(|ci| {
+            (0..n)
+                .map(|img| {
+                    let p = &dy[(img * c + ci) * plane..][..plane];
+                    lane_sum(plane, |i| p[i])
+                })
+                .sum::<f64>() as f32
+        })
+        .collect()
+}
+
+/// Forward op `(x, weight, bias) -> y` with its backward.
+struct Conv2dOp {
+    padding: usize,
+}
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "unet-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.shape().dims4()?, l2.shape().dims4()?, self.padding)?;
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let weight = contiguous_f32(s2, l2, self.name())?;
+        let bias = contiguous_f32(s3, l3, self.name())?;
+        if bias.len() != g.o {
+            candle_core::bail!("unet conv2d: bias has {} entries, want {}", bias.len(), g.o);
+        }
+        let y = conv_forward(x, weight, Some(bias), &g);
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        // The network's input needs no gradient: skip the (skinny, slow) product for it.
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(
+                weight,
+                &InputGradOp {
+                    padding: self.padding,
+                },
+            )?)
+        } else {
+            None
+        };
+        let dw = x.apply_op2_no_bwd(
+            &dy,
+            &WeightGradOp {
+                padding: self.padding,
+                k: weight.dim(2)?,
+            },
+        )?;
+        let db = dy.apply_op1_no_bwd(&ChannelSumOp)?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// `(dy, weight) -> dx`.
+struct InputGradOp {
+    padding: usize,
+}
+
+impl CustomOp2 for InputGradOp {
+    fn name(&self) -> &'static str {
+        "unet-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, o, ho, wo) = l1.shape().dims4()?;
+        let (o_k, c, k, _) = l2.shape().dims4()?;
+        if o != o_k || ho + k < 1 + 2 * self.padding || wo + k < 1 + 2 * self.padding {
+            candle_core::bail!("unet conv2d input grad: bad shapes {l1:?} {l2:?}");
+        }
+        let (h, w) = (ho + k - 1 - 2 * self.padding, wo + k - 1 - 2 * self.padding);
+        let g = Geom::new((n, c, h, w), l2.shape().dims4()?, self.padding)?;
+        let dy = contiguous_f32(s1, l1, self.name())?;
+        let weight = contiguous_f32(s2, l2, self.name())?;
+        let dx = conv_input_grad(dy, weight, &g);
+        Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))))
+    }
+}
+
+/// `(x, dy) -> dweight`.
+struct WeightGradOp {
+    padding: usize,
+    k: usize,
+}
+
+impl CustomOp2 for WeightGradOp {
+    fn name(&self) -> &'static str {
+        "unet-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (n_dy, o, ho, wo) = l2.shape().dims4()?;
+        let g = Geom::new((n, c, h, w), (o, c, self.k, self.k), self.padding)?;
+        if n_dy != n || ho != g.ho || wo != g.wo {
+            candle_core::bail!("unet conv2d weight grad: bad shapes {l1:?} {l2:?}");
+        }
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let dy = contiguous_f32(s2, l2, self.name())?;
+        let dw = conv_weight_grad(x, dy, &g);
+        Ok((CpuStorage::F32(dw), Shape::from((o, c, self.k, self.k))))
+    }
+}
+
+/// `[n, c, h, w] -> [c]`, the sum over everything but the channel.
+struct ChannelSumOp;
+
+impl CustomOp1 for ChannelSumOp {
+    fn name(&self) -> &'static str {
+        "unet-channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let dy = contiguous_f32(s, l, self.name())?;
+        Ok((
+            CpuStorage::F32(channel_sums(dy, n, c, h * w)),
+            Shape::from(c),
+        ))
+    }
+}
+
+/// A stride-1 convolution with a square kernel, zero `padding` on each side and a bias:
+/// `x [n, c, h, w]`, `weight [o, c, k, k]`, `bias [o]` -> `[n, o, h + 2p - k + 1, w + 2p - k + 1]`.
+///
+/// Runs the tiled kernels (with their own backward) for f32 CPU tensors when fast ops are
+/// enabled and `padding < k`; otherwise candle's `conv2d` plus a broadcast bias.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
+    let k = weight.dim(2)?;
+    if fast_path_for(x) && weight.dim(3)? == k && padding < k {
+        return x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            Conv2dOp { padding },
+        );
+    }
+    let y = x.conv2d(weight, padding, 1, 1, 1)?;
+    y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
+}
+
+/// The input gradient of [`conv2d`] for output gradient `dy`: the fast tiled correlation with
+/// the flipped kernel when it applies, else candle's own backward (`conv_transpose2d`).
+pub fn conv2d_input_grad(
+    dy: &Tensor,
+    weight: &Tensor,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
+    let k = weight.dim(2)?;
+    if fast_path_for(dy) && weight.dim(3)? == k && padding < k {
+        return dy
+            .contiguous()?
+            .apply_op2_no_bwd(&weight.contiguous()?, &InputGradOp { padding });
+    }
+    dy.conv_transpose2d(weight, padding, 0, 1, 1)
+}
+
+/// The weight gradient of [`conv2d`] (kernel size `k`) for input `x` and output gradient `dy`:
+/// the fast tiled `dY x col^T` when it applies, else candle's own backward formula.
+pub fn conv2d_weight_grad(
+    x: &Tensor,
+    dy: &Tensor,
+    k: usize,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
+    if fast_path_for(x) && padding < k {
+        return x
+            .contiguous()?
+            .apply_op2_no_bwd(&dy.contiguous()?, &WeightGradOp { padding, k });
+    }
+    let grad = x
+        .transpose(0, 1)?
+        .conv2d(&dy.transpose(0, 1)?, padding, 1, 1, 1)?
+        .transpose(0, 1)?;
+    grad.narrow(2, 0, k)?.narrow(3, 0, k)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+    use crate::kernels::tests::{assert_close, random};
+    use crate::kernels::with_fast_ops;
+
+    /// Forward and all three gradients, fast vs stock, for one geometry.
+    fn check(n: usize, c: usize, o: usize, h: usize, w: usize, k: usize, pad: usize) {
+        let seed = (n * 1000 + c * 100 + o * 10 + h + w + k + pad) as u64;
+        let x = Var::from_tensor(&random(&[n, c, h, w], seed)).unwrap();
+        let weight = Var::from_tensor(&random(&[o, c, k, k], seed + 1)).unwrap();
+        let bias = Var::from_tensor(&random(&[o], seed + 2)).unwrap();
+        let ho = h + 2 * pad + 1 - k;
+        let wo = w + 2 * pad + 1 - k;
+        // A non-uniform output gradient via a weighted sum.
+        let probe = random(&[n, o, ho, wo], seed + 3);
+        let run = |fast: bool| {
+            with_fast_ops(fast, || {
+                let y = conv2d(x.as_tensor(), weight.as_tensor(), &bias, pad).unwrap();
+                let grads = (&y * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let g = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
+                (y, g(&x), g(&weight), g(&bias))
+            })
+        };
+        let fast = run(true);
+        let stock = run(false);
+        let what = format!("n{n} c{c} o{o} {h}x{w} k{k} p{pad}");
+        assert_close(&fast.0, &stock.0, &format!("{what} forward"));
+        assert_close(&fast.1, &stock.1, &format!("{what} input grad"));
+        assert_close(&fast.2, &stock.2, &format!("{what} weight grad"));
+        assert_close(&fast.3, &stock.3, &format!("{what} bias grad"));
+    }
+
+    #[test]
+    fn conv3x3_valid_matches_stock() {
+        check(2, 3, 5, 9, 7, 3, 0);
+        check(1, 1, 1, 3, 3, 3, 0);
+        check(3, 1, 4, 13, 11, 3, 0);
+    }
+
+    #[test]
+    fn conv3x3_same_matches_stock() {
+        check(2, 3, 5, 9, 7, 3, 1);
+        check(1, 1, 2, 1, 1, 3, 1);
+        check(2, 4, 1, 5, 12, 3, 1);
+    }
+
+    #[test]
+    fn conv1x1_matches_stock() {
+        check(2, 3, 2, 5, 7, 1, 0);
+        check(1, 1, 1, 1, 1, 1, 0);
+    }
+
+    #[test]
+    fn conv_spanning_many_tiles_matches_stock() {
+        // 40 x 30 = 1200 output pixels per image: three tiles, one ending mid-row.
+        check(2, 6, 7, 42, 32, 3, 0);
+        check(1, 8, 3, 40, 37, 3, 1);
+    }
+
+    #[test]
+    fn public_gradients_match_stock() {
+        for (pad, h) in [(0usize, 8usize), (1, 7)] {
+            let x = random(&[2, 3, h, h + 1], 11);
+            let w = random(&[4, 3, 3, 3], 12);
+            let dy = random(&[2, 4, h + 2 * pad - 2, h + 2 * pad - 1], 13);
+            let run = |fast: bool| {
+                with_fast_ops(fast, || {
+                    (
+                        conv2d_input_grad(&dy, &w, pad).unwrap(),
+                        conv2d_weight_grad(&x, &dy, 3, pad).unwrap(),
+                    )
+                })
+            };
+            let (fast, stock) = (run(true), run(false));
+            assert_close(&fast.0, &stock.0, "input grad");
+            assert_close(&fast.1, &stock.1, "weight grad");
+        }
+    }
+
+    #[test]
+    fn tiles_cover_every_pixel_once() {
+        for (n, ho, wo, threads) in [(1, 1, 1, 2), (2, 30, 41, 2), (1, 700, 3, 4), (3, 5, 5, 8)] {
+            let g = Geom {
+                n,
+                c: 1,
+                h: ho,
+                w: wo,
+                o: 1,
+                k: 1,
+                pad: 0,
+                ho,
+                wo,
+            };
+            let tiles = tiles(&g, threads);
+            let mut seen = vec![0u8; n * ho * wo];
+            for t in &tiles {
+                assert!(t.len <= TILE_COLS && t.len > 0);
+                for p in t.start..t.start + t.len {
+                    seen[t.img * ho * wo + p] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&s| s == 1));
+            assert!(tiles.len() >= threads.min(n * ho * wo));
+        }
+    }
+
+    #[test]
+    fn bad_geometry_is_an_error() {
+        let x = Tensor::zeros((1, 2, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 5, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(with_fast_ops(true, || conv2d(&x, &w, &b, 0)).is_err());
+    }
+}

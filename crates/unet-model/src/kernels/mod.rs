@@ -1,0 +1,173 @@
+//! Fast CPU kernels as candle custom ops, each with its own backward pass.
+//!
+//! candle 0.11.1's CPU convolution runs its GEMMs with the GEMM crate's own threading (which
+//! splits the skinny `out_channels x (C*k*k)` products badly on two cores) and computes the input
+//! gradient with a naive transposed-convolution loop. The ops here cut the work into im2col tiles
+//! of ~512 output pixels and run one single-threaded [`gemm`] per tile on Rayon's threads:
+//!
+//! - [`conv2d`]: stride-1 square-kernel convolution with bias (3x3 valid or same, 1x1), forward;
+//!   its input gradient is the same tiled correlation of the output gradient with the flipped,
+//!   transposed kernel, its weight gradient a tiled `dY x col^T` accumulated per thread.
+//!
+//! Each op matches candle's stock op to 1e-4 (see the tests). The fast path runs for contiguous
+//! f32 tensors on the CPU; anything else (CUDA, other dtypes, other geometries) falls back to the
+//! stock candle op, as does everything when [`fast_ops_enabled`] is false: set the environment
+//! variable `UNET_STOCK_OPS=1`, call [`set_fast_ops`], or scope a choice to the current thread
+//! with [`with_fast_ops`] (what the equivalence tests do).
+
+mod conv;
+mod norm;
+mod pool;
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+
+pub use conv::{conv2d, conv2d_input_grad, conv2d_weight_grad};
+pub use norm::{batch_norm, channel_mean_var};
+pub use pool::max_pool2x2;
+
+const UNSET: u8 = 0;
+const FAST: u8 = 1;
+const STOCK: u8 = 2;
+
+static GLOBAL_MODE: AtomicU8 = AtomicU8::new(UNSET);
+
+thread_local! {
+    static THREAD_OVERRIDE: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Whether the fast kernels are used on this thread: the [`with_fast_ops`] override if one is
+/// active, else the process-wide setting ([`set_fast_ops`], default: on unless the environment
+/// variable `UNET_STOCK_OPS` is set to something other than `0` or the empty string).
+pub fn fast_ops_enabled() -> bool {
+    if let Some(choice) = THREAD_OVERRIDE.with(Cell::get) {
+        return choice;
+    }
+    match GLOBAL_MODE.load(Ordering::Relaxed) {
+        FAST => true,
+        STOCK => false,
+        _ => {
+            let stock = std::env::var("UNET_STOCK_OPS").is_ok_and(|v| !v.is_empty() && v != "0");
+            GLOBAL_MODE.store(if stock { STOCK } else { FAST }, Ordering::Relaxed);
+            !stock
+        }
+    }
+}
+
+/// Turns the fast kernels on or off for the whole process (overrides `UNET_STOCK_OPS`).
+pub fn set_fast_ops(enabled: bool) {
+    GLOBAL_MODE.store(if enabled { FAST } else { STOCK }, Ordering::Relaxed);
+}
+
+/// Runs `f` with the fast kernels on or off for the current thread only, restoring the previous
+/// choice afterwards. The choice is made when an op is built (in the forward pass); its backward
+/// pass follows whatever the forward chose.
+pub fn with_fast_ops<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD_OVERRIDE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(THREAD_OVERRIDE.with(|c| c.replace(Some(enabled))));
+    f()
+}
+
+/// Whether `t` can go through a fast kernel: an f32 tensor on the CPU, with fast ops enabled.
+pub fn fast_path_for(t: &Tensor) -> bool {
+    fast_ops_enabled() && t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu)
+}
+
+/// A raw pointer that Rayon tasks may share because each task writes a disjoint region.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+
+// SAFETY: only used to hand disjoint output regions to Rayon tasks.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above; no two tasks touch the same element.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer; a method so that closures capture the whole (Send) wrapper.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The f32 contents of a contiguous CPU storage, or an error naming the op.
+fn contiguous_f32<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let all = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&all[start..end]),
+        None => candle_core::bail!("{op}: expects a contiguous tensor"),
+    }
+}
+
+/// `sum_{i < len} f(i)` with eight independent f32 accumulators per block of 1024 terms (so the
+/// adds pipeline) and the blocks summed in f64 (so long sums keep their precision).
+#[inline]
+fn lane_sum(len: usize, f: impl Fn(usize) -> f32) -> f64 {
+    const BLOCK: usize = 1024;
+    let mut total = 0f64;
+    let mut start = 0;
+    while start < len {
+        let end = (start + BLOCK).min(len);
+        let mut lanes = [0f32; 8];
+        let mut i = start;
+        while i + 8 <= end {
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                *lane += f(i + l);
+            }
+            i += 8;
+        }
+        for j in i..end {
+            lanes[j % 8] += f(j);
+        }
+        total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+        start = end;
+    }
+    total
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use candle_core::{Device, Tensor};
+
+    /// A tensor of standard normal samples.
+    pub(crate) fn random(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = crate::layers::SplitMix64::new(seed);
+        let len: usize = shape.iter().product();
+        let v: Vec<f32> = (0..len).map(|_| rng.next_normal() as f32).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Equal shapes and every element within 1e-4 of the largest magnitude of `want` (at least
+    /// 1e-3, for gradients that are zero up to rounding).
+    pub(crate) fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+        assert_eq!(got.dims(), want.dims(), "{what}: shapes");
+        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * scale,
+                "{what}[{i}]: {g} vs {w} (scale {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn lane_sum_matches_a_plain_sum() {
+        for len in [0usize, 1, 7, 8, 9, 1023, 1024, 1025, 5000] {
+            let got = super::lane_sum(len, |i| (i % 13) as f32 - 6.0);
+            let want: f64 = (0..len).map(|i| (i % 13) as f64 - 6.0).sum();
+            assert_eq!(got, want, "len {len}");
+        }
+    }
+}

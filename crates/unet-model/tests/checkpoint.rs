@@ -1,0 +1,202 @@
+//! Checkpoints: save -> load -> identical outputs, optimizer resume, and clear refusals.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use unet_model::{
+    load_checkpoint, load_optimizer_state, read_checkpoint_meta, save_checkpoint, Adam, AdamParams,
+    Error, Loss, Optimizer, Sgd, SgdParams, UNet, UNetConfig,
+};
+
+fn config() -> UNetConfig {
+    UNetConfig {
+        depth: 3,
+        base_width: 4,
+        ..UNetConfig::small()
+    }
+}
+
+fn build(cfg: &UNetConfig, seed: u64) -> UNet {
+    let varmap = VarMap::new();
+    let model = UNet::new(
+        cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    model.init_seeded(seed).unwrap();
+    model
+}
+
+fn input() -> Tensor {
+    let values: Vec<f32> = (0..2 * 16 * 16)
+        .map(|i| ((i as f32) * 0.21).sin())
+        .collect();
+    Tensor::from_vec(values, (2, 1, 16, 16), &Device::Cpu).unwrap()
+}
+
+fn one_step(model: &UNet, opt: &mut dyn Optimizer) {
+    let x = input();
+    let y = x
+        .ge(0.0)
+        .unwrap()
+        .to_dtype(DType::U32)
+        .unwrap()
+        .squeeze(1)
+        .unwrap();
+    let logits = model.forward_t(&x, true).unwrap();
+    let grads = Loss::CrossEntropy
+        .compute(&logits, &y, None)
+        .unwrap()
+        .backward()
+        .unwrap();
+    opt.step(&grads).unwrap();
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn save_load_forward_is_identical_and_resume_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("epoch-001.safetensors");
+    let cfg = config();
+    let model = build(&cfg, 3);
+    let mut opt = Adam::new(model.parameters(), AdamParams::default()).unwrap();
+    one_step(&model, &mut opt); // moves weights and running statistics
+    let metrics = serde_json::json!({ "loss": 0.5, "iou": [0.7, 0.8] });
+    save_checkpoint(&path, &model, 1, metrics.clone(), Some(&opt)).unwrap();
+    // No temporary files are left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+
+    let meta = read_checkpoint_meta(&path).unwrap();
+    assert_eq!(meta.config, cfg);
+    let restored = build(&meta.config, 99);
+    let loaded = load_checkpoint(&path, &restored).unwrap();
+    assert_eq!(loaded.epoch, 1);
+    assert_eq!(loaded.metrics, metrics);
+    let x = input();
+    assert_eq!(
+        flat(&model.forward_t(&x, false).unwrap()),
+        flat(&restored.forward_t(&x, false).unwrap())
+    );
+
+    // Resuming the optimizer gives the same next step as continuing.
+    let mut resumed = Adam::new(restored.parameters(), AdamParams::default()).unwrap();
+    assert!(load_optimizer_state(&path, &mut resumed).unwrap());
+    assert_eq!(resumed.steps(), 1);
+    one_step(&model, &mut opt);
+    one_step(&restored, &mut resumed);
+    assert_eq!(
+        flat(&model.forward_t(&x, false).unwrap()),
+        flat(&restored.forward_t(&x, false).unwrap())
+    );
+    // An SGD cannot take Adam's state.
+    let mut sgd = Sgd::new(restored.parameters(), SgdParams::default()).unwrap();
+    let err = load_optimizer_state(&path, &mut sgd).unwrap_err();
+    assert!(err.to_string().contains("adam"), "{err}");
+}
+
+#[test]
+fn another_config_is_refused_field_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    save_checkpoint(
+        &path,
+        &build(&config(), 1),
+        0,
+        serde_json::Value::Null,
+        None,
+    )
+    .unwrap();
+    let other = UNetConfig {
+        base_width: 8,
+        n_classes: 3,
+        ..config()
+    };
+    let err = load_checkpoint(&path, &build(&other, 1)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::ConfigMismatch { ref differences, .. } if differences.len() == 2),
+        "{msg}"
+    );
+    assert!(msg.contains("base_width: 4 vs 8"), "{msg}");
+    assert!(msg.contains("n_classes: 2 vs 3"), "{msg}");
+}
+
+#[test]
+fn damaged_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let model = build(&config(), 1);
+    save_checkpoint(&path, &model, 0, serde_json::Value::Null, None).unwrap();
+    let good = std::fs::read(&path).unwrap();
+
+    std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+    let err = load_checkpoint(&path, &model).unwrap_err().to_string();
+    assert!(
+        err.contains("truncated") && err.contains("model.safetensors"),
+        "{err}"
+    );
+
+    let mut flipped = good.clone();
+    let at = flipped.len() - 10;
+    flipped[at] ^= 0x40;
+    std::fs::write(&path, &flipped).unwrap();
+    let err = load_checkpoint(&path, &model).unwrap_err().to_string();
+    assert!(err.contains("corrupted"), "{err}");
+
+    std::fs::write(&path, &good).unwrap();
+    load_checkpoint(&path, &model).unwrap();
+
+    let sidecar = dir.path().join("model.json");
+    let text = std::fs::read_to_string(&sidecar).unwrap();
+    std::fs::write(&sidecar, &text[..text.len() / 2]).unwrap();
+    let err = load_checkpoint(&path, &model).unwrap_err().to_string();
+    assert!(
+        err.contains("model.json") && err.contains("not a valid checkpoint"),
+        "{err}"
+    );
+
+    let err = load_checkpoint(dir.path().join("missing.safetensors"), &model).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(err.to_string().contains("missing.json"), "{err}");
+}
+
+#[test]
+fn bad_input_sizes_and_shapes_are_clear_errors() {
+    let cfg = UNetConfig {
+        padding: unet_model::Padding::Valid,
+        ..config()
+    };
+    let model = build(&cfg, 1);
+    let x = Tensor::zeros((1, 1, 48, 50), DType::F32, &Device::Cpu).unwrap();
+    let err = model.forward_t(&x, false).unwrap_err();
+    assert!(matches!(err, Error::InputSize(_)), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("input width 50"), "{msg}");
+    assert!(msg.contains("48 (output 8) and 52 (output 12)"), "{msg}");
+    let x = Tensor::zeros((1, 2, 48, 48), DType::F32, &Device::Cpu).unwrap();
+    assert!(matches!(
+        model.forward_t(&x, false),
+        Err(Error::InputShape { .. })
+    ));
+    let x = Tensor::zeros((1, 1, 48, 48), DType::F64, &Device::Cpu).unwrap();
+    assert!(matches!(
+        model.forward_t(&x, false),
+        Err(Error::InputShape { .. })
+    ));
+    assert_eq!(
+        model
+            .forward_t(
+                &Tensor::zeros((1, 1, 48, 52), DType::F32, &Device::Cpu).unwrap(),
+                false
+            )
+            .unwrap()
+            .dims(),
+        &[1, 2, 8, 12]
+    );
+}

@@ -1,0 +1,118 @@
+//! A full training step of small U-Nets gives the same loss, gradients and running statistics
+//! with the fast CPU kernels as with candle's stock ops.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use unet_model::kernels::with_fast_ops;
+use unet_model::{Loss, Padding, UNet, UNetConfig, Upsampling};
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = unet_model::layers::SplitMix64::new(seed);
+    let len: usize = shape.iter().product();
+    let v: Vec<f32> = (0..len).map(|_| rng.next_normal() as f32).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Loss, then every parameter gradient and every buffer after one train-mode step.
+fn step(cfg: &UNetConfig, fast: bool, x: &Tensor, targets: &Tensor, w: &Tensor) -> Vec<Tensor> {
+    with_fast_ops(fast, || {
+        let varmap = VarMap::new();
+        let model = UNet::new(
+            cfg,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        model.init_seeded(7).unwrap();
+        let logits = model.forward_t(x, true).unwrap();
+        let loss = Loss::CrossEntropy
+            .compute(&logits, targets, Some(w))
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let mut out = vec![loss];
+        for (name, var) in model.parameters() {
+            let g = grads.get(var.as_tensor());
+            out.push(
+                g.unwrap_or_else(|| panic!("no gradient for {name}"))
+                    .clone(),
+            );
+        }
+        out.extend(model.buffers().iter().map(|(_, v)| v.as_tensor().clone()));
+        out
+    })
+}
+
+fn check(cfg: UNetConfig, batch: usize, size: usize) {
+    let out = unet_model::output_size(&cfg, size).unwrap();
+    let x = random(&[batch, 1, size, size], 1);
+    let targets = random(&[batch, out, out], 2)
+        .ge(0.0)
+        .unwrap()
+        .to_dtype(DType::U32)
+        .unwrap();
+    let w = (random(&[batch, out, out], 3).abs().unwrap() + 0.5).unwrap();
+    let fast = step(&cfg, true, &x, &targets, &w);
+    let stock = step(&cfg, false, &x, &targets, &w);
+    assert_eq!(fast.len(), stock.len());
+    for (i, (f, s)) in fast.iter().zip(&stock).enumerate() {
+        assert_eq!(f.dims(), s.dims(), "tensor {i}");
+        let diff = max_abs(&(f - s).unwrap());
+        // Conv biases before a batch norm have gradients that are zero up to rounding: compare
+        // those on an absolute scale of 1e-6.
+        let scale = max_abs(s).max(1e-2);
+        assert!(
+            diff <= 1e-4 * scale,
+            "tensor {i} ({:?}): max difference {diff}, scale {scale}",
+            s.dims()
+        );
+    }
+}
+
+#[test]
+fn same_padding_train_step_matches_stock_ops() {
+    let cfg = UNetConfig {
+        depth: 3,
+        base_width: 4,
+        ..UNetConfig::small()
+    };
+    check(cfg, 2, 20);
+}
+
+#[test]
+fn valid_padding_train_step_matches_stock_ops() {
+    let cfg = UNetConfig {
+        depth: 3,
+        base_width: 3,
+        padding: Padding::Valid,
+        batch_norm: true,
+        dropout: 0.0,
+        upsampling: Upsampling::Transposed,
+        ..UNetConfig::reference()
+    };
+    check(cfg, 2, 44);
+}
+
+#[test]
+fn bilinear_net_without_batch_norm_matches_stock_ops() {
+    let cfg = UNetConfig {
+        depth: 2,
+        base_width: 5,
+        batch_norm: false,
+        dropout: 0.0,
+        upsampling: Upsampling::Bilinear {
+            align_corners: false,
+        },
+        ..UNetConfig::small()
+    };
+    check(cfg, 1, 18);
+}

@@ -1,0 +1,313 @@
+//! End-to-end training of a tiny net on three synthetic 64x64 sections: the run's files, exact
+//! resume after a mid-epoch stop, refusal of damaged checkpoints, a clear stop on a NaN loss.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use candle_core::Device;
+use unet_data::Stack;
+use unet_model::train::{
+    evaluate_checkpoint, evaluate_run, files, train, AugmentationConfig, EpochRecord,
+    OptimizerConfig, ScheduleConfig, SplitConfig, TrainConfig, TrainControl, TrainError,
+    TrainEvent, WeightsConfig,
+};
+use unet_model::{Loss, UNetConfig};
+
+const N: usize = 64;
+
+/// Three sections of cells on a wobbly grid of one- and two-pixel membranes; the image is dark
+/// on membranes, bright in cells, with a deterministic texture.
+fn sections() -> (Stack<u8>, Stack<u8>) {
+    let mut img = Vec::new();
+    let mut lab = Vec::new();
+    for p in 0..3 {
+        for y in 0..N {
+            for x in 0..N {
+                let wobble = (y / 8 + p) % 3;
+                let membrane = (x + wobble + 3 * p) % 13 < 2 || (y + 2 * p) % 11 == 0;
+                let texture = ((x * 31 + y * 17 + p * 7) % 23) as u8;
+                img.push(if membrane {
+                    40 + texture
+                } else {
+                    170 + texture
+                });
+                lab.push(if membrane { 0 } else { 255 });
+            }
+        }
+    }
+    (
+        Stack::new(3, N, N, img).unwrap(),
+        Stack::new(3, N, N, lab).unwrap(),
+    )
+}
+
+fn tiny(run_dir: &Path, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        recipe: "test".into(),
+        model: UNetConfig {
+            depth: 2,
+            base_width: 4,
+            ..UNetConfig::small()
+        },
+        epochs,
+        batch_size: 2,
+        tile_size: 32,
+        crops_per_section: 2,
+        optimizer: OptimizerConfig::Adam {
+            lr: 1e-2,
+            weight_decay: 0.0,
+        },
+        schedule: ScheduleConfig::Cosine { min_lr: 1e-4 },
+        grad_clip: Some(5.0),
+        loss: Loss::CrossEntropy,
+        weights: Some(WeightsConfig::paper()),
+        augmentation: AugmentationConfig::Reference,
+        split: SplitConfig::Sections {
+            train: vec![0, 1],
+            validation: vec![2],
+        },
+        seed: 7,
+        validate_every: 1,
+        prefetch: 2,
+        run_dir: run_dir.to_path_buf(),
+    }
+}
+
+fn read_log(run_dir: &Path) -> Vec<EpochRecord> {
+    std::fs::read_to_string(run_dir.join(files::LOG))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn two_epochs_write_log_checkpoints_and_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("runs/tiny");
+    let (images, labels) = sections();
+    let cfg = tiny(&run, 2);
+    let mut steps = 0;
+    let outcome = train(&cfg, &images, &labels, &TrainControl::default(), &mut |e| {
+        if let TrainEvent::Step { loss, .. } = e {
+            assert!(loss.is_finite());
+            steps += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(steps, 4, "2 epochs of 2 sections x 2 crops in batches of 2");
+    assert_eq!(outcome.epochs_done, 2);
+    assert!(!outcome.interrupted);
+    let log = read_log(&run);
+    assert_eq!(log.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(log, outcome.records);
+    for record in &log {
+        let v = record.validation.as_ref().expect("validated every epoch");
+        assert!((0.0..=1.0).contains(&v.pixel_accuracy) && (0.0..=1.0).contains(&v.mean_iou));
+        assert!(v.loss.is_finite() && record.train_loss.is_finite());
+    }
+    assert!(log[0].best, "the first validation is the best so far");
+    for name in [
+        "config.json",
+        "last.safetensors",
+        "last.json",
+        "last.optim.safetensors",
+        "best.safetensors",
+        "best.json",
+    ] {
+        assert!(run.join(name).is_file(), "{name} written");
+    }
+    assert_eq!(TrainConfig::load(run.join(files::CONFIG)).unwrap(), cfg);
+
+    // The same directory again without --resume is refused, not overwritten.
+    let again = train(
+        &cfg,
+        &images,
+        &labels,
+        &TrainControl::default(),
+        &mut |_| {},
+    );
+    assert!(again
+        .unwrap_err()
+        .to_string()
+        .contains("already holds a run"));
+
+    // Evaluation of the run: scores JSON of the best checkpoint on section 2.
+    let eval = evaluate_run(&run, &images, &labels, &Device::Cpu).unwrap();
+    assert_eq!(eval.sections, vec![2]);
+    let best = log
+        .iter()
+        .find(|r| r.best && r.epoch == eval.epoch)
+        .unwrap();
+    let v = best.validation.as_ref().unwrap();
+    assert!((eval.full.mean_iou - v.mean_iou).abs() < 1e-9);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("scores.json")).unwrap()).unwrap();
+    assert!(json["full"]["v_rand"].is_number());
+    let centred = evaluate_checkpoint(
+        run.join(files::LAST),
+        &images,
+        &labels,
+        &[2],
+        &Device::Cpu,
+        Some(32),
+    )
+    .unwrap();
+    assert_eq!(centred.centre.as_ref().unwrap().1.height, 32);
+}
+
+#[test]
+fn resume_after_a_mid_epoch_stop_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = sections();
+    let losses = |run: &Path, stop_at: Option<(usize, usize)>, resume: bool| {
+        let control = TrainControl {
+            resume,
+            ..TrainControl::default()
+        };
+        let stop: Arc<AtomicBool> = control.stop.clone();
+        let mut seen = Vec::new();
+        let outcome = train(&tiny(run, 3), &images, &labels, &control, &mut |e| {
+            if let TrainEvent::Step {
+                epoch, step, loss, ..
+            } = e
+            {
+                seen.push(loss);
+                if Some((epoch, step)) == stop_at {
+                    stop.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+        .unwrap();
+        (seen, outcome)
+    };
+    let whole = dir.path().join("whole");
+    let (all, outcome) = losses(&whole, None, false);
+    assert_eq!((all.len(), outcome.epochs_done), (6, 3));
+
+    let split = dir.path().join("split");
+    let (before, stopped) = losses(&split, Some((2, 1)), false);
+    assert!(stopped.interrupted);
+    assert_eq!((before.len(), stopped.epochs_done), (3, 1));
+    assert_eq!(read_log(&split).len(), 1);
+    let (after, resumed) = losses(&split, None, true);
+    assert_eq!(resumed.epochs_done, 3);
+    assert_eq!(
+        after.len(),
+        3,
+        "the resumed run does the remaining steps only"
+    );
+    let joined: Vec<f64> = before.into_iter().chain(after).collect();
+    for (k, (a, b)) in all.iter().zip(&joined).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+            "step {k}: uninterrupted {a} vs resumed {b}"
+        );
+    }
+    let log = read_log(&split);
+    assert_eq!(
+        log.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let whole_log = read_log(&whole);
+    assert!((log[1].train_loss - whole_log[1].train_loss).abs() < 1e-5);
+
+    // A finished run cannot be resumed without more epochs; another setting is refused.
+    let err = train(
+        &tiny(&split, 3),
+        &images,
+        &labels,
+        &TrainControl {
+            resume: true,
+            ..TrainControl::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("all 3 epochs are done"), "{err}");
+    let other = TrainConfig {
+        batch_size: 1,
+        ..tiny(&split, 4)
+    };
+    let err = train(
+        &other,
+        &images,
+        &labels,
+        &TrainControl {
+            resume: true,
+            ..TrainControl::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrainError::Resume { .. }), "{err}");
+}
+
+#[test]
+fn damaged_checkpoints_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let (images, labels) = sections();
+    train(
+        &tiny(&run, 1),
+        &images,
+        &labels,
+        &TrainControl::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let resume = TrainControl {
+        resume: true,
+        ..TrainControl::default()
+    };
+    let weights = run.join(files::LAST);
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&weights, &bytes).unwrap();
+    let err = train(&tiny(&run, 2), &images, &labels, &resume, &mut |_| {}).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("corrupted") && message.contains("last.safetensors"),
+        "{message}"
+    );
+    let err = evaluate_checkpoint(&weights, &images, &labels, &[2], &Device::Cpu, None);
+    assert!(err.unwrap_err().to_string().contains("corrupted"));
+
+    std::fs::write(&weights, &bytes[..middle]).unwrap();
+    let err = train(&tiny(&run, 2), &images, &labels, &resume, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    std::fs::remove_file(run.join("last.json")).unwrap();
+    let err = train(&tiny(&run, 2), &images, &labels, &resume, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("last.json"), "{err}");
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("nan");
+    let (images, labels) = sections();
+    let cfg = TrainConfig {
+        optimizer: OptimizerConfig::Sgd {
+            lr: 1e30,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
+        grad_clip: None,
+        schedule: ScheduleConfig::Constant,
+        ..tiny(&run, 3)
+    };
+    let err = train(
+        &cfg,
+        &images,
+        &labels,
+        &TrainControl::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
+    assert!(err.to_string().contains("checkpoints"), "{err}");
+    assert!(run.join(files::CONFIG).is_file());
+}

@@ -1,0 +1,546 @@
+//! The loss weight map w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / (2 sigma^2)).
+
+use rayon::prelude::*;
+
+use crate::distance::{nearest_two_squared, squared_cap, Needed};
+use crate::error::{check_shape, Error, Result};
+use crate::labelling::{label_components, Components, Connectivity};
+use crate::scratch;
+
+/// The border term is computed exactly wherever it is at least this large; where it is smaller
+/// it is set to 0, so every weight is within this (absolute) tolerance of the exact value.
+pub const BORDER_TOLERANCE: f32 = 1e-6;
+
+/// Which pixels receive the border term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BorderTerm {
+    /// Background (label 0) pixels only: the gaps between cells, as the paper intends.
+    #[default]
+    Background,
+    /// Every pixel, cells included (inside a cell d1 = 0 and d2 is the distance to the next one).
+    AllPixels,
+}
+
+/// The class-balancing term w_c(x), for the two classes background (label 0) and cell (> 0).
+///
+/// A class that does not occur in a section gets weight 0; no pixel carries it, so the map never
+/// shows it, and a section of one class only gets w_c = 1 under both balanced schemes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ClassWeight {
+    /// `H * W / (pixels of the class)`, per section (the reference implementation's definition).
+    #[default]
+    Balanced,
+    /// [`ClassWeight::Balanced`] divided by the number of classes present, so that w_c averages
+    /// exactly 1 over the section.
+    Mean1,
+    /// w_c = 1 everywhere.
+    None,
+}
+
+/// Settings of the weight map; [`Default`] gives the paper's values (w0 = 10, sigma = 5 px,
+/// 4-connected cells, border term on the background, balanced classes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightMapParams {
+    /// Height of the border term, w0 (>= 0; 0 switches it off).
+    pub w0: f32,
+    /// Width of the border term in pixels, sigma (> 0).
+    pub sigma: f32,
+    /// Which neighbours join foreground pixels into one cell.
+    pub connectivity: Connectivity,
+    /// Which pixels receive the border term.
+    pub border_term: BorderTerm,
+    /// The class-balancing term.
+    pub class_weight: ClassWeight,
+}
+
+impl Default for WeightMapParams {
+    fn default() -> Self {
+        Self {
+            w0: 10.0,
+            sigma: 5.0,
+            connectivity: Connectivity::Four,
+            border_term: BorderTerm::Background,
+            class_weight: ClassWeight::Balanced,
+        }
+    }
+}
+
+impl WeightMapParams {
+    /// Checks every setting, giving the type that computes weight maps.
+    pub fn validate(&self) -> Result<ValidWeightMapParams> {
+        if !(self.w0.is_finite() && self.w0 >= 0.0) {
+            return Err(Error::InvalidParameter {
+                name: "w0",
+                value: self.w0,
+                requirement: "must be finite and >= 0",
+            });
+        }
+        if !(self.sigma.is_finite() && self.sigma > 0.0) {
+            return Err(Error::InvalidParameter {
+                name: "sigma",
+                value: self.sigma,
+                requirement: "must be finite and > 0",
+            });
+        }
+        // Beyond d2 = R the term is below the tolerance whatever d1 is, because
+        // d1 + d2 >= d2: R^2 = 2 sigma^2 ln(w0 / tolerance).
+        let ratio = f64::from(self.w0) / f64::from(BORDER_TOLERANCE);
+        let max_squared = (ratio > 1.0).then(|| {
+            let sigma = f64::from(self.sigma);
+            squared_cap(2.0 * sigma * sigma * ratio.ln())
+        });
+        Ok(ValidWeightMapParams {
+            params: *self,
+            max_squared,
+        })
+    }
+}
+
+/// Checked [`WeightMapParams`], ready to compute weight maps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ValidWeightMapParams {
+    params: WeightMapParams,
+    /// Squared distance beyond which the border term is below [`BORDER_TOLERANCE`]; `None` when
+    /// the term is below it everywhere (w0 <= tolerance).
+    max_squared: Option<u32>,
+}
+
+impl ValidWeightMapParams {
+    /// The settings.
+    pub fn params(&self) -> &WeightMapParams {
+        &self.params
+    }
+
+    /// The distance R from the second-nearest cell beyond which the border term is below
+    /// [`BORDER_TOLERANCE`] (0 when it is below it everywhere); each cell's distance transform
+    /// covers its bounding box grown by R.
+    pub fn border_reach(&self) -> f32 {
+        self.max_squared
+            .map_or(0.0, |squared| (squared as f32).sqrt())
+    }
+
+    /// The weight map of one label image (row-major, `height * width`, cell = label > 0).
+    pub fn weight_map(&self, labels: &[u8], height: usize, width: usize) -> Result<Vec<f32>> {
+        let mut weights = vec![0.0; labels.len()];
+        self.weight_map_into(labels, height, width, &mut weights)?;
+        Ok(weights)
+    }
+
+    /// [`ValidWeightMapParams::weight_map`] into a caller's buffer of `height * width` values,
+    /// for loops that compute many maps.
+    pub fn weight_map_into(
+        &self,
+        labels: &[u8],
+        height: usize,
+        width: usize,
+        weights: &mut [f32],
+    ) -> Result<()> {
+        check_shape(weights.len(), 1, height, width)?;
+        let components = label_components(labels, height, width, self.params.connectivity)?;
+        self.fill_weight_map(&components, weights);
+        scratch::recycle(components.into_labels());
+        Ok(())
+    }
+
+    /// The weight map of an already labelled image (the labelling's connectivity is used as is).
+    pub fn weight_map_of(&self, components: &Components) -> Vec<f32> {
+        let mut weights = vec![0.0; components.labels().len()];
+        self.fill_weight_map(components, &mut weights);
+        weights
+    }
+
+    /// The weight maps of a stack of `pages` label images (page-major), computed in parallel
+    /// over pages.
+    pub fn weight_maps(
+        &self,
+        labels: &[u8],
+        pages: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Vec<f32>> {
+        check_shape(labels.len(), pages, height, width)?;
+        let page_len = height * width;
+        let mut weights = vec![0.0; labels.len()];
+        if page_len == 0 {
+            return Ok(weights);
+        }
+        weights
+            .par_chunks_mut(page_len)
+            .zip(labels.par_chunks(page_len))
+            .try_for_each(|(page_weights, page_labels)| {
+                self.weight_map_into(page_labels, height, width, page_weights)
+            })?;
+        Ok(weights)
+    }
+
+    fn fill_weight_map(&self, components: &Components, weights: &mut [f32]) {
+        let labels = components.labels();
+        let [background_weight, cell_weight] = self.class_weights(labels);
+        let max_squared = self.max_squared.unwrap_or(0);
+        let border = match self.max_squared {
+            Some(max_squared) if components.count() >= 2 => {
+                let needed = match self.params.border_term {
+                    BorderTerm::Background => Needed::Background,
+                    BorderTerm::AllPixels => Needed::All,
+                };
+                Some(nearest_two_squared(components, max_squared, needed))
+            }
+            _ => None,
+        };
+        let Some(border) = border else {
+            weights
+                .par_iter_mut()
+                .zip(labels.par_iter())
+                .for_each(|(weight, &label)| {
+                    *weight = if label == 0 {
+                        background_weight
+                    } else {
+                        cell_weight
+                    };
+                });
+            return;
+        };
+        let w0 = self.params.w0;
+        let inverse_two_variance = 1.0 / (2.0 * self.params.sigma * self.params.sigma);
+        let all_pixels = self.params.border_term == BorderTerm::AllPixels;
+        const BLOCK: usize = 4096;
+        weights
+            .par_chunks_mut(BLOCK)
+            .zip(labels.par_chunks(BLOCK))
+            .zip(border.first.par_chunks(BLOCK))
+            .zip(border.second.par_chunks(BLOCK))
+            .for_each(|(((weights, labels), first), second)| {
+                for (((weight, &label), &first), &second) in
+                    weights.iter_mut().zip(labels).zip(first).zip(second)
+                {
+                    let class_weight = if label == 0 {
+                        background_weight
+                    } else {
+                        cell_weight
+                    };
+                    *weight = if (label == 0 || all_pixels) && second <= max_squared {
+                        let sum = (first as f32).sqrt() + (second as f32).sqrt();
+                        class_weight + w0 * (-sum * sum * inverse_two_variance).exp()
+                    } else {
+                        class_weight
+                    };
+                }
+            });
+        border.recycle();
+    }
+
+    /// w_c for background and for cells.
+    fn class_weights(&self, labels: &[u32]) -> [f32; 2] {
+        let cells = labels.par_iter().filter(|&&label| label != 0).count();
+        let counts = [labels.len() - cells, cells];
+        let present = counts.iter().filter(|&&count| count > 0).count();
+        let balanced = |count: usize| {
+            if count == 0 {
+                0.0
+            } else {
+                labels.len() as f64 / count as f64
+            }
+        };
+        counts.map(|count| match self.params.class_weight {
+            ClassWeight::None => 1.0,
+            ClassWeight::Balanced => balanced(count) as f32,
+            ClassWeight::Mean1 => (balanced(count) / present as f64) as f32,
+        })
+    }
+}
+
+/// The weight map w(x) of one label image (row-major `height * width`, cell = label > 0).
+pub fn weight_map(
+    labels: &[u8],
+    height: usize,
+    width: usize,
+    params: &WeightMapParams,
+) -> Result<Vec<f32>> {
+    params.validate()?.weight_map(labels, height, width)
+}
+
+/// The weight maps of a stack of `pages` label images (page-major), in parallel over pages.
+pub fn weight_maps(
+    labels: &[u8],
+    pages: usize,
+    height: usize,
+    width: usize,
+    params: &WeightMapParams,
+) -> Result<Vec<f32>> {
+    params.validate()?.weight_maps(labels, pages, height, width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distance::tests::brute_force_nearest_two;
+    use proptest::prelude::*;
+
+    fn unbalanced(border_term: BorderTerm) -> WeightMapParams {
+        WeightMapParams {
+            class_weight: ClassWeight::None,
+            border_term,
+            ..WeightMapParams::default()
+        }
+    }
+
+    fn border(d1: f32, d2: f32) -> f32 {
+        10.0 * (-(d1 + d2).powi(2) / 50.0).exp()
+    }
+
+    fn assert_close(actual: f32, expected: f32) {
+        assert!(
+            (actual - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+            "{actual} != {expected}"
+        );
+    }
+
+    /// Two 4x4 squares in rows 3..7, columns 2..6 and 10..14 of a 10x20 image.
+    fn two_squares() -> Vec<u8> {
+        let mut labels = vec![0u8; 10 * 20];
+        for row in 3..7 {
+            labels[row * 20 + 2..row * 20 + 6].fill(255);
+            labels[row * 20 + 10..row * 20 + 14].fill(255);
+        }
+        labels
+    }
+
+    #[test]
+    fn two_squares_a_known_gap_apart() {
+        let labels = two_squares();
+        let weights = weight_map(&labels, 10, 20, &unbalanced(BorderTerm::Background)).unwrap();
+        // Row 4 between the squares: column 5 is the last of the left one, 10 the first of the right.
+        assert_close(weights[4 * 20 + 7], 1.0 + border(2.0, 3.0));
+        assert_close(weights[4 * 20 + 8], 1.0 + border(2.0, 3.0));
+        assert_close(weights[4 * 20 + 6], 1.0 + border(1.0, 4.0));
+        // Above the gap: from (1, 7) the corners (3, 5) and (3, 10) are sqrt(8) and sqrt(13) away.
+        assert_close(weights[20 + 7], 1.0 + border(8f32.sqrt(), 13f32.sqrt()));
+        // Cell pixels have no border term by default ...
+        assert_eq!(weights[4 * 20 + 3], 1.0);
+        // ... but do with `AllPixels`: d1 = 0, d2 = 7 from column 3 to column 10.
+        let all = weight_map(&labels, 10, 20, &unbalanced(BorderTerm::AllPixels)).unwrap();
+        assert_close(all[4 * 20 + 3], 1.0 + border(0.0, 7.0));
+        assert_close(all[4 * 20 + 7], weights[4 * 20 + 7]);
+    }
+
+    #[test]
+    fn balanced_class_weights_are_inverse_frequencies() {
+        let labels = two_squares();
+        let params = WeightMapParams {
+            w0: 0.0,
+            ..WeightMapParams::default()
+        };
+        let weights = weight_map(&labels, 10, 20, &params).unwrap();
+        // 32 cell pixels and 168 background pixels out of 200.
+        assert_close(weights[4 * 20 + 3], 200.0 / 32.0);
+        assert_close(weights[0], 200.0 / 168.0);
+        let mean1 = WeightMapParams {
+            class_weight: ClassWeight::Mean1,
+            ..params
+        };
+        let weights = weight_map(&labels, 10, 20, &mean1).unwrap();
+        let mean = weights.iter().map(|&w| f64::from(w)).sum::<f64>() / 200.0;
+        assert!((mean - 1.0).abs() < 1e-6);
+        assert_close(weights[4 * 20 + 3], 100.0 / 32.0);
+    }
+
+    #[test]
+    fn one_cell_has_no_border_term() {
+        let mut labels = vec![0u8; 6 * 6];
+        labels[2 * 6 + 2..2 * 6 + 4].fill(255);
+        let weights = weight_map(&labels, 6, 6, &WeightMapParams::default()).unwrap();
+        for (&weight, &label) in weights.iter().zip(&labels) {
+            let expected = if label == 0 { 36.0 / 34.0 } else { 36.0 / 2.0 };
+            assert_close(weight, expected);
+        }
+    }
+
+    #[test]
+    fn no_cell_gives_class_weight_one() {
+        let labels = vec![0u8; 5 * 3];
+        for class_weight in [ClassWeight::Balanced, ClassWeight::Mean1, ClassWeight::None] {
+            let params = WeightMapParams {
+                class_weight,
+                ..WeightMapParams::default()
+            };
+            let weights = weight_map(&labels, 5, 3, &params).unwrap();
+            assert!(
+                weights.iter().all(|&w| w == 1.0),
+                "{class_weight:?}: {weights:?}"
+            );
+        }
+        let all_cell = vec![255u8; 4 * 4];
+        let weights = weight_map(&all_cell, 4, 4, &WeightMapParams::default()).unwrap();
+        assert!(weights.iter().all(|&w| w == 1.0));
+    }
+
+    #[test]
+    fn cells_touching_the_image_border() {
+        // Columns 0 and 6 of a 3x7 image are cells; column 3 is 3 px from both.
+        let mut labels = vec![0u8; 3 * 7];
+        for row in 0..3 {
+            labels[row * 7] = 255;
+            labels[row * 7 + 6] = 255;
+        }
+        let weights = weight_map(&labels, 3, 7, &unbalanced(BorderTerm::Background)).unwrap();
+        for row in 0..3 {
+            assert_close(weights[row * 7 + 1], 1.0 + border(1.0, 5.0));
+            assert_close(weights[row * 7 + 3], 1.0 + border(3.0, 3.0));
+            assert_eq!(weights[row * 7 + 6], 1.0);
+        }
+    }
+
+    #[test]
+    fn diagonal_pixels_are_two_cells_only_under_four_connectivity() {
+        // Background pixel (0, 1) is 1 px from both diagonal pixels.
+        let labels = [255, 0, 0, 255];
+        let four = weight_map(&labels, 2, 2, &unbalanced(BorderTerm::Background)).unwrap();
+        assert_close(four[1], 1.0 + border(1.0, 1.0));
+        let eight_params = WeightMapParams {
+            connectivity: Connectivity::Eight,
+            ..unbalanced(BorderTerm::Background)
+        };
+        let eight = weight_map(&labels, 2, 2, &eight_params).unwrap();
+        assert_eq!(eight, vec![1.0; 4]);
+    }
+
+    #[test]
+    fn bad_parameters_are_errors() {
+        let bad = [
+            ("w0", -1.0, 5.0),
+            ("w0", f32::NAN, 5.0),
+            ("w0", f32::INFINITY, 5.0),
+            ("sigma", 10.0, 0.0),
+            ("sigma", 10.0, -2.0),
+            ("sigma", 10.0, f32::NAN),
+            ("sigma", 10.0, f32::INFINITY),
+        ];
+        for (name, w0, sigma) in bad {
+            let params = WeightMapParams {
+                w0,
+                sigma,
+                ..WeightMapParams::default()
+            };
+            match params.validate() {
+                Err(Error::InvalidParameter { name: got, .. }) => assert_eq!(got, name),
+                other => panic!("{params:?} gave {other:?}"),
+            }
+            assert!(weight_map(&[0], 1, 1, &params).is_err());
+        }
+    }
+
+    #[test]
+    fn border_reach_is_where_the_term_falls_below_the_tolerance() {
+        let valid = WeightMapParams::default().validate().unwrap();
+        let reach = valid.border_reach();
+        // R^2 = 2 * 25 * ln(1e7) = 805.9; the reach is the root of its integer part.
+        assert_close(reach, 805f32.sqrt());
+        assert!(10.0 * (-(reach + 1.0).powi(2) / 50.0).exp() < BORDER_TOLERANCE);
+        let off = WeightMapParams {
+            w0: 0.0,
+            ..WeightMapParams::default()
+        };
+        assert_eq!(off.validate().unwrap().border_reach(), 0.0);
+    }
+
+    #[test]
+    fn stack_equals_pages_and_checks_its_length() {
+        let first = two_squares();
+        let mut second = two_squares();
+        second[0..40].fill(255);
+        let stack = [first.clone(), second.clone()].concat();
+        let params = WeightMapParams::default();
+        let weights = weight_maps(&stack, 2, 10, 20, &params).unwrap();
+        let expected = [
+            weight_map(&first, 10, 20, &params).unwrap(),
+            weight_map(&second, 10, 20, &params).unwrap(),
+        ]
+        .concat();
+        assert_eq!(weights, expected);
+        let error = weight_maps(&stack, 3, 10, 20, &params).unwrap_err();
+        assert!(matches!(
+            error,
+            Error::LengthMismatch {
+                expected: 600,
+                actual: 400,
+                ..
+            }
+        ));
+        assert!(weight_map(&first, 10, 21, &params).is_err());
+        assert!(weight_maps(&[], 4, 0, 20, &params).unwrap().is_empty());
+        let valid = params.validate().unwrap();
+        let mut reused = vec![f32::NAN; 200];
+        for (page, expected) in [&first, &second].into_iter().zip(expected.chunks(200)) {
+            valid.weight_map_into(page, 10, 20, &mut reused).unwrap();
+            assert_eq!(reused, expected);
+        }
+        let mut short = vec![0.0; 199];
+        assert!(matches!(
+            valid.weight_map_into(&first, 10, 20, &mut short),
+            Err(Error::LengthMismatch {
+                expected: 200,
+                actual: 199,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn images_too_large_for_u32_distances_are_errors() {
+        let error = check_shape(0, 0, 50_000, 50_000).unwrap_err();
+        assert!(matches!(error, Error::ImageTooLarge { .. }));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn matches_brute_force_formula(
+            (height, width, labels) in (1usize..20, 1usize..20).prop_flat_map(|(h, w)| {
+                let pixel = prop_oneof![3 => Just(0u8), 1 => Just(255u8)];
+                (Just(h), Just(w), proptest::collection::vec(pixel, h * w))
+            }),
+            w0 in 0.0f32..20.0,
+            // Small sigmas make the reach smaller than the images, so the cut-off is exercised.
+            sigma in 0.3f32..6.0,
+            eight in any::<bool>(),
+            all_pixels in any::<bool>(),
+            class_weight in prop_oneof![Just(ClassWeight::Balanced), Just(ClassWeight::Mean1), Just(ClassWeight::None)],
+        ) {
+            let params = WeightMapParams {
+                w0,
+                sigma,
+                connectivity: if eight { Connectivity::Eight } else { Connectivity::Four },
+                border_term: if all_pixels { BorderTerm::AllPixels } else { BorderTerm::Background },
+                class_weight,
+            };
+            let weights = weight_map(&labels, height, width, &params).unwrap();
+            let components = label_components(&labels, height, width, params.connectivity).unwrap();
+            let (d1, d2) = brute_force_nearest_two(&components);
+            let total = labels.len() as f64;
+            let cells = labels.iter().filter(|&&l| l > 0).count() as f64;
+            let present = f64::from(u8::from(cells > 0.0) + u8::from(cells < total));
+            for index in 0..labels.len() {
+                let count = if labels[index] > 0 { cells } else { total - cells };
+                let class = match class_weight {
+                    ClassWeight::None => 1.0,
+                    ClassWeight::Balanced => total / count,
+                    ClassWeight::Mean1 => total / count / present,
+                };
+                let applies = all_pixels || labels[index] == 0;
+                let sum = d1[index] + d2[index];
+                let border_term = if applies && sum.is_finite() {
+                    f64::from(w0) * (-sum * sum / (2.0 * f64::from(sigma).powi(2))).exp()
+                } else {
+                    0.0
+                };
+                let expected = class + border_term;
+                let actual = f64::from(weights[index]);
+                prop_assert!(
+                    (actual - expected).abs() <= 1e-5 * expected.max(1.0),
+                    "pixel {index}: {actual} != {expected}"
+                );
+            }
+        }
+    }
+}

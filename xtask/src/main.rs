@@ -1,0 +1,201 @@
+//! Project automation for unet-rs, in the style of rust-analyzer's xtask: plain Rust instead of
+//! shell scripts, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
+//!
+//! - `cargo xtask fetch-data`: download the ISBI 2012 stacks into `data/isbi2012/`, verified.
+//! - `cargo xtask test`: what CI runs: format check, clippy with `-D warnings`, the test suite.
+//! - `cargo xtask train`: the main job (fetches the data first when it is missing), then
+//!   `cargo xtask evaluate`.
+//! - `cargo xtask figures`: the weight-map and augmentation pictures under `docs/figures/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+mod fetch;
+mod figures;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "unet-rs project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Download the ISBI 2012 stacks from the public mirror and verify their pixel checksums.
+    FetchData(fetch::FetchArgs),
+    /// Draw the project's figures (PNG) into docs/figures/.
+    Figures(figures::FiguresArgs),
+    /// Run what CI runs: cargo fmt --check, cargo clippy -D warnings, cargo test.
+    Test,
+    /// Train U-Net on the ISBI 2012 data (default recipe), then evaluate the best checkpoint.
+    Train(TrainArgs),
+    /// Score a run's best checkpoint on the validation sections; writes <run>/scores.json.
+    Evaluate(EvaluateArgs),
+}
+
+/// Flags of `cargo xtask train`.
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    /// The recipe: default (CPU, about an hour on 2 cores), reference, paper.
+    #[arg(long, default_value = "default")]
+    recipe: String,
+    /// Data directory [default: $UNET_DATA, else data/isbi2012, fetched when missing].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run directory [default: runs/<recipe>].
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in the run directory from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Further flags passed to `unet train` (after `--`), e.g. `-- --epochs 2`.
+    #[arg(last = true)]
+    extra: Vec<String>,
+}
+
+/// Flags of `cargo xtask evaluate`.
+#[derive(Debug, clap::Args)]
+struct EvaluateArgs {
+    /// The run directory.
+    #[arg(long, default_value = "runs/default")]
+    run: PathBuf,
+    /// Data directory [default: $UNET_DATA, else data/isbi2012, fetched when missing].
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Task::FetchData(args) => fetch::run(&root, &args),
+        Task::Test => test(&root),
+        Task::Figures(args) => figures::run(&root, &args),
+        Task::Train(args) => train(&root, &args),
+        Task::Evaluate(args) => evaluate(&root, &args),
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run_step(root: &Path, what: &str, args: &[&str]) -> Result<()> {
+    eprintln!("==> {what}: cargo {}", args.join(" "));
+    let status = cargo()
+        .current_dir(root)
+        .args(args)
+        .status()
+        .with_context(|| format!("starting cargo for {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    run_step(root, "format check", &["fmt", "--all", "--check"])?;
+    run_step(
+        root,
+        "clippy",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    run_step(root, "tests", &["test", "--workspace"])
+}
+
+/// `cargo run --release -p unet-cli -- <args>`: training and evaluation run in the optimised
+/// binary (the dev profile would train several times slower), with CUDA when xtask has it.
+fn run_unet(root: &Path, what: &str, args: &[String]) -> Result<()> {
+    let mut cargo_args: Vec<String> = ["run", "--release", "--quiet", "-p", "unet-cli"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if cfg!(feature = "cuda") {
+        cargo_args.extend(["--features".to_string(), "cuda".to_string()]);
+    }
+    cargo_args.push("--".into());
+    cargo_args.extend(args.iter().cloned());
+    let refs: Vec<&str> = cargo_args.iter().map(String::as_str).collect();
+    run_step(root, what, &refs)
+}
+
+/// The data directory, fetched into `data/isbi2012/` when nothing was named and nothing is there.
+fn data_dir_or_fetch(root: &Path, data: Option<&Path>) -> Result<PathBuf> {
+    match unet_data::locate_data_dir(data) {
+        Ok(dir) => Ok(dir),
+        Err(_) if data.is_none() && std::env::var_os(unet_data::DATA_ENV).is_none() => {
+            let dest = root.join(unet_data::DEFAULT_DATA_DIR);
+            eprintln!("no ISBI data found: fetching it into {}", dest.display());
+            fetch::fetch_into(&dest, unet_data::download::DEFAULT_MIRROR)?;
+            Ok(dest)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn train(root: &Path, args: &TrainArgs) -> Result<()> {
+    let dir = data_dir_or_fetch(root, args.data.as_deref())?;
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| root.join("runs").join(&args.recipe));
+    let mut train_args: Vec<String> = vec!["train".into(), "--data".into(), path_arg(&dir)];
+    if args.resume {
+        train_args.extend(["--resume".into(), path_arg(&run_dir)]);
+    } else {
+        train_args.extend([
+            "--recipe".into(),
+            args.recipe.clone(),
+            "--run-dir".into(),
+            path_arg(&run_dir),
+        ]);
+    }
+    train_args.extend(args.extra.iter().cloned());
+    run_unet(root, "training", &train_args)?;
+    evaluate(
+        root,
+        &EvaluateArgs {
+            run: run_dir,
+            data: Some(dir),
+        },
+    )
+}
+
+fn evaluate(root: &Path, args: &EvaluateArgs) -> Result<()> {
+    let dir = data_dir_or_fetch(root, args.data.as_deref())?;
+    run_unet(
+        root,
+        "evaluation",
+        &[
+            "evaluate".into(),
+            "--run".into(),
+            path_arg(&args.run),
+            "--data".into(),
+            path_arg(&dir),
+        ],
+    )
+}
+
+fn path_arg(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
