@@ -89,6 +89,11 @@ fn data_sits_below_model() {
         !data.contains("unet-model"),
         "unet-data must not depend on unet-model"
     );
+    let xtask = normal_closure(&meta, "xtask");
+    assert!(
+        !xtask.iter().any(|d| d.starts_with("candle")),
+        "xtask runs the `unet` binary and must not link candle itself"
+    );
     let model = normal_closure(&meta, "unet-model");
     assert!(
         model.contains("candle-core"),

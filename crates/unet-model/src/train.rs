@@ -471,7 +471,9 @@ impl TrainConfig {
             Recipe::Default => TrainConfig {
                 recipe: "default".into(),
                 model: UNetConfig::small(),
-                epochs: 12,
+                // About an hour on 2 idle cores: an epoch (27 steps of 4 x 256^2 and the
+                // validation) took 34 s with the fast kernels (docs/RESULTS.md).
+                epochs: 100,
                 batch_size: 4,
                 tile_size: 256,
                 crops_per_section: 4,

@@ -65,14 +65,23 @@ pub struct FiguresArgs {
 
 /// Draw the figures asked for.
 pub fn run(root: &Path, args: &FiguresArgs) -> Result<()> {
-    let dir = locate_data_dir(args.data.as_deref())?;
-    let data = IsbiData::load(&dir)?;
-    anyhow::ensure!(
-        args.page < data.train_images.pages(),
-        "--page {}: the training stack has {} pages",
-        args.page,
-        data.train_images.pages()
-    );
+    let data = if args.figure == Figure::Curves {
+        None
+    } else {
+        let dir = locate_data_dir(args.data.as_deref())?;
+        let data = IsbiData::load(&dir)?;
+        anyhow::ensure!(
+            args.page < data.train_images.pages(),
+            "--page {}: the training stack has {} pages",
+            args.page,
+            data.train_images.pages()
+        );
+        Some(data)
+    };
+    let data = || {
+        data.as_ref()
+            .context("the ISBI data is needed for this figure")
+    };
     let out = args
         .out
         .clone()
@@ -80,12 +89,12 @@ pub fn run(root: &Path, args: &FiguresArgs) -> Result<()> {
     let all = args.figure == Figure::All;
     if all || args.figure == Figure::Weights {
         let path = out.join("weight-map.png");
-        weights_figure(&data, args.page, &path)?;
+        weights_figure(data()?, args.page, &path)?;
         eprintln!("wrote {}", path.display());
     }
     if all || args.figure == Figure::Augment {
         let path = out.join("augmentation.png");
-        augment_figure(&data, args.page, args.seed, &path)?;
+        augment_figure(data()?, args.page, args.seed, &path)?;
         eprintln!("wrote {}", path.display());
     }
     if args.figure == Figure::Curves || (all && args.run.is_some()) {
@@ -104,7 +113,7 @@ pub fn run(root: &Path, args: &FiguresArgs) -> Result<()> {
             .context("`predictions` needs --pred P.tif")?;
         let prob = unet_data::read_stack(pred)?.to_f32();
         let path = out.join("predictions.png");
-        plots::predictions_figure(&data, &prob, &args.sections, &path)?;
+        plots::predictions_figure(data()?, &prob, &args.sections, &path)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
