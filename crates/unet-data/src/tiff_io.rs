@@ -172,6 +172,18 @@ pub fn decode_stack(bytes: &[u8], path: &Path) -> Result<AnyStack> {
             page,
             pixel: format!("{color:?}"),
         })?;
+        // Samples stored as separate planes (PlanarConfiguration = 2) would otherwise decode as
+        // a short, seemingly truncated page.
+        let planar = decoder
+            .find_tag_unsigned::<u16>(tiff::tags::Tag::PlanarConfiguration)
+            .map_err(|e| tiff_err(page, e))?;
+        if samples > 1 && planar == Some(2) {
+            return Err(Error::UnsupportedPixelType {
+                path: path.to_path_buf(),
+                page,
+                pixel: format!("{color:?} stored as separate planes (PlanarConfiguration 2)"),
+            });
+        }
         match first {
             None => first = Some((w, h, color)),
             Some((w0, h0, c0)) if (w0, h0, c0) != (w, h, color) => {

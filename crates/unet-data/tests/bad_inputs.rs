@@ -115,6 +115,14 @@ fn label_with_other_value() {
 }
 
 #[test]
+fn planar_samples_are_named_not_called_truncated() {
+    // Written by tifffile: one 4x5 page, 3 samples stored as separate planes.
+    let e = read_stack(bad("planar-3-samples.tif")).unwrap_err();
+    assert!(matches!(e, Error::UnsupportedPixelType { .. }), "{e:?}");
+    assert!(e.to_string().contains("separate planes"), "{e}");
+}
+
+#[test]
 fn float_labels_are_refused() {
     let e = read_labels(bad("labels-float.tif")).unwrap_err();
     assert!(matches!(e, Error::WrongPixelType { .. }), "{e:?}");
