@@ -26,10 +26,11 @@ impl DoubleConv {
         let mut x = x.clone();
         for (j, conv) in self.convs.iter().enumerate() {
             x = conv.forward(&x)?;
-            if let Some(norms) = &self.norms {
-                x = norms[j].forward_t(&x, train)?;
-            }
-            x = x.relu()?;
+            // Batch norm and ReLU in one pass over memory when the fast kernels apply.
+            x = match &self.norms {
+                Some(norms) => norms[j].forward_relu_t(&x, train)?,
+                None => x.relu()?,
+            };
         }
         Ok(x)
     }
