@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use unet_augment::{Pipeline, Preset, Sample};
-use unet_data::{check_pair, read_labels, read_stack, write_stack, AnyStack, Stack};
+use unet_data::{check_pair, read_labels, read_stack, write_stack, Stack};
 
 /// The augmentation recipes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,18 +55,9 @@ pub struct AugmentArgs {
     pub out: PathBuf,
 }
 
-/// Images as floats in [0, 1] (integer types scaled by their maximum), floats unchanged.
-pub fn image_as_unit_floats(stack: AnyStack) -> Stack<f32> {
-    match stack {
-        AnyStack::U8(s) => s.map(|v| f32::from(v) / 255.0),
-        AnyStack::U16(s) => s.map(|v| f32::from(v) / 65535.0),
-        AnyStack::F32(s) => s,
-    }
-}
-
 /// Augment and write.
 pub fn run(args: &AugmentArgs) -> Result<()> {
-    let image = image_as_unit_floats(read_stack(&args.image)?);
+    let image = read_stack(&args.image)?.to_unit_f32();
     let labels = read_labels(&args.labels)?;
     check_pair(&args.image, &image, &args.labels, &labels)?;
     if image.samples() != 1 {

@@ -157,14 +157,10 @@ impl Pages {
                 self.channels
             );
         }
-        let unit: Stack<f32> = match stack {
-            AnyStack::U8(s) => s.map(|v| f32::from(v) / 255.0),
-            AnyStack::U16(s) => s.map(|v| f32::from(v) / 65535.0),
-            AnyStack::F32(s) => {
-                self.float_out_of_range |= s.as_slice().iter().any(|v| !(0.0..=1.0).contains(v));
-                s.clone()
-            }
-        };
+        if let AnyStack::F32(s) = stack {
+            self.float_out_of_range |= s.as_slice().iter().any(|v| !(0.0..=1.0).contains(v));
+        }
+        let unit = stack.to_unit_f32();
         let plane = height * width;
         for p in 0..pages {
             let page = unit.page(p);

@@ -203,6 +203,16 @@ impl AnyStack {
             AnyStack::F32(s) => s.clone(),
         }
     }
+
+    /// The pixels as `f32` in the units images are fed to the net in: integer types scaled by
+    /// their maximum (8-bit / 255, 16-bit / 65535) to [0, 1], floats as stored.
+    pub fn to_unit_f32(&self) -> Stack<f32> {
+        match self {
+            AnyStack::U8(s) => s.map(|v| f32::from(v) / 255.0),
+            AnyStack::U16(s) => s.map(|v| f32::from(v) / 65535.0),
+            AnyStack::F32(s) => s.clone(),
+        }
+    }
 }
 
 impl From<Stack<u8>> for AnyStack {
@@ -291,6 +301,16 @@ mod tests {
         assert_eq!(t.as_slice(), &[5, 6, 1, 2]);
         assert!(s.select(&[3]).is_err());
         assert_eq!(s.iter_pages().count(), 3);
+    }
+
+    #[test]
+    fn unit_floats_scale_integers_only() {
+        let u8s = AnyStack::U8(Stack::new(1, 1, 2, vec![0u8, 255]).unwrap());
+        assert_eq!(u8s.to_unit_f32().as_slice(), &[0.0, 1.0]);
+        let u16s = AnyStack::U16(Stack::new(1, 1, 2, vec![0u16, 65535]).unwrap());
+        assert_eq!(u16s.to_unit_f32().as_slice(), &[0.0, 1.0]);
+        let f = AnyStack::F32(Stack::new(1, 1, 2, vec![-0.5f32, 2.0]).unwrap());
+        assert_eq!(f.to_unit_f32().as_slice(), &[-0.5, 2.0]);
     }
 
     #[test]
