@@ -43,6 +43,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Score a run's best checkpoint (or any checkpoint) on the validation sections.
     Evaluate(train::EvaluateArgs),
+    /// Move a checkpoint's decision point to P = 0.5 with a logit offset fitted on training sections.
+    Calibrate(train::CalibrateArgs),
 }
 
 fn main() -> Result<()> {
@@ -57,5 +59,6 @@ fn main() -> Result<()> {
         Command::Predict(args) => predict::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Evaluate(args) => train::run_evaluate(&args),
+        Command::Calibrate(args) => train::run_calibrate(&args),
     }
 }

@@ -9,11 +9,12 @@ use candle_core::Device;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use unet_data::{locate_data_dir, IsbiData};
+use unet_model::calibrate::calibrate_checkpoint;
 use unet_model::train::{
     evaluate_checkpoint, evaluate_run, files, train, AugmentationConfig, Recipe, SplitConfig,
     TrainConfig, TrainControl, TrainEvent,
 };
-use unet_model::Preset;
+use unet_model::{Calibration, Preset};
 
 /// The compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,6 +82,10 @@ pub struct TrainArgs {
     /// No per-pixel weights (plain cross-entropy).
     #[arg(long)]
     pub no_weights: bool,
+    /// Keep `best` as trained: no decision calibration on the training sections after the
+    /// last epoch (see `unet calibrate`).
+    #[arg(long)]
+    pub no_calibration: bool,
     /// The compute device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
@@ -111,7 +116,8 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
             || args.augmentation.is_some()
             || args.train_fraction.is_some()
             || args.seed.is_some()
-            || args.no_weights;
+            || args.no_weights
+            || args.no_calibration;
         if changed {
             bail!("--resume continues a run with its own settings; only --epochs may change");
         }
@@ -154,6 +160,9 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
     }
     if args.no_weights {
         cfg.weights = None;
+    }
+    if args.no_calibration {
+        cfg.calibrate = false;
     }
     Ok((cfg, resume))
 }
@@ -205,7 +214,25 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if let Some((iou, epoch)) = outcome.best {
         println!("best validation mean IoU {iou:.4} at epoch {epoch} ({dir}/best.safetensors)");
     }
+    if let Some(c) = &outcome.calibration {
+        println!("{}", describe_calibration(c));
+    }
     Ok(())
+}
+
+/// One line on a decision calibration.
+pub fn describe_calibration(c: &Calibration) -> String {
+    format!(
+        "calibrated on {} training sections: logit offset {:+.2} (the uncalibrated net's P = {:.3} \
+         is now 0.5); training sections: accuracy {:.4} -> {:.4}, mean IoU {:.4} -> {:.4}",
+        c.sections.len(),
+        c.logit_offset,
+        c.equivalent_threshold,
+        c.before.pixel_accuracy,
+        c.after.pixel_accuracy,
+        c.before.mean_iou,
+        c.after.mean_iou
+    )
 }
 
 /// Progress bars: one for the epochs, one for the steps of the current epoch.
@@ -318,6 +345,12 @@ impl Bars {
                     }
                 }
             }
+            TrainEvent::Calibrating { sections } => {
+                if let Some(bar) = &self.steps {
+                    bar.set_message(format!("calibrating on {sections} training sections"));
+                }
+            }
+            TrainEvent::Calibrated(_) => {}
             TrainEvent::Stopped { epoch, step } => {
                 let _ = self.multi.println(format!(
                     "stopped at epoch {epoch}, step {step}; `last` saved"
@@ -407,10 +440,71 @@ pub fn run_evaluate(args: &EvaluateArgs) -> Result<()> {
             c.pixel_accuracy, c.mean_iou, c.v_rand, c.v_info
         );
     }
+    match &evaluation.calibration {
+        Some(c) => println!("  {}", describe_calibration(c)),
+        None => println!("  not calibrated: decides at the trained net's P = 0.5"),
+    }
     if let Some(path) = &args.json {
         unet_data::write_atomically(path, evaluation.to_json().as_bytes())?;
         println!("scores written to {}", path.display());
     }
+    Ok(())
+}
+
+/// Flags of `unet calibrate`.
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// A run directory: calibrates its `best` checkpoint on the run's training sections.
+    #[arg(
+        long,
+        conflicts_with = "checkpoint",
+        required_unless_present = "checkpoint"
+    )]
+    pub run: Option<PathBuf>,
+    /// A checkpoint's weights file (with its .json sidecar), rewritten in place.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Sections to fit on with --checkpoint (default: the reference split's training
+    /// sections, 0-26). Never the sections you score on.
+    #[arg(long, value_delimiter = ',')]
+    pub sections: Vec<usize>,
+    /// The ISBI 2012 data directory (default: $UNET_DATA, then data/isbi2012).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The compute device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+/// Runs `unet calibrate`.
+pub fn run_calibrate(args: &CalibrateArgs) -> Result<()> {
+    let data = load_data(args.data.as_deref())?;
+    let dev = device(args.device)?;
+    let (checkpoint, sections) = match (&args.run, &args.checkpoint) {
+        (Some(run), _) => {
+            let cfg = TrainConfig::load(run.join(files::CONFIG))
+                .with_context(|| format!("--run {}: reading its configuration", run.display()))?;
+            let split = cfg.split.resolve(data.train_images.pages())?;
+            (run.join(files::BEST), split.train)
+        }
+        (None, Some(ckpt)) => {
+            let sections = if args.sections.is_empty() {
+                unet_data::Split::reference(data.train_images.pages())?.train
+            } else {
+                args.sections.clone()
+            };
+            (ckpt.clone(), sections)
+        }
+        (None, None) => bail!("give --run DIR or --checkpoint FILE"),
+    };
+    let c = calibrate_checkpoint(
+        &checkpoint,
+        &data.train_images,
+        &data.train_labels,
+        &sections,
+        &dev,
+    )?;
+    println!("{}: {}", checkpoint.display(), describe_calibration(&c));
     Ok(())
 }
 

@@ -284,3 +284,78 @@ fn bad_inputs_are_clear_errors() {
     );
     assert!(!d.join("p.tif").exists());
 }
+
+#[test]
+fn calibrate_moves_every_prediction_by_the_fitted_logit_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(dir.path(), true);
+    let images = pages();
+    let labels = Stack::new(
+        2,
+        images.height(),
+        images.width(),
+        images
+            .as_slice()
+            .iter()
+            .map(|&v| if v > 90 { 255_u8 } else { 0 })
+            .collect(),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    write_stack(dir.path().join("data/train-volume.tif"), &images).unwrap();
+    write_stack(dir.path().join("data/train-labels.tif"), &labels).unwrap();
+    write_stack(dir.path().join("in.tif"), &images).unwrap();
+    let predict = |out: &str| {
+        ok(&unet(
+            &[
+                "predict",
+                "--model",
+                "m.safetensors",
+                "--input",
+                "in.tif",
+                "--out",
+                out,
+            ],
+            dir.path(),
+        ));
+        f32_stack(&dir.path().join(out))
+    };
+    let before = predict("p0.tif");
+    let calibrate = [
+        "calibrate",
+        "--checkpoint",
+        "m.safetensors",
+        "--sections",
+        "0,1",
+        "--data",
+        "data",
+    ];
+    let out = unet(&calibrate, dir.path());
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("logit offset"));
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+    let offset = sidecar["metrics"]["calibration"]["logit_offset"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(
+        sidecar["metrics"]["calibration"]["sections"],
+        serde_json::json!([0, 1])
+    );
+    let after = predict("p1.tif");
+    assert!(offset != 0.0, "this net and these labels need an offset");
+    let logit = |p: f32| (f64::from(p) / (1.0 - f64::from(p))).ln();
+    let mut compared = 0;
+    for (&b, &a) in before.as_slice().iter().zip(after.as_slice()) {
+        // Away from saturation, where f32 probabilities still resolve the logit.
+        if (0.001..0.999).contains(&b) && (0.001..0.999).contains(&a) {
+            assert!((logit(a) - logit(b) - offset).abs() < 5e-3, "{b} -> {a}");
+            compared += 1;
+        }
+    }
+    assert!(
+        compared > before.as_slice().len() / 3,
+        "{compared} pixels compared"
+    );
+    assert!(fails(&unet(&calibrate, dir.path())).contains("already calibrated"));
+}

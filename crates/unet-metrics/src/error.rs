@@ -43,9 +43,23 @@ pub enum Error {
         /// The offending threshold.
         value: f64,
     },
-    /// No thresholds were given for the ISBI scores.
+    /// No thresholds were given.
     #[error("no thresholds given")]
     NoThresholds,
+    /// A decision threshold is NaN or infinite.
+    #[error("decision threshold {value} is not a finite number")]
+    NonFiniteThreshold {
+        /// The offending threshold.
+        value: f64,
+    },
+    /// A score (logit margin or probability) is NaN or infinite.
+    #[error("score {value} at index {index} is not a finite number")]
+    NonFiniteScore {
+        /// Flat index of the pixel (page-major, row-major).
+        index: usize,
+        /// The offending value.
+        value: f32,
+    },
     /// A confusion matrix needs at least one class.
     #[error("a confusion matrix needs at least one class, got {n_classes}")]
     InvalidClassCount {

@@ -13,6 +13,8 @@
 //!   sections and thresholds.
 //! - [`thinning`]: [`thin_borders`], Fiji's watershed border thinning, quirks included.
 //! - [`segmentation`]: [`Contingency`], V-Rand and V-Info of one pair of label images.
+//! - [`decision`]: [`sweep_decision_thresholds`] and [`best_decision_threshold`] choose where
+//!   to cut a score map (logit margins or probabilities) from labelled data.
 //! - [`report`]: [`score_stack`] computes everything into a [`ScoreReport`] with
 //!   [`ScoreReport::to_json`].
 //!
@@ -37,6 +39,7 @@
 //! assert!(report.to_json().contains("\"v_rand\": 1,"));
 //! ```
 
+pub mod decision;
 pub mod error;
 pub mod isbi;
 pub mod labelling;
@@ -46,6 +49,7 @@ pub mod segmentation;
 pub mod thinning;
 mod validate;
 
+pub use decision::{best_decision_threshold, sweep_decision_thresholds, ThresholdCandidate};
 pub use error::{Error, Result};
 pub use isbi::{
     fiji_thresholds, isbi_scores, section_scores, BestScore, IsbiOptions, IsbiReport,

@@ -14,6 +14,8 @@
 //!   rate schedules ([`LrSchedule`]), gradient clipping ([`clip_grad_norm`]).
 //! - Checkpoints ([`save_checkpoint`], [`load_checkpoint`]): safetensors plus a JSON sidecar,
 //!   written atomically, checked for config, truncation and corruption when loaded.
+//! - Decision calibration ([`calibrate`]): a logit offset fitted on the training sections and
+//!   folded into the classifier, so that `P(cell) = 0.5` is the net's best decision point.
 //! - Overlap-tile prediction ([`overlap_tile_predict`], [`tiling`]): images of any size, tile by
 //!   tile with mirrored context, seamless for valid padding, blended for same padding, with
 //!   optional flip/rotation test-time augmentation.
@@ -50,6 +52,7 @@
 //! ```
 
 mod arch;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
 mod error;
@@ -63,6 +66,7 @@ pub mod train;
 mod unet;
 
 pub use arch::{buffer_count, layer_table, parameter_count, parameter_specs, ParamRole, ParamSpec};
+pub use calibrate::{apply_calibration, calibrate_checkpoint, fit_calibration, Calibration};
 pub use checkpoint::{
     load_checkpoint, load_optimizer_state, read_checkpoint_meta, save_checkpoint, CheckpointMeta,
 };

@@ -30,6 +30,7 @@ use unet_data::{GreyStats, Loader, LoaderConfig, SectionSet, Split, Stack};
 use unet_metrics::{score_stack, IsbiOptions, ScoreOptions, ScoreReport};
 use unet_weights::{ClassWeight, Connectivity, WeightMapParams};
 
+use crate::calibrate::{calibrate_checkpoint, Calibration};
 use crate::checkpoint::{load_checkpoint, load_optimizer_state, read_checkpoint_meta};
 use crate::optim::{clip_grad_norm, Adam, AdamParams, LrSchedule, Optimizer, Sgd, SgdParams};
 use crate::size::input_size_for_output;
@@ -70,6 +71,14 @@ pub enum TrainError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint cannot be calibrated.
+    #[error("cannot calibrate {}: {reason}", checkpoint.display())]
+    Calibration {
+        /// The checkpoint's weights file.
+        checkpoint: PathBuf,
+        /// Why not.
         reason: String,
     },
     /// The run cannot be resumed (no `last` checkpoint, another configuration, ...).
@@ -460,8 +469,16 @@ pub struct TrainConfig {
     pub validate_every: usize,
     /// Batches the loader prepares ahead.
     pub prefetch: usize,
+    /// After the last epoch, fit a decision calibration of `best` on the training sections
+    /// ([`crate::calibrate`]) so that `P(cell) = 0.5` is its best decision point.
+    #[serde(default = "calibrate_by_default")]
+    pub calibrate: bool,
     /// Where the run writes its files.
     pub run_dir: PathBuf,
+}
+
+fn calibrate_by_default() -> bool {
+    true
 }
 
 impl TrainConfig {
@@ -495,6 +512,7 @@ impl TrainConfig {
                 seed: 2015,
                 validate_every: 1,
                 prefetch: 2,
+                calibrate: true,
                 run_dir: PathBuf::from("runs/default"),
             },
             Recipe::Reference => TrainConfig {
@@ -517,6 +535,7 @@ impl TrainConfig {
                 seed: 2015,
                 validate_every: 1,
                 prefetch: 2,
+                calibrate: true,
                 run_dir: PathBuf::from("runs/reference"),
             },
             Recipe::Paper => TrainConfig {
@@ -541,6 +560,7 @@ impl TrainConfig {
                 seed: 2015,
                 validate_every: 1,
                 prefetch: 2,
+                calibrate: true,
                 run_dir: PathBuf::from("runs/paper"),
             },
         }
@@ -582,6 +602,12 @@ impl TrainConfig {
         }
         crate::size::checked_output_size(&self.model, self.tile_size, "tile size")
             .map_err(crate::Error::from)?;
+        if self.calibrate && self.model.n_classes != 2 {
+            return bad(format!(
+                "calibrate needs a two-class net, the model has {} classes (set \"calibrate\": false)",
+                self.model.n_classes
+            ));
+        }
         Ok(())
     }
 
@@ -729,6 +755,13 @@ pub enum TrainEvent<'a> {
     },
     /// An epoch finished and was logged.
     EpochEnd(&'a EpochRecord),
+    /// All epochs are done; the decision calibration of `best` is being fitted.
+    Calibrating {
+        /// Training sections it is fitted on.
+        sections: usize,
+    },
+    /// `best` is calibrated (now, or by an earlier call of a resumed run).
+    Calibrated(&'a Calibration),
     /// The stop flag was seen: `last` was saved after this step.
     Stopped {
         /// The epoch (1-based).
@@ -751,6 +784,8 @@ pub struct TrainOutcome {
     pub records: Vec<EpochRecord>,
     /// Best validation mean IoU and its epoch.
     pub best: Option<(f64, usize)>,
+    /// The decision calibration of `best` (when the run finished and calibrates).
+    pub calibration: Option<Calibration>,
 }
 
 /// The run's file names.
@@ -779,7 +814,7 @@ struct Validation {
     width: usize,
 }
 
-fn normalised_section(page: &[u8], stats: GreyStats) -> Vec<f32> {
+pub(crate) fn normalised_section(page: &[u8], stats: GreyStats) -> Vec<f32> {
     let (mean, std) = (stats.mean as f32, stats.std as f32);
     page.iter()
         .map(|&v| (f32::from(v) / 255.0 - mean) / std)
@@ -1176,7 +1211,24 @@ pub fn train(
         observer(TrainEvent::EpochEnd(&record));
         records.push(record);
     }
-    Ok(outcome(&run_dir, &state, false, records))
+    let mut done = outcome(&run_dir, &state, false, records);
+    if config.calibrate && best_path.exists() {
+        let meta = read_checkpoint_meta(&best_path)?;
+        done.calibration = Some(match Calibration::of(&meta) {
+            // A resumed run whose best epoch was already calibrated.
+            Some(calibration) => calibration,
+            None => {
+                observer(TrainEvent::Calibrating {
+                    sections: split.train.len(),
+                });
+                calibrate_checkpoint(&best_path, images, labels, &split.train, device)?
+            }
+        });
+        observer(TrainEvent::Calibrated(
+            done.calibration.as_ref().expect("just set"),
+        ));
+    }
+    Ok(done)
 }
 
 fn outcome(
@@ -1191,6 +1243,7 @@ fn outcome(
         interrupted,
         records,
         best: state.best_iou.zip(state.best_epoch),
+        calibration: None,
     }
 }
 
@@ -1251,24 +1304,28 @@ pub struct Evaluation {
     /// The same on the centre `size x size` of each section (the reference scored the centre
     /// 388 x 388 only), when asked for and smaller than the sections.
     pub centre: Option<(usize, ScoreReport)>,
+    /// The checkpoint's decision calibration, if it has one (already folded into its weights).
+    pub calibration: Option<Calibration>,
 }
 
 impl Evaluation {
     /// The evaluation as a JSON object: `checkpoint`, `epoch`, `sections`, `full` (the
-    /// [`ScoreReport::to_json`] object) and `centre` (`{"size", "scores"}` or null).
+    /// [`ScoreReport::to_json`] object), `centre` (`{"size", "scores"}` or null) and
+    /// `calibration` (the [`Calibration`] or null).
     pub fn to_json(&self) -> String {
         let centre = match &self.centre {
             Some((size, r)) => format!("{{\"size\": {size}, \"scores\": {}}}", r.to_json()),
             None => "null".into(),
         };
         format!(
-            "{{\"checkpoint\": {}, \"epoch\": {}, \"sections\": {}, \"full\": {}, \"centre\": {}}}",
+            "{{\"checkpoint\": {}, \"epoch\": {}, \"sections\": {}, \"full\": {}, \"centre\": {}, \"calibration\": {}}}",
             serde_json::to_string(&self.checkpoint.display().to_string())
                 .expect("a string serialises"),
             self.epoch,
             serde_json::to_string(&self.sections).expect("a list serialises"),
             self.full.to_json(),
-            centre
+            centre,
+            serde_json::to_string(&self.calibration).expect("a calibration serialises"),
         )
     }
 }
@@ -1328,6 +1385,7 @@ pub fn evaluate_checkpoint(
         sections: sections.to_vec(),
         full,
         centre,
+        calibration: Calibration::of(&meta),
     })
 }
 

@@ -1,5 +1,6 @@
 //! End-to-end training of a tiny net on three synthetic 64x64 sections: the run's files, exact
-//! resume after a mid-epoch stop, refusal of damaged checkpoints, a clear stop on a NaN loss.
+//! resume after a mid-epoch stop, refusal of damaged checkpoints, a clear stop on a NaN loss,
+//! the decision calibration of `best`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,12 +8,13 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use unet_data::Stack;
+use unet_model::calibrate::{apply_calibration, calibrate_checkpoint, logit_margins, Calibration};
 use unet_model::train::{
     evaluate_checkpoint, evaluate_run, files, train, AugmentationConfig, EpochRecord,
     OptimizerConfig, ScheduleConfig, SplitConfig, TrainConfig, TrainControl, TrainError,
     TrainEvent, WeightsConfig,
 };
-use unet_model::{Loss, UNetConfig};
+use unet_model::{load_checkpoint, read_checkpoint_meta, Loss, UNet, UNetConfig};
 
 const N: usize = 64;
 
@@ -70,6 +72,9 @@ fn tiny(run_dir: &Path, epochs: usize) -> TrainConfig {
         seed: 7,
         validate_every: 1,
         prefetch: 2,
+        // The calibration has its own test; here `best` stays as trained so the evaluation
+        // can be compared with the log.
+        calibrate: false,
         run_dir: run_dir.to_path_buf(),
     }
 }
@@ -310,4 +315,115 @@ fn a_diverging_run_stops_with_a_clear_message() {
     assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
     assert!(err.to_string().contains("checkpoints"), "{err}");
     assert!(run.join(files::CONFIG).is_file());
+}
+
+#[test]
+fn a_finished_run_calibrates_best_on_its_training_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("runs/calibrated");
+    let (images, labels) = sections();
+    let cfg = TrainConfig {
+        calibrate: true,
+        ..tiny(&run, 2)
+    };
+    let mut calibrating = 0;
+    let outcome = train(&cfg, &images, &labels, &TrainControl::default(), &mut |e| {
+        if let TrainEvent::Calibrating { sections } = e {
+            assert_eq!(sections, 2);
+            calibrating += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(calibrating, 1);
+    let c = outcome.calibration.clone().expect("the run calibrates");
+    assert_eq!(
+        c.sections,
+        vec![0, 1],
+        "fitted on the training sections only"
+    );
+    assert!(c.logit_offset.is_finite() && c.logit_offset.abs() <= 6.0);
+    assert!((c.equivalent_threshold - 1.0 / (1.0 + c.logit_offset.exp())).abs() < 1e-12);
+    assert!(c.after.mean_iou >= c.before.mean_iou);
+
+    // The sidecar records it, evaluation reports it, and the calibrated best scores on its
+    // training sections at P = 0.5 what the fit promised.
+    let meta = read_checkpoint_meta(run.join(files::BEST)).unwrap();
+    assert_eq!(Calibration::of(&meta), Some(c.clone()));
+    assert!(Calibration::of(&read_checkpoint_meta(run.join(files::LAST)).unwrap()).is_none());
+    let on_train = evaluate_checkpoint(
+        run.join(files::BEST),
+        &images,
+        &labels,
+        &[0, 1],
+        &Device::Cpu,
+        None,
+    )
+    .unwrap();
+    assert_eq!(on_train.calibration, Some(c.clone()));
+    assert!((on_train.full.mean_iou - c.after.mean_iou).abs() < 1e-3);
+    assert!((on_train.full.pixel_accuracy - c.after.pixel_accuracy).abs() < 1e-3);
+
+    // Calibrating twice, or a resumable `last`, is refused.
+    for (path, why) in [
+        (files::BEST, "already calibrated"),
+        (files::LAST, "optimizer state"),
+    ] {
+        let err = calibrate_checkpoint(run.join(path), &images, &labels, &[0, 1], &Device::Cpu)
+            .unwrap_err();
+        assert!(matches!(err, TrainError::Calibration { .. }), "{err}");
+        assert!(err.to_string().contains(why), "{err}");
+    }
+
+    // Resuming the finished run for one more epoch keeps or re-fits the calibration of `best`.
+    let more = TrainConfig { epochs: 3, ..cfg };
+    let control = TrainControl {
+        resume: true,
+        ..TrainControl::default()
+    };
+    let outcome = train(&more, &images, &labels, &control, &mut |_| {}).unwrap();
+    let meta = read_checkpoint_meta(run.join(files::BEST)).unwrap();
+    assert_eq!(outcome.calibration, Calibration::of(&meta));
+    assert!(outcome.calibration.is_some());
+}
+
+#[test]
+fn the_calibration_offset_moves_every_logit_margin() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("runs/offset");
+    let (images, labels) = sections();
+    train(
+        &tiny(&run, 1),
+        &images,
+        &labels,
+        &TrainControl::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let meta = read_checkpoint_meta(run.join(files::BEST)).unwrap();
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
+    let model = UNet::new(&meta.config, vb).unwrap();
+    load_checkpoint(run.join(files::BEST), &model).unwrap();
+    let stats = unet_model::train::checkpoint_normalisation(run.join(files::BEST)).unwrap();
+    let before = logit_margins(&model, &images, &[2], stats, &Device::Cpu).unwrap();
+    apply_calibration(&model, 1.25).unwrap();
+    let after = logit_margins(&model, &images, &[2], stats, &Device::Cpu).unwrap();
+    for (b, a) in before.iter().zip(&after) {
+        assert!((a - b - 1.25).abs() < 1e-4, "{b} -> {a}");
+    }
+
+    // Three classes have no single margin to move: the setting is refused up front.
+    let three = TrainConfig {
+        model: UNetConfig {
+            n_classes: 3,
+            ..meta.config.clone()
+        },
+        calibrate: true,
+        ..tiny(&run, 1)
+    };
+    assert!(three
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("two-class"));
 }
