@@ -40,7 +40,7 @@ enum Command {
     /// Time a training step or a forward pass of a preset on random data (one JSON line).
     Bench(bench::BenchArgs),
     /// Train a U-Net on the ISBI 2012 sections (recipes default, reference, paper; --resume).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Score a run's best checkpoint (or any checkpoint) on the validation sections.
     Evaluate(train::EvaluateArgs),
     /// Move a checkpoint's decision point to P = 0.5 with a logit offset fitted on training sections.

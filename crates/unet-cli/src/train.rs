@@ -46,42 +46,67 @@ pub struct TrainArgs {
     /// The ISBI 2012 data directory (default: $UNET_DATA, then data/isbi2012).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Where the run writes config.json, log.jsonl and checkpoints (default: runs/<recipe>).
+    /// Where the run writes config.json, log.jsonl and checkpoints. [default: runs/<recipe>]
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Continue the run in this directory from its `last` checkpoint.
     #[arg(long, conflicts_with_all = ["config", "run_dir"])]
     pub resume: Option<PathBuf>,
-    /// Epochs (on --resume: the new total).
+    /// Epochs (on --resume: the new total). [default: the recipe's: default 100, reference 50,
+    /// paper 50]
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Tiles per batch.
+    /// Tiles per batch. [default: the recipe's: default 4, reference 3, paper 1]
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Side of the network's input tile.
+    /// Side of the network's input tile. [default: the recipe's: default 256, reference and
+    /// paper 572]
     #[arg(long)]
     pub tile_size: Option<usize>,
-    /// Tiles per training section per epoch.
+    /// Tiles per training section per epoch. [default: the recipe's: default 4, reference and
+    /// paper 1]
     #[arg(long)]
     pub crops_per_section: Option<usize>,
-    /// Base learning rate.
+    /// Base learning rate. [default: the recipe's: default 1e-3 (Adam, cosine), reference 5e-4
+    /// (Adam), paper 1e-2 (SGD, momentum 0.99)]
     #[arg(long)]
     pub lr: Option<f64>,
-    /// The network preset (paper, reference, small).
+    /// The network preset (paper, reference, small). [default: the recipe's: default small,
+    /// reference reference, paper paper]
     #[arg(long)]
     pub preset: Option<String>,
-    /// Augmentation: none, reference, paper.
+    /// Augmentation: none, reference, paper. [default: the recipe's: default and reference
+    /// reference, paper paper]
     #[arg(long)]
     pub augmentation: Option<String>,
-    /// Fraction of the sections that train (the first ones); the rest validate.
+    /// Fraction of the sections that train (the first ones); the rest validate. [default:
+    /// sections 0-26 train, 27-29 validate, as the reference]
     #[arg(long)]
     pub train_fraction: Option<f64>,
-    /// Seed of the initialisation and the data stream.
+    /// Seed of the initialisation and the data stream. [default: 2015]
     #[arg(long)]
     pub seed: Option<u64>,
-    /// No per-pixel weights (plain cross-entropy).
+    /// No per-pixel weights (plain cross-entropy). [default: the paper's border term, w0 10,
+    /// sigma 5]
     #[arg(long)]
     pub no_weights: bool,
+    /// Start from this checkpoint's weights (fine-tuning, the reference's `--model`) with a
+    /// fresh optimizer; with another class count the classifier starts fresh. [default: He
+    /// initialisation]
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub init: Option<PathBuf>,
+    /// Also write TensorBoard event files (losses, IoU, accuracy, V-Rand, V-Info, learning rate,
+    /// samples/s per epoch) under RUN_DIR/tb/.
+    #[arg(long)]
+    pub tensorboard: bool,
+    /// Validation sections per forward pass (memory against speed; the scores do not change).
+    /// [default: 1]
+    #[arg(long)]
+    pub test_batch_size: Option<usize>,
+    /// Also print a line with the loss every this many steps (the reference's `--log-interval`).
+    /// [default: only the per-epoch lines]
+    #[arg(long)]
+    pub log_interval: Option<usize>,
     /// Keep `best` as trained: no decision calibration on the training sections after the
     /// last epoch (see `unet calibrate`).
     #[arg(long)]
@@ -117,7 +142,10 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
             || args.train_fraction.is_some()
             || args.seed.is_some()
             || args.no_weights
-            || args.no_calibration;
+            || args.no_calibration
+            || args.init.is_some()
+            || args.tensorboard
+            || args.test_batch_size.is_some();
         if changed {
             bail!("--resume continues a run with its own settings; only --epochs may change");
         }
@@ -164,6 +192,15 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
     if args.no_calibration {
         cfg.calibrate = false;
     }
+    if let Some(init) = &args.init {
+        cfg.init = Some(init.clone());
+    }
+    if args.tensorboard {
+        cfg.tensorboard = true;
+    }
+    if let Some(n) = args.test_batch_size {
+        cfg.validation_batch_size = n;
+    }
     Ok((cfg, resume))
 }
 
@@ -192,7 +229,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    let mut bars = Bars::new(args.quiet);
+    let mut bars = Bars::new(args.quiet, args.log_interval);
     let outcome = train(
         &cfg,
         &data.train_images,
@@ -238,15 +275,17 @@ pub fn describe_calibration(c: &Calibration) -> String {
 /// Progress bars: one for the epochs, one for the steps of the current epoch.
 struct Bars {
     quiet: bool,
+    log_interval: Option<usize>,
     epochs: Option<ProgressBar>,
     steps: Option<ProgressBar>,
     multi: indicatif::MultiProgress,
 }
 
 impl Bars {
-    fn new(quiet: bool) -> Self {
+    fn new(quiet: bool, log_interval: Option<usize>) -> Self {
         Bars {
             quiet,
+            log_interval: log_interval.filter(|&n| n > 0),
             epochs: None,
             steps: None,
             multi: indicatif::MultiProgress::new(),
@@ -284,6 +323,24 @@ impl Bars {
                     self.epochs = Some(bar);
                 }
             }
+            TrainEvent::Initialised {
+                from,
+                epochs,
+                reinitialised,
+            } => {
+                let fresh = if reinitialised.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; another class count, so {} start fresh",
+                        reinitialised.join(", ")
+                    )
+                };
+                let _ = self.multi.println(format!(
+                    "initialised from {} (trained {epochs} epochs){fresh}",
+                    from.display()
+                ));
+            }
             TrainEvent::EpochStart {
                 epoch,
                 steps,
@@ -306,11 +363,17 @@ impl Bars {
                 }
             }
             TrainEvent::Step {
+                epoch,
+                step,
                 loss,
                 lr,
                 samples_per_second,
-                ..
             } => {
+                if self.log_interval.is_some_and(|n| step % n == 0) {
+                    let _ = self.multi.println(format!(
+                        "epoch {epoch:>3} step {step:>4}  loss {loss:.4}  lr {lr:.2e}  {samples_per_second:.2} samples/s"
+                    ));
+                }
                 if let Some(bar) = &self.steps {
                     bar.inc(1);
                     bar.set_message(format!(
@@ -542,5 +605,38 @@ mod tests {
         assert!(cfg.weights.is_none());
         let bad = Wrap::parse_from(["x", "--recipe", "fast"]);
         assert!(config_from(&bad.args).is_err());
+    }
+
+    #[test]
+    fn train_help_gives_every_option_a_default() {
+        use clap::CommandFactory;
+        let cmd = Wrap::command();
+        let mut undocumented = Vec::new();
+        for arg in cmd.get_arguments() {
+            let takes_value = arg.get_action().takes_values();
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let has_default = !arg.get_default_values().is_empty() || help.contains("[default");
+            // `--config`, `--resume` and `--data` name files whose absence is the default.
+            let optional_file = ["config", "resume", "data"].contains(&arg.get_id().as_str());
+            if takes_value && !has_default && !optional_file {
+                undocumented.push(arg.get_id().to_string());
+            }
+        }
+        assert!(
+            undocumented.is_empty(),
+            "no default given: {undocumented:?}"
+        );
+        let w = Wrap::parse_from([
+            "x",
+            "--init",
+            "m.safetensors",
+            "--tensorboard",
+            "--test-batch-size",
+            "3",
+        ]);
+        let (cfg, _) = config_from(&w.args).unwrap();
+        assert_eq!(cfg.init, Some(PathBuf::from("m.safetensors")));
+        assert!(cfg.tensorboard);
+        assert_eq!(cfg.validation_batch_size, 3);
     }
 }

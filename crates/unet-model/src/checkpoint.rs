@@ -228,6 +228,51 @@ pub fn load_checkpoint(weights: impl AsRef<Path>, model: &UNet) -> Result<Checkp
     Ok(meta)
 }
 
+/// The tensors a fine-tuning start took from another head: the classifier, when the class
+/// counts differ.
+const HEAD: [&str; 2] = ["classifier.weight", "classifier.bias"];
+
+/// Starts `model` from the weights of the checkpoint at `weights` for fine-tuning: every tensor
+/// is loaded, except that when only the class count differs, the 1x1 classifier keeps the
+/// model's own (fresh) initialisation. Any other difference of configuration is an
+/// [`Error::ConfigMismatch`]. Returns the sidecar and the names of the tensors not loaded.
+pub fn load_checkpoint_for_fine_tuning(
+    weights: impl AsRef<Path>,
+    model: &UNet,
+) -> Result<(CheckpointMeta, Vec<String>)> {
+    let weights = weights.as_ref();
+    let meta = read_checkpoint_meta(weights)?;
+    let classes_apart = meta.config.n_classes != model.config().n_classes;
+    let same_body = UNetConfig {
+        n_classes: model.config().n_classes,
+        ..meta.config.clone()
+    };
+    let differences = same_body.differences(model.config());
+    if !differences.is_empty() {
+        return Err(Error::ConfigMismatch {
+            path: sidecar_path(weights),
+            differences,
+        });
+    }
+    let device = model
+        .parameters()
+        .first()
+        .map(|(_, v)| v.device().clone())
+        .unwrap_or(Device::Cpu);
+    let mut tensors = read_tensors(weights_dir(weights), &meta.weights, &device)?;
+    let mut fresh = Vec::new();
+    if classes_apart {
+        let own = model.state();
+        for name in HEAD {
+            // A copy: candle refuses to set a variable from its own storage.
+            tensors.insert(name.to_string(), own[name].copy()?);
+            fresh.push(name.to_string());
+        }
+    }
+    model.load_state(&tensors)?;
+    Ok((meta, fresh))
+}
+
 /// Restores the optimizer state saved with the checkpoint at `weights` into `optimizer`.
 /// Returns `false` (and changes nothing) when the checkpoint holds no optimizer state; a state
 /// of another optimizer kind is an error.

@@ -61,6 +61,7 @@ pub mod layers;
 pub mod loss;
 pub mod optim;
 pub mod size;
+pub mod tensorboard;
 pub mod tiling;
 pub mod train;
 mod unet;

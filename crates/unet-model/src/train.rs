@@ -31,9 +31,12 @@ use unet_metrics::{score_stack, IsbiOptions, ScoreOptions, ScoreReport};
 use unet_weights::{ClassWeight, Connectivity, WeightMapParams};
 
 use crate::calibrate::{calibrate_checkpoint, Calibration};
-use crate::checkpoint::{load_checkpoint, load_optimizer_state, read_checkpoint_meta};
+use crate::checkpoint::{
+    load_checkpoint, load_checkpoint_for_fine_tuning, load_optimizer_state, read_checkpoint_meta,
+};
 use crate::optim::{clip_grad_norm, Adam, AdamParams, LrSchedule, Optimizer, Sgd, SgdParams};
 use crate::size::input_size_for_output;
+use crate::tensorboard::EventWriter;
 use crate::{save_checkpoint, Loss, Preset, UNet, UNetConfig};
 
 /// Everything that can stop a training run or an evaluation.
@@ -73,6 +76,9 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
+    /// The TensorBoard event file could not be written.
+    #[error(transparent)]
+    TensorBoard(#[from] crate::tensorboard::TensorBoardError),
     /// A checkpoint cannot be calibrated.
     #[error("cannot calibrate {}: {reason}", checkpoint.display())]
     Calibration {
@@ -473,12 +479,27 @@ pub struct TrainConfig {
     /// ([`crate::calibrate`]) so that `P(cell) = 0.5` is its best decision point.
     #[serde(default = "calibrate_by_default")]
     pub calibrate: bool,
+    /// Start from this checkpoint's weights (fine-tuning) instead of the He initialisation; a
+    /// fresh optimizer. When only the class count differs, the classifier starts fresh.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// Also write the epoch scalars as TensorBoard event files under `run_dir/tb/`.
+    #[serde(default)]
+    pub tensorboard: bool,
+    /// Validation sections predicted per forward pass (the reference's `--test-batch-size`);
+    /// only memory and speed change, not the scores.
+    #[serde(default = "one")]
+    pub validation_batch_size: usize,
     /// Where the run writes its files.
     pub run_dir: PathBuf,
 }
 
 fn calibrate_by_default() -> bool {
     true
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainConfig {
@@ -513,6 +534,9 @@ impl TrainConfig {
                 validate_every: 1,
                 prefetch: 2,
                 calibrate: true,
+                init: None,
+                tensorboard: false,
+                validation_batch_size: 1,
                 run_dir: PathBuf::from("runs/default"),
             },
             Recipe::Reference => TrainConfig {
@@ -536,6 +560,9 @@ impl TrainConfig {
                 validate_every: 1,
                 prefetch: 2,
                 calibrate: true,
+                init: None,
+                tensorboard: false,
+                validation_batch_size: 1,
                 run_dir: PathBuf::from("runs/reference"),
             },
             Recipe::Paper => TrainConfig {
@@ -561,6 +588,9 @@ impl TrainConfig {
                 validate_every: 1,
                 prefetch: 2,
                 calibrate: true,
+                init: None,
+                tensorboard: false,
+                validation_batch_size: 1,
                 run_dir: PathBuf::from("runs/paper"),
             },
         }
@@ -582,8 +612,11 @@ impl TrainConfig {
                 self.epochs, self.batch_size, self.crops_per_section
             ));
         }
-        if self.validate_every == 0 {
-            return bad("validate_every must be positive".into());
+        if self.validate_every == 0 || self.validation_batch_size == 0 {
+            return bad(format!(
+                "validate_every ({}) and validation_batch_size ({}) must be positive",
+                self.validate_every, self.validation_batch_size
+            ));
         }
         let lr = self.optimizer.lr();
         if !(lr.is_finite() && lr > 0.0) {
@@ -726,6 +759,16 @@ pub enum TrainEvent<'a> {
         /// Training / validation sections.
         sections: (usize, usize),
     },
+    /// A new run started from another checkpoint's weights (`init`).
+    Initialised {
+        /// The checkpoint.
+        from: &'a Path,
+        /// The epochs that checkpoint had trained.
+        epochs: usize,
+        /// Tensors that kept their fresh initialisation (the classifier, when the class
+        /// counts differ).
+        reinitialised: &'a [String],
+    },
     /// An epoch starts (1-based), at step `first_step` (0 unless resumed mid-epoch).
     EpochStart {
         /// The epoch.
@@ -798,6 +841,8 @@ pub mod files {
     pub const LAST: &str = "last.safetensors";
     /// The best checkpoint's weights.
     pub const BEST: &str = "best.safetensors";
+    /// The directory of the TensorBoard event files.
+    pub const TENSORBOARD: &str = "tb";
 }
 
 /// Training sections and validation data held in memory.
@@ -863,8 +908,8 @@ impl Validation {
     }
 }
 
-/// Logits `[1, C, h, w]` for one whole normalised section `[1, 1, h, w]`: the section is
-/// mirror-padded to the smallest input whose output covers it (for valid padding with the
+/// Logits `[n, C, h, w]` for whole normalised sections `[n, 1, h, w]`: the sections are
+/// mirror-padded to the smallest input whose output covers them (for valid padding with the
 /// context the network consumes on each side), then the output is cropped back.
 pub fn predict_section_logits(model: &UNet, section: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = section.dims4()?;
@@ -908,14 +953,24 @@ fn cell_probability(logits: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// Predicts and scores the validation sections: (loss, P(cell) of all sections).
-fn predict_validation(model: &UNet, v: &Validation, loss: Loss) -> Result<(f64, Vec<f32>)> {
+/// Predicts the sections `batch` at a time; the loss is still averaged per section.
+fn predict_validation(
+    model: &UNet,
+    v: &Validation,
+    loss: Loss,
+    batch: usize,
+) -> Result<(f64, Vec<f32>)> {
     let mut total = 0.0;
     let mut probs = Vec::with_capacity(v.labels.len());
-    for ((image, target), weights) in v.images.iter().zip(&v.targets).zip(&v.weights) {
-        let logits = predict_section_logits(model, image)?;
-        let value = loss.compute(&logits, target, weights.as_ref())?;
-        total += value.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        probs.extend(cell_probability(&logits)?);
+    for (first, images) in v.images.chunks(batch.max(1)).enumerate() {
+        let logits = predict_section_logits(model, &Tensor::cat(images, 0)?)?;
+        for i in 0..images.len() {
+            let k = first * batch.max(1) + i;
+            let one = logits.narrow(0, i, 1)?;
+            let value = loss.compute(&one, &v.targets[k], v.weights[k].as_ref())?;
+            total += value.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            probs.extend(cell_probability(&one)?);
+        }
     }
     Ok((total / v.images.len().max(1) as f64, probs))
 }
@@ -930,8 +985,8 @@ fn validation_options() -> ScoreOptions {
     }
 }
 
-fn validate(model: &UNet, v: &Validation, loss: Loss) -> Result<ValidationScores> {
-    let (loss, probs) = predict_validation(model, v, loss)?;
+fn validate(model: &UNet, v: &Validation, loss: Loss, batch: usize) -> Result<ValidationScores> {
+    let (loss, probs) = predict_validation(model, v, loss, batch)?;
     let report = score_stack(
         &probs,
         &v.labels,
@@ -948,6 +1003,31 @@ fn validate(model: &UNet, v: &Validation, loss: Loss) -> Result<ValidationScores
         v_rand: report.v_rand,
         v_info: report.v_info,
     })
+}
+
+/// The epoch's scalars, step = epoch.
+fn write_scalars(writer: &mut EventWriter, record: &EpochRecord) -> Result<()> {
+    let step = record.epoch as i64;
+    let mut scalars = vec![
+        ("train/loss", record.train_loss),
+        ("train/lr", record.lr),
+        ("train/samples_per_second", record.samples_per_second),
+    ];
+    if let Some(v) = &record.validation {
+        scalars.extend([
+            ("val/loss", v.loss),
+            ("val/pixel_accuracy", v.pixel_accuracy),
+            ("val/mean_iou", v.mean_iou),
+            ("val/dice", v.dice),
+            ("val/v_rand", v.v_rand),
+            ("val/v_info", v.v_info),
+        ]);
+    }
+    for (tag, value) in scalars {
+        writer.write_scalar(tag, step, value as f32)?;
+    }
+    writer.flush()?;
+    Ok(())
 }
 
 fn write_json_atomically(path: &Path, text: &str) -> Result<()> {
@@ -1066,8 +1146,21 @@ pub fn train(
         }
         TrainState::default()
     };
+    // Fine-tuning starts from another checkpoint's weights (not on resume: `last` has them).
+    let init = match &config.init {
+        Some(path) if !control.resume => Some((
+            path,
+            // Its errors name the checkpoint's files.
+            load_checkpoint_for_fine_tuning(path, &model)?,
+        )),
+        _ => None,
+    };
     std::fs::create_dir_all(&run_dir).map_err(io_error(&run_dir))?;
     write_json_atomically(&config_path, &config.to_json())?;
+    let mut tensorboard = match config.tensorboard {
+        true => Some(EventWriter::create(run_dir.join(files::TENSORBOARD))?),
+        false => None,
+    };
 
     let validation = Validation::new(
         images,
@@ -1084,6 +1177,13 @@ pub fn train(
         parameters: model.parameter_count(),
         sections: (split.train.len(), split.validation.len()),
     });
+    if let Some((from, (meta, reinitialised))) = &init {
+        observer(TrainEvent::Initialised {
+            from: from.as_path(),
+            epochs: meta.epoch,
+            reinitialised,
+        });
+    }
 
     let mut records = Vec::new();
     let stop = &control.stop;
@@ -1172,7 +1272,12 @@ pub fn train(
         let clock = Instant::now();
         let scores = if validate_now {
             observer(TrainEvent::Validating { epoch });
-            Some(validate(&model, &validation, config.loss)?)
+            Some(validate(
+                &model,
+                &validation,
+                config.loss,
+                config.validation_batch_size,
+            )?)
         } else {
             None
         };
@@ -1208,6 +1313,9 @@ pub fn train(
         }
         save_last(&state, Some(&record), optimizer.as_ref())?;
         append_log(&log_path, &record)?;
+        if let Some(writer) = tensorboard.as_mut() {
+            write_scalars(writer, &record)?;
+        }
         observer(TrainEvent::EpochEnd(&record));
         records.push(record);
     }
@@ -1367,7 +1475,7 @@ pub fn evaluate_checkpoint(
     )?;
     load_checkpoint(checkpoint, &model)?;
     let validation = Validation::new(images, labels, sections, stats, None, device)?;
-    let (_, probs) = predict_validation(&model, &validation, Loss::CrossEntropy)?;
+    let (_, probs) = predict_validation(&model, &validation, Loss::CrossEntropy, 1)?;
     let (h, w, n) = (images.height(), images.width(), sections.len());
     let options = ScoreOptions::default();
     let full = score_stack(&probs, &validation.labels, n, h, w, &options)?;

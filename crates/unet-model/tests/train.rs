@@ -9,6 +9,7 @@ use std::sync::Arc;
 use candle_core::Device;
 use unet_data::Stack;
 use unet_model::calibrate::{apply_calibration, calibrate_checkpoint, logit_margins, Calibration};
+use unet_model::tensorboard::read_scalars;
 use unet_model::train::{
     evaluate_checkpoint, evaluate_run, files, train, AugmentationConfig, EpochRecord,
     OptimizerConfig, ScheduleConfig, SplitConfig, TrainConfig, TrainControl, TrainError,
@@ -75,6 +76,9 @@ fn tiny(run_dir: &Path, epochs: usize) -> TrainConfig {
         // The calibration has its own test; here `best` stays as trained so the evaluation
         // can be compared with the log.
         calibrate: false,
+        init: None,
+        tensorboard: false,
+        validation_batch_size: 1,
         run_dir: run_dir.to_path_buf(),
     }
 }
@@ -426,4 +430,159 @@ fn the_calibration_offset_moves_every_logit_margin() {
         .unwrap_err()
         .to_string()
         .contains("two-class"));
+}
+
+#[test]
+fn tensorboard_events_carry_the_epoch_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = sections();
+    let mut logs = Vec::new();
+    for (name, batch) in [("one", 1), ("two", 2)] {
+        let run = dir.path().join(name);
+        let cfg = TrainConfig {
+            tensorboard: true,
+            validation_batch_size: batch,
+            split: SplitConfig::Sections {
+                train: vec![0],
+                validation: vec![1, 2],
+            },
+            ..tiny(&run, 2)
+        };
+        train(
+            &cfg,
+            &images,
+            &labels,
+            &TrainControl::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let log = read_log(&run);
+        let files: Vec<_> = std::fs::read_dir(run.join(files::TENSORBOARD))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1);
+        let scalars = read_scalars(&files[0]).unwrap();
+        for record in &log {
+            let v = record.validation.as_ref().unwrap();
+            for (tag, value) in [
+                ("train/loss", record.train_loss),
+                ("train/lr", record.lr),
+                ("val/mean_iou", v.mean_iou),
+                ("val/pixel_accuracy", v.pixel_accuracy),
+                ("val/v_rand", v.v_rand),
+                ("val/v_info", v.v_info),
+            ] {
+                let found = scalars
+                    .iter()
+                    .find(|s| s.tag == tag && s.step == record.epoch as i64)
+                    .unwrap_or_else(|| panic!("{tag} at epoch {}", record.epoch));
+                assert_eq!(found.value, value as f32, "{tag}");
+            }
+        }
+        logs.push(log);
+    }
+    // Two validation sections per forward pass score exactly as one at a time.
+    for (a, b) in logs[0].iter().zip(&logs[1]) {
+        let (va, vb) = (
+            a.validation.as_ref().unwrap(),
+            b.validation.as_ref().unwrap(),
+        );
+        assert_eq!(a.train_loss, b.train_loss);
+        assert!((va.loss - vb.loss).abs() < 1e-6);
+        assert!((va.mean_iou - vb.mean_iou).abs() < 1e-9);
+    }
+}
+
+/// A config that fine-tunes the committed default model (`models/default.*`) for one tiny
+/// epoch at a learning rate too small to move the weights.
+fn fine_tune(run: &Path, n_classes: usize) -> TrainConfig {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../models/default.safetensors"
+    );
+    TrainConfig {
+        model: UNetConfig {
+            n_classes,
+            ..UNetConfig::small()
+        },
+        tile_size: 64,
+        crops_per_section: 1,
+        optimizer: OptimizerConfig::Adam {
+            lr: 1e-12,
+            weight_decay: 0.0,
+        },
+        init: Some(model.into()),
+        ..tiny(run, 1)
+    }
+}
+
+fn tensor(path: &Path, name: &str) -> Vec<f32> {
+    let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    t[name].flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn init_fine_tunes_the_default_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = sections();
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/default.safetensors");
+    for n_classes in [2, 3] {
+        let run = dir.path().join(format!("ft{n_classes}"));
+        let mut seen = None;
+        train(
+            &fine_tune(&run, n_classes),
+            &images,
+            &labels,
+            &TrainControl::default(),
+            &mut |e| {
+                if let TrainEvent::Initialised {
+                    epochs,
+                    reinitialised,
+                    ..
+                } = e
+                {
+                    seen = Some((epochs, reinitialised.to_vec()));
+                }
+            },
+        )
+        .unwrap();
+        let (epochs, fresh) = seen.expect("the run says where it started");
+        assert_eq!(epochs, read_checkpoint_meta(&default).unwrap().epoch);
+        let last = run.join(files::LAST);
+        let first_conv = "down0.conv1.weight";
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+        assert!(close(
+            &tensor(&last, first_conv),
+            &tensor(&default, first_conv)
+        ));
+        if n_classes == 2 {
+            assert!(fresh.is_empty());
+            assert!(close(
+                &tensor(&last, "classifier.weight"),
+                &tensor(&default, "classifier.weight")
+            ));
+        } else {
+            assert_eq!(fresh, vec!["classifier.weight", "classifier.bias"]);
+            assert_eq!(tensor(&last, "classifier.bias").len(), 3);
+        }
+    }
+    // Another body (here: depth) is refused with the differing field named.
+    let other = TrainConfig {
+        model: UNetConfig {
+            depth: 4,
+            ..UNetConfig::small()
+        },
+        ..fine_tune(&dir.path().join("deep"), 2)
+    };
+    let err = train(
+        &other,
+        &images,
+        &labels,
+        &TrainControl::default(),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("depth: 5 vs 4"), "{err}");
 }
