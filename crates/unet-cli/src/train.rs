@@ -432,10 +432,10 @@ impl Bars {
     }
 }
 
-/// Flags of `unet evaluate`.
+/// The checkpoint a command works on, the data and the device (`unet evaluate`, `unet calibrate`).
 #[derive(Debug, Args)]
-pub struct EvaluateArgs {
-    /// A run directory: scores its `best` checkpoint (else `last`) on its validation sections.
+pub struct CheckpointTarget {
+    /// A run directory: its `best` checkpoint and the run's own split of the sections.
     #[arg(
         long,
         conflicts_with = "checkpoint",
@@ -445,33 +445,55 @@ pub struct EvaluateArgs {
     /// A checkpoint's weights file (with its .json sidecar beside it).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// Sections to score with --checkpoint (default: the reference split's validation, 27-29).
+    /// Sections to use with --checkpoint, e.g. 27,28,29 [default: the reference split's:
+    /// validation 27-29 to evaluate, training 0-26 to calibrate].
     #[arg(long, value_delimiter = ',')]
     pub sections: Vec<usize>,
     /// The ISBI 2012 data directory (default: $UNET_DATA, then data/isbi2012).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Write the scores JSON here too (a run also gets runs/NAME/scores.json).
-    #[arg(long)]
-    pub json: Option<PathBuf>,
     /// The compute device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
 }
 
+impl CheckpointTarget {
+    /// The data and the device.
+    fn open(&self) -> Result<(IsbiData, Device)> {
+        Ok((load_data(self.data.as_deref())?, device(self.device)?))
+    }
+
+    /// `--sections`, else `default`.
+    fn sections_or(&self, default: Vec<usize>) -> Vec<usize> {
+        if self.sections.is_empty() {
+            default
+        } else {
+            self.sections.clone()
+        }
+    }
+}
+
+/// Flags of `unet evaluate`.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// What to score.
+    #[command(flatten)]
+    pub target: CheckpointTarget,
+    /// Write the scores JSON here too (a run also gets runs/NAME/scores.json).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
 /// Runs `unet evaluate`.
 pub fn run_evaluate(args: &EvaluateArgs) -> Result<()> {
-    let data = load_data(args.data.as_deref())?;
-    let dev = device(args.device)?;
-    let evaluation = match (&args.run, &args.checkpoint) {
+    let target = &args.target;
+    let (data, dev) = target.open()?;
+    let evaluation = match (&target.run, &target.checkpoint) {
         (Some(run), _) => evaluate_run(run, &data.train_images, &data.train_labels, &dev)
             .with_context(|| format!("evaluating run {}", run.display()))?,
         (None, Some(ckpt)) => {
-            let sections = if args.sections.is_empty() {
-                unet_data::Split::reference(data.train_images.pages())?.validation
-            } else {
-                args.sections.clone()
-            };
+            let sections = target
+                .sections_or(unet_data::Split::reference(data.train_images.pages())?.validation);
             evaluate_checkpoint(
                 ckpt,
                 &data.train_images,
@@ -517,33 +539,17 @@ pub fn run_evaluate(args: &EvaluateArgs) -> Result<()> {
 /// Flags of `unet calibrate`.
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
-    /// A run directory: calibrates its `best` checkpoint on the run's training sections.
-    #[arg(
-        long,
-        conflicts_with = "checkpoint",
-        required_unless_present = "checkpoint"
-    )]
-    pub run: Option<PathBuf>,
-    /// A checkpoint's weights file (with its .json sidecar), rewritten in place.
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-    /// Sections to fit on with --checkpoint (default: the reference split's training
-    /// sections, 0-26). Never the sections you score on.
-    #[arg(long, value_delimiter = ',')]
-    pub sections: Vec<usize>,
-    /// The ISBI 2012 data directory (default: $UNET_DATA, then data/isbi2012).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// The compute device.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
+    /// What to calibrate (rewritten in place); fitted on training sections only, never on the
+    /// sections you score on.
+    #[command(flatten)]
+    pub target: CheckpointTarget,
 }
 
 /// Runs `unet calibrate`.
 pub fn run_calibrate(args: &CalibrateArgs) -> Result<()> {
-    let data = load_data(args.data.as_deref())?;
-    let dev = device(args.device)?;
-    let (checkpoint, sections) = match (&args.run, &args.checkpoint) {
+    let target = &args.target;
+    let (data, dev) = target.open()?;
+    let (checkpoint, sections) = match (&target.run, &target.checkpoint) {
         (Some(run), _) => {
             let cfg = TrainConfig::load(run.join(files::CONFIG))
                 .with_context(|| format!("--run {}: reading its configuration", run.display()))?;
@@ -551,12 +557,8 @@ pub fn run_calibrate(args: &CalibrateArgs) -> Result<()> {
             (run.join(files::BEST), split.train)
         }
         (None, Some(ckpt)) => {
-            let sections = if args.sections.is_empty() {
-                unet_data::Split::reference(data.train_images.pages())?.train
-            } else {
-                args.sections.clone()
-            };
-            (ckpt.clone(), sections)
+            let train = unet_data::Split::reference(data.train_images.pages())?.train;
+            (ckpt.clone(), target.sections_or(train))
         }
         (None, None) => bail!("give --run DIR or --checkpoint FILE"),
     };

@@ -13,14 +13,13 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use unet_data::{GreyStats, Stack};
 use unet_metrics::{best_decision_threshold, sweep_decision_thresholds, ThresholdCandidate};
 
-use crate::checkpoint::{load_checkpoint, read_checkpoint_meta, save_checkpoint, CheckpointMeta};
+use crate::checkpoint::{read_checkpoint_meta, save_checkpoint, CheckpointMeta};
 use crate::train::{
-    checkpoint_normalisation, normalised_section, predict_section_logits, Result, TrainError,
+    model_from_checkpoint, normalised_section, predict_section_logits, Result, TrainError,
 };
 use crate::UNet;
 
@@ -193,13 +192,7 @@ pub fn calibrate_checkpoint(
                 .into(),
         ));
     }
-    let stats = checkpoint_normalisation(checkpoint)?;
-    let varmap = VarMap::new();
-    let model = UNet::new(
-        &meta.config,
-        VarBuilder::from_varmap(&varmap, DType::F32, device),
-    )?;
-    load_checkpoint(checkpoint, &model)?;
+    let (model, _, stats) = model_from_checkpoint(checkpoint, device)?;
     let calibration = fit_calibration(&model, images, labels, sections, stats, device)?;
     apply_calibration(&model, calibration.logit_offset)?;
     let mut metrics = meta.metrics.clone();

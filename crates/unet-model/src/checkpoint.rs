@@ -211,21 +211,35 @@ fn weights_dir(weights: &Path) -> &Path {
 pub fn load_checkpoint(weights: impl AsRef<Path>, model: &UNet) -> Result<CheckpointMeta> {
     let weights = weights.as_ref();
     let meta = read_checkpoint_meta(weights)?;
-    let differences = meta.config.differences(model.config());
-    if !differences.is_empty() {
-        return Err(Error::ConfigMismatch {
-            path: sidecar_path(weights),
-            differences,
-        });
+    check_config(weights, &meta.config, model)?;
+    model.load_state(&read_model_tensors(weights, &meta, model)?)?;
+    Ok(meta)
+}
+
+/// Refuses a checkpoint whose net (`found`) is not the model's, naming the fields.
+fn check_config(weights: &Path, found: &UNetConfig, model: &UNet) -> Result<()> {
+    let differences = found.differences(model.config());
+    if differences.is_empty() {
+        return Ok(());
     }
+    Err(Error::ConfigMismatch {
+        path: sidecar_path(weights),
+        differences,
+    })
+}
+
+/// The checkpoint's tensors, checked against its sidecar, on the model's device.
+fn read_model_tensors(
+    weights: &Path,
+    meta: &CheckpointMeta,
+    model: &UNet,
+) -> Result<HashMap<String, Tensor>> {
     let device = model
         .parameters()
         .first()
         .map(|(_, v)| v.device().clone())
         .unwrap_or(Device::Cpu);
-    let tensors = read_tensors(weights_dir(weights), &meta.weights, &device)?;
-    model.load_state(&tensors)?;
-    Ok(meta)
+    read_tensors(weights_dir(weights), &meta.weights, &device)
 }
 
 /// The tensors a fine-tuning start took from another head: the classifier, when the class
@@ -247,19 +261,8 @@ pub fn load_checkpoint_for_fine_tuning(
         n_classes: model.config().n_classes,
         ..meta.config.clone()
     };
-    let differences = same_body.differences(model.config());
-    if !differences.is_empty() {
-        return Err(Error::ConfigMismatch {
-            path: sidecar_path(weights),
-            differences,
-        });
-    }
-    let device = model
-        .parameters()
-        .first()
-        .map(|(_, v)| v.device().clone())
-        .unwrap_or(Device::Cpu);
-    let mut tensors = read_tensors(weights_dir(weights), &meta.weights, &device)?;
+    check_config(weights, &same_body, model)?;
+    let mut tensors = read_model_tensors(weights, &meta, model)?;
     let mut fresh = Vec::new();
     if classes_apart {
         let own = model.state();

@@ -1077,6 +1077,23 @@ pub fn checkpoint_normalisation(weights: impl AsRef<Path>) -> Result<GreyStats> 
     }
 }
 
+/// The net of the checkpoint at `checkpoint` (weights file with its sidecar) on `device`, with
+/// its sidecar and the grey-value normalisation it was trained with.
+pub fn model_from_checkpoint(
+    checkpoint: &Path,
+    device: &Device,
+) -> Result<(UNet, crate::CheckpointMeta, GreyStats)> {
+    let meta = read_checkpoint_meta(checkpoint)?;
+    let stats = checkpoint_normalisation(checkpoint)?;
+    let varmap = VarMap::new();
+    let model = UNet::new(
+        &meta.config,
+        VarBuilder::from_varmap(&varmap, DType::F32, device),
+    )?;
+    load_checkpoint(checkpoint, &model)?;
+    Ok((model, meta, stats))
+}
+
 /// Trains as `config` says on the 8-bit `images` and their 0/255 `labels` (e.g. ISBI's
 /// `train-volume.tif` and `train-labels.tif`), writing the run to `config.run_dir`.
 ///
@@ -1466,14 +1483,7 @@ pub fn evaluate_checkpoint(
     if sections.is_empty() {
         return Err(TrainError::Config("no section to evaluate".into()));
     }
-    let meta = read_checkpoint_meta(checkpoint)?;
-    let stats = checkpoint_normalisation(checkpoint)?;
-    let varmap = VarMap::new();
-    let model = UNet::new(
-        &meta.config,
-        VarBuilder::from_varmap(&varmap, DType::F32, device),
-    )?;
-    load_checkpoint(checkpoint, &model)?;
+    let (model, meta, stats) = model_from_checkpoint(checkpoint, device)?;
     let validation = Validation::new(images, labels, sections, stats, None, device)?;
     let (_, probs) = predict_validation(&model, &validation, Loss::CrossEntropy, 1)?;
     let (h, w, n) = (images.height(), images.width(), sections.len());
