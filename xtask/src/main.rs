@@ -6,6 +6,7 @@
 //! - `cargo xtask train`: the main job (fetches the data first when it is missing), then
 //!   `cargo xtask evaluate`.
 //! - `cargo xtask figures`: the weight-map and augmentation pictures under `docs/figures/`.
+//! - `cargo xtask bench`: `unet bench` against PyTorch's CPU reference, with the ratios.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +14,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod fetch;
 mod figures;
 
@@ -35,6 +37,8 @@ enum Task {
     Train(TrainArgs),
     /// Score a run's best checkpoint on the validation sections; writes <run>/scores.json.
     Evaluate(EvaluateArgs),
+    /// Time train steps and forward passes against PyTorch's CPU reference; print the ratios.
+    Bench(bench::BenchArgs),
 }
 
 /// Flags of `cargo xtask train`.
@@ -77,6 +81,7 @@ fn main() -> Result<()> {
         Task::Figures(args) => figures::run(&root, &args),
         Task::Train(args) => train(&root, &args),
         Task::Evaluate(args) => evaluate(&root, &args),
+        Task::Bench(args) => bench::run(&root, &args),
     }
 }
 
