@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Args, Subcommand};
-use unet_model::{Adam, AdamParams, Loss, Optimizer, Padding, Preset, UNet, UNetConfig};
+use unet_model::{Adam, AdamParams, Loss, Optimizer, Padding, Preset, UNet};
 
 /// Flags of `unet bench`.
 #[derive(Debug, Args)]
@@ -137,7 +137,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
     };
     // Forward, input-gradient and weight-gradient products of every conv in a train step.
-    let flops = conv_flops(&cfg, size) * opts.batch as f64 * if train { 3.0 } else { 1.0 };
+    let flops =
+        unet_model::conv_flops(&cfg, size) * opts.batch as f64 * if train { 3.0 } else { 1.0 };
     let load = std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| {
         s.split_whitespace()
             .next()
@@ -161,71 +162,4 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     });
     println!("{line}");
     Ok(())
-}
-
-/// Floating-point operations of the forward convolutions (3x3, up-convolutions, classifier) of
-/// one image of `size` pixels: 2 per multiply-add.
-fn conv_flops(cfg: &UNetConfig, size: usize) -> f64 {
-    let shrink = match cfg.padding {
-        Padding::Valid => 2,
-        Padding::Same => 0,
-    };
-    let conv = |c_in: usize, c_out: usize, out: usize, k: usize| {
-        2.0 * (out * out) as f64 * (c_in * c_out * k * k) as f64
-    };
-    let mut s = size;
-    let mut c = cfg.in_channels;
-    let mut flops = 0.0;
-    for level in 0..cfg.depth {
-        let w = cfg.width(level);
-        s -= shrink;
-        flops += conv(c, w, s, 3);
-        s -= shrink;
-        flops += conv(w, w, s, 3);
-        c = w;
-        if level + 1 < cfg.depth {
-            s /= 2;
-        }
-    }
-    for level in (0..cfg.depth - 1).rev() {
-        let w = cfg.width(level);
-        s *= 2;
-        // Each output pixel of the 2x2 stride-2 up-conv sees one input pixel: the cost of a
-        // 1x1 conv at the output size, as is the bilinear variant's 1x1 conv.
-        flops += conv(c, w, s, 1);
-        s -= shrink;
-        flops += conv(2 * w, w, s, 3);
-        s -= shrink;
-        flops += conv(w, w, s, 3);
-        c = w;
-    }
-    flops + conv(c, cfg.n_classes, s, 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conv_flops_of_the_small_preset_at_one_pixel_per_level() {
-        // A depth-2 same-padding net with widths 1 and 2 at 2x2 input, by hand:
-        // down0: 1->1 and 1->1 at 2x2 (2 * 4 * 9 each); down1: 1->2, 2->2 at 1x1;
-        // up-conv 2->1 at 2x2 (2 * 4 * 2); up0: 2->1, 1->1 at 2x2; classifier 1->2 at 2x2.
-        let cfg = UNetConfig {
-            in_channels: 1,
-            n_classes: 2,
-            depth: 2,
-            base_width: 1,
-            padding: Padding::Same,
-            batch_norm: true,
-            dropout: 0.0,
-            upsampling: unet_model::Upsampling::Transposed,
-        };
-        let want = 2.0 * 4.0 * 9.0 * 2.0
-            + 2.0 * 9.0 * (2.0 + 4.0)
-            + 2.0 * 4.0 * 2.0
-            + 2.0 * 4.0 * 9.0 * (2.0 + 1.0)
-            + 2.0 * 4.0 * 2.0;
-        assert_eq!(conv_flops(&cfg, 2), want);
-    }
 }

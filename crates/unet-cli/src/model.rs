@@ -7,7 +7,8 @@ use unet_model::{layer_table, nearest_valid_input_sizes, Preset};
 /// Flags of `unet model`.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// The preset: paper (valid, 64..1024, dropout), reference (valid, 64..1024, BN), small (same, 16..256, BN).
+    /// The preset: paper (valid, 64..1024, dropout), reference (valid, 64..1024, BN), small (same,
+    /// 16..256, BN), resnet18 / resnet34 (torchvision encoder, decoder 256..16).
     #[arg(long, default_value = "paper")]
     pub preset: String,
     /// Input tile size in pixels [default: 572 for valid padding, 512 for same].

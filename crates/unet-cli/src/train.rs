@@ -71,8 +71,8 @@ pub struct TrainArgs {
     /// (Adam), paper 1e-2 (SGD, momentum 0.99)]
     #[arg(long)]
     pub lr: Option<f64>,
-    /// The network preset (paper, reference, small). [default: the recipe's: default small,
-    /// reference reference, paper paper]
+    /// The network preset (paper, reference, small, resnet18, resnet34). [default: the
+    /// recipe's: default small, reference reference, paper paper]
     #[arg(long)]
     pub preset: Option<String>,
     /// Augmentation: none, reference, paper. [default: the recipe's: default and reference
@@ -95,6 +95,11 @@ pub struct TrainArgs {
     /// initialisation]
     #[arg(long, value_name = "CHECKPOINT")]
     pub init: Option<PathBuf>,
+    /// Start a ResNet encoder (`--preset resnet18|resnet34`) from a torchvision state dict
+    /// saved as safetensors (`conv1.weight`, `layer1.0.bn1.weight`, ...; `fc.*` ignored).
+    /// [default: He initialisation]
+    #[arg(long, value_name = "FILE")]
+    pub encoder_weights: Option<PathBuf>,
     /// Also write TensorBoard event files (losses, IoU, accuracy, V-Rand, V-Info, learning rate,
     /// samples/s per epoch) under RUN_DIR/tb/.
     #[arg(long)]
@@ -144,6 +149,7 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
             || args.no_weights
             || args.no_calibration
             || args.init.is_some()
+            || args.encoder_weights.is_some()
             || args.tensorboard
             || args.test_batch_size.is_some();
         if changed {
@@ -197,6 +203,9 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
     }
     if args.tensorboard {
         cfg.tensorboard = true;
+    }
+    if let Some(path) = &args.encoder_weights {
+        cfg.encoder_weights = Some(path.clone());
     }
     if let Some(n) = args.test_batch_size {
         cfg.validation_batch_size = n;
@@ -338,6 +347,12 @@ impl Bars {
                 };
                 let _ = self.multi.println(format!(
                     "initialised from {} (trained {epochs} epochs){fresh}",
+                    from.display()
+                ));
+            }
+            TrainEvent::EncoderLoaded { from, tensors } => {
+                let _ = self.multi.println(format!(
+                    "encoder: {tensors} tensors from {}",
                     from.display()
                 ));
             }

@@ -1,7 +1,8 @@
 //! The network's parameters and layers as data: names, shapes, initialisation, the parameter
 //! count and a printable layer table. [`crate::UNet::new`] builds exactly these parameters.
 
-use crate::config::{Padding, UNetConfig, Upsampling};
+use crate::config::{Encoder, Padding, UNetConfig, Upsampling};
+use crate::resnet;
 use crate::size::conv_shrink;
 use crate::Result;
 
@@ -105,22 +106,26 @@ fn double_conv_specs(
 /// joins `down{l}`'s skip); `classifier.{weight,bias}`.
 pub fn parameter_specs(cfg: &UNetConfig) -> Vec<ParamSpec> {
     let mut out = Vec::new();
-    for level in 0..cfg.depth {
-        let c_in = if level == 0 {
-            cfg.in_channels
-        } else {
-            cfg.width(level - 1)
-        };
-        double_conv_specs(
-            &mut out,
-            cfg,
-            &format!("down{level}"),
-            c_in,
-            cfg.width(level),
-        );
+    if cfg.encoder == Encoder::Plain {
+        for level in 0..cfg.depth {
+            let c_in = if level == 0 {
+                cfg.in_channels
+            } else {
+                cfg.width(level - 1)
+            };
+            double_conv_specs(
+                &mut out,
+                cfg,
+                &format!("down{level}"),
+                c_in,
+                cfg.width(level),
+            );
+        }
+    } else {
+        resnet::encoder_specs(cfg, &mut out, bn_specs);
     }
     for level in (0..cfg.depth.saturating_sub(1)).rev() {
-        let (wide, narrow) = (cfg.width(level + 1), cfg.width(level));
+        let (wide, narrow) = (up_input_width(cfg, level), cfg.width(level));
         let prefix = format!("up{level}.upconv");
         match cfg.upsampling {
             Upsampling::Transposed => {
@@ -137,10 +142,70 @@ pub fn parameter_specs(cfg: &UNetConfig) -> Vec<ParamSpec> {
             }
             Upsampling::Bilinear { .. } => conv_specs(&mut out, &prefix, wide, narrow, 1),
         }
-        double_conv_specs(&mut out, cfg, &format!("up{level}"), 2 * narrow, narrow);
+        let c_in = narrow + skip_width(cfg, level);
+        double_conv_specs(&mut out, cfg, &format!("up{level}"), c_in, narrow);
     }
     conv_specs(&mut out, "classifier", cfg.width(0), cfg.n_classes, 1);
     out
+}
+
+/// Channels of the contracting path's map that decoder level `level` joins (0: none).
+pub(crate) fn skip_width(cfg: &UNetConfig, level: usize) -> usize {
+    match cfg.encoder {
+        Encoder::Plain => cfg.width(level),
+        _ => resnet::skip_channels(level),
+    }
+}
+
+/// Channels entering decoder block `up{level}`: the level below's decoder width, or the
+/// encoder's deepest map.
+pub(crate) fn up_input_width(cfg: &UNetConfig, level: usize) -> usize {
+    match cfg.encoder {
+        Encoder::Plain => cfg.width(level + 1),
+        _ if level + 2 == cfg.depth => resnet::skip_channels(level + 1),
+        _ => cfg.width(level + 1),
+    }
+}
+
+/// Floating-point operations (2 per multiply-add) of the forward convolutions of one square
+/// image of `size` pixels: 3x3 convs, up-convolutions, the classifier, and a ResNet encoder's
+/// convs at their nominal stride. The size is not checked (see [`crate::output_size`]).
+pub fn conv_flops(cfg: &UNetConfig, size: usize) -> f64 {
+    let shrink = conv_shrink(cfg.padding) / 2;
+    let conv = |c_in: usize, c_out: usize, out: usize, k: usize| {
+        2.0 * (out * out) as f64 * (c_in * c_out * k * k) as f64
+    };
+    let mut s = size;
+    let mut flops = 0.0;
+    if cfg.encoder == Encoder::Plain {
+        let mut c = cfg.in_channels;
+        for level in 0..cfg.depth {
+            let w = cfg.width(level);
+            s -= shrink;
+            flops += conv(c, w, s, 3);
+            s -= shrink;
+            flops += conv(w, w, s, 3);
+            c = w;
+            if level + 1 < cfg.depth {
+                s /= 2;
+            }
+        }
+    } else {
+        flops += resnet::encoder_flops(cfg, size);
+        s = size >> (cfg.depth - 1);
+    }
+    for level in (0..cfg.depth.saturating_sub(1)).rev() {
+        let (c, w) = (up_input_width(cfg, level), cfg.width(level));
+        s *= 2;
+        // Each output pixel of the 2x2 stride-2 up-conv sees one input pixel: the cost of a
+        // 1x1 conv at the output size, as is the bilinear variant's 1x1 conv.
+        flops += conv(c, w, s, 1);
+        s -= shrink;
+        flops += conv(w + skip_width(cfg, level), w, s, 3);
+        s -= shrink;
+        flops += conv(w, w, s, 3);
+    }
+    flops + conv(cfg.width(0), cfg.n_classes, s, 1)
 }
 
 /// Trainable parameters, counted as PyTorch does (batch-norm running statistics excluded):
@@ -202,7 +267,61 @@ pub fn layer_table(cfg: &UNetConfig, input_size: usize) -> Result<String> {
     );
     let mut size = input_size;
     let mut skip_sizes = Vec::new();
+    if let Some(blocks) = cfg.encoder.resnet_blocks() {
+        // Same padding throughout: the map of level l has size input / 2^l.
+        size /= 2;
+        skip_sizes.extend([input_size, size]);
+        row(
+            "encoder.conv1".into(),
+            "conv 7x7 stride 2 + BN + ReLU".into(),
+            format!("{} -> 64", cfg.in_channels),
+            size,
+            params_under(&specs, "encoder.conv1.") + params_under(&specs, "encoder.bn1."),
+        );
+        size /= 2;
+        row(
+            "encoder.maxpool".into(),
+            "max-pool 3x3 stride 2".into(),
+            "64".into(),
+            size,
+            0,
+        );
+        let mut c = 64;
+        for (stage, (&n, &w)) in blocks.iter().zip(&resnet::STAGE_WIDTHS).enumerate() {
+            if stage > 0 {
+                size /= 2;
+            }
+            skip_sizes.push(size);
+            let name = format!("encoder.layer{}", stage + 1);
+            let params = params_under(&specs, &format!("{name}."));
+            let stride = if stage > 0 {
+                ", the first stride 2"
+            } else {
+                ""
+            };
+            row(
+                name,
+                format!("{n} basic blocks{stride}"),
+                format!("{c} -> {w}"),
+                size,
+                params,
+            );
+            c = w;
+        }
+        if cfg.dropout > 0.0 {
+            row(
+                "encoder.dropout".into(),
+                format!("dropout p={}", cfg.dropout),
+                c.to_string(),
+                size,
+                0,
+            );
+        }
+    }
     for level in 0..cfg.depth {
+        if cfg.encoder != Encoder::Plain {
+            break;
+        }
         let c_in = if level == 0 {
             cfg.in_channels
         } else {
@@ -244,7 +363,8 @@ pub fn layer_table(cfg: &UNetConfig, input_size: usize) -> Result<String> {
         }
     }
     for level in (0..cfg.depth.saturating_sub(1)).rev() {
-        let (wide, w) = (cfg.width(level + 1), cfg.width(level));
+        let (wide, w) = (up_input_width(cfg, level), cfg.width(level));
+        let skip_w = skip_width(cfg, level);
         size *= 2;
         let op = match cfg.upsampling {
             Upsampling::Transposed => "up-conv 2x2 stride 2".to_string(),
@@ -260,20 +380,22 @@ pub fn layer_table(cfg: &UNetConfig, input_size: usize) -> Result<String> {
             params_under(&specs, &format!("up{level}.upconv.")),
         );
         let skip = skip_sizes[level];
-        row(
-            format!("up{level}.concat"),
-            if skip == size {
-                "concat skip".to_string()
-            } else {
-                format!("concat skip cropped {skip} -> {size}")
-            },
-            format!("{w} + {w}"),
-            size,
-            0,
-        );
+        if skip_w > 0 {
+            row(
+                format!("up{level}.concat"),
+                if skip == size {
+                    "concat skip".to_string()
+                } else {
+                    format!("concat skip cropped {skip} -> {size}")
+                },
+                format!("{skip_w} + {w}"),
+                size,
+                0,
+            );
+        }
         for j in 0..2 {
             size -= shrink;
-            let c = if j == 0 { 2 * w } else { w };
+            let c = if j == 0 { w + skip_w } else { w };
             let name = format!("up{level}.conv{j}");
             let params = params_under(&specs, &format!("{name}."))
                 + params_under(&specs, &format!("up{level}.bn{j}."));
@@ -361,6 +483,33 @@ mod tests {
             "{:?}",
             specs[0]
         );
+    }
+
+    #[test]
+    fn conv_flops_by_hand() {
+        // A depth-2 same-padding net with widths 1 and 2 at 2x2 input:
+        // down0: 1->1 and 1->1 at 2x2 (2 * 4 * 9 each); down1: 1->2, 2->2 at 1x1;
+        // up-conv 2->1 at 2x2 (2 * 4 * 2); up0: 2->1, 1->1 at 2x2; classifier 1->2 at 2x2.
+        let cfg = UNetConfig {
+            depth: 2,
+            base_width: 1,
+            ..UNetConfig::small()
+        };
+        let want = 2.0 * 4.0 * 9.0 * 2.0
+            + 2.0 * 9.0 * (2.0 + 4.0)
+            + 2.0 * 4.0 * 2.0
+            + 2.0 * 4.0 * 9.0 * (2.0 + 1.0)
+            + 2.0 * 4.0 * 2.0;
+        assert_eq!(conv_flops(&cfg, 2), want);
+        // torchvision's resnet34 at 224 x 224: 3.664 (G multiply-adds, its weights' "_ops")
+        // with 3 channels, of which 0.5 MMAC are the classifier, not counted here.
+        let r34 = UNetConfig {
+            in_channels: 3,
+            ..UNetConfig::resnet(Encoder::Resnet34)
+        };
+        let encoder = resnet::encoder_flops(&r34, 224);
+        assert!((encoder / 2.0 / 1e9 - 3.66).abs() < 0.02, "{encoder}");
+        assert!(conv_flops(&r34, 224) > encoder);
     }
 
     #[test]

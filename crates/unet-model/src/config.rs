@@ -27,6 +27,45 @@ pub enum Upsampling {
     },
 }
 
+/// The contracting path (encoder).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoder {
+    /// The paper's: two 3x3 convs per level, 2x2 max-pools between levels.
+    #[default]
+    Plain,
+    /// torchvision's ResNet-18 without its classifier: a 7x7 stride-2 stem with batch norm,
+    /// ReLU and a 3x3 stride-2 max-pool, then four stages of 2 basic residual blocks of widths
+    /// 64, 128, 256, 512 (stages 2-4 start with stride 2). Skips are taken at the stem and at
+    /// the end of each stage, as segmentation_models_pytorch and MONAI's FlexibleUNet do.
+    Resnet18,
+    /// torchvision's ResNet-34: as ResNet-18 with 3, 4, 6 and 3 blocks.
+    Resnet34,
+}
+
+impl Encoder {
+    /// Residual blocks per stage, `None` for the plain encoder.
+    pub fn resnet_blocks(self) -> Option<[usize; 4]> {
+        match self {
+            Encoder::Plain => None,
+            Encoder::Resnet18 => Some([2, 2, 2, 2]),
+            Encoder::Resnet34 => Some([3, 4, 6, 3]),
+        }
+    }
+
+    /// The name as spelled in configurations.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoder::Plain => "plain",
+            Encoder::Resnet18 => "resnet18",
+            Encoder::Resnet34 => "resnet34",
+        }
+    }
+}
+
+/// The levels of a ResNet U-Net: full resolution and the five halvings of the encoder.
+pub const RESNET_DEPTH: usize = 6;
+
 /// The named presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -38,13 +77,23 @@ pub enum Preset {
     Reference,
     /// A small, fast net: same padding, widths 16..256, batch norm.
     Small,
+    /// A ResNet-18 encoder and a decoder of widths 256..16 (same padding, batch norm).
+    Resnet18,
+    /// A ResNet-34 encoder and a decoder of widths 256..16 (same padding, batch norm).
+    Resnet34,
 }
 
 impl Preset {
     /// All presets, in the order of their names in [`Preset::NAMES`].
-    pub const ALL: [Preset; 3] = [Preset::Paper, Preset::Reference, Preset::Small];
+    pub const ALL: [Preset; 5] = [
+        Preset::Paper,
+        Preset::Reference,
+        Preset::Small,
+        Preset::Resnet18,
+        Preset::Resnet34,
+    ];
     /// The preset names as spelled on the command line.
-    pub const NAMES: [&'static str; 3] = ["paper", "reference", "small"];
+    pub const NAMES: [&'static str; 5] = ["paper", "reference", "small", "resnet18", "resnet34"];
 
     /// The preset's name as spelled on the command line.
     pub fn name(self) -> &'static str {
@@ -52,6 +101,8 @@ impl Preset {
             Preset::Paper => "paper",
             Preset::Reference => "reference",
             Preset::Small => "small",
+            Preset::Resnet18 => "resnet18",
+            Preset::Resnet34 => "resnet34",
         }
     }
 
@@ -61,6 +112,8 @@ impl Preset {
             Preset::Paper => UNetConfig::paper(),
             Preset::Reference => UNetConfig::reference(),
             Preset::Small => UNetConfig::small(),
+            Preset::Resnet18 => UNetConfig::resnet(Encoder::Resnet18),
+            Preset::Resnet34 => UNetConfig::resnet(Encoder::Resnet34),
         }
     }
 }
@@ -96,6 +149,10 @@ pub struct UNetConfig {
     pub dropout: f64,
     /// How the expanding path upsamples.
     pub upsampling: Upsampling,
+    /// The contracting path: the paper's, or a ResNet (then `depth` is 6: full resolution
+    /// and five halvings, and `base_width` is the decoder's width at full resolution).
+    #[serde(default)]
+    pub encoder: Encoder,
 }
 
 impl Default for UNetConfig {
@@ -138,8 +195,16 @@ pub enum ConfigError {
     #[error("dropout must be in [0, 1), got {0}")]
     Dropout(f64),
     /// A preset name that does not exist.
-    #[error("unknown preset {0:?}; known: paper, reference, small")]
+    #[error("unknown preset {0:?}; known: paper, reference, small, resnet18, resnet34")]
     UnknownPreset(String),
+    /// A setting a ResNet encoder does not allow.
+    #[error("a {encoder} encoder needs {needs}")]
+    Encoder {
+        /// The encoder.
+        encoder: &'static str,
+        /// What it needs.
+        needs: String,
+    },
 }
 
 /// The deepest depth accepted by [`UNetConfig::validate`].
@@ -159,6 +224,7 @@ impl UNetConfig {
             batch_norm: false,
             dropout: 0.5,
             upsampling: Upsampling::Transposed,
+            encoder: Encoder::Plain,
         }
     }
 
@@ -179,6 +245,16 @@ impl UNetConfig {
             batch_norm: true,
             dropout: 0.0,
             ..Self::paper()
+        }
+    }
+
+    /// A ResNet U-Net: the `encoder`'s stages, a decoder of widths 256, 128, 64, 32, 16 (2x2
+    /// up-convs, two same-padding 3x3 convs with batch norm per level), 1 -> 2 channels.
+    pub fn resnet(encoder: Encoder) -> Self {
+        Self {
+            depth: RESNET_DEPTH,
+            encoder,
+            ..Self::small()
         }
     }
 
@@ -207,6 +283,23 @@ impl UNetConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(ConfigError::Dropout(self.dropout));
+        }
+        if self.encoder != Encoder::Plain {
+            let needs = |needs: String| {
+                Err(ConfigError::Encoder {
+                    encoder: self.encoder.name(),
+                    needs,
+                })
+            };
+            if self.depth != RESNET_DEPTH {
+                return needs(format!("depth {RESNET_DEPTH} (got {})", self.depth));
+            }
+            if self.padding != Padding::Same {
+                return needs("same padding".into());
+            }
+            if !self.batch_norm {
+                return needs("batch norm (its blocks have it)".into());
+            }
         }
         Ok(())
     }
@@ -260,6 +353,11 @@ impl UNetConfig {
             "upsampling",
             format!("{:?}", self.upsampling),
             format!("{:?}", other.upsampling),
+        );
+        field(
+            "encoder",
+            self.encoder.name().into(),
+            other.encoder.name().into(),
         );
         out
     }

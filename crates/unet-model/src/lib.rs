@@ -60,18 +60,21 @@ pub mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod optim;
+pub mod resnet;
 pub mod size;
 pub mod tensorboard;
 pub mod tiling;
 pub mod train;
 mod unet;
 
-pub use arch::{buffer_count, layer_table, parameter_count, parameter_specs, ParamRole, ParamSpec};
+pub use arch::{
+    buffer_count, conv_flops, layer_table, parameter_count, parameter_specs, ParamRole, ParamSpec,
+};
 pub use calibrate::{apply_calibration, calibrate_checkpoint, fit_calibration, Calibration};
 pub use checkpoint::{
     load_checkpoint, load_optimizer_state, read_checkpoint_meta, save_checkpoint, CheckpointMeta,
 };
-pub use config::{ConfigError, Padding, Preset, UNetConfig, Upsampling};
+pub use config::{ConfigError, Encoder, Padding, Preset, UNetConfig, Upsampling};
 pub use error::{Error, Result};
 pub use loss::{cross_entropy, cross_entropy_dice, dice_loss, Loss};
 pub use optim::{clip_grad_norm, Adam, AdamParams, LrSchedule, Optimizer, Sgd, SgdParams};

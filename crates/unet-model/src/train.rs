@@ -483,6 +483,10 @@ pub struct TrainConfig {
     /// fresh optimizer. When only the class count differs, the classifier starts fresh.
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// A torchvision ResNet state dict (safetensors) to start a ResNet encoder from
+    /// ([`crate::resnet::load_torchvision_encoder`]); the decoder keeps its He initialisation.
+    #[serde(default)]
+    pub encoder_weights: Option<PathBuf>,
     /// Also write the epoch scalars as TensorBoard event files under `run_dir/tb/`.
     #[serde(default)]
     pub tensorboard: bool,
@@ -535,6 +539,7 @@ impl TrainConfig {
                 prefetch: 2,
                 calibrate: true,
                 init: None,
+                encoder_weights: None,
                 tensorboard: false,
                 validation_batch_size: 1,
                 run_dir: PathBuf::from("runs/default"),
@@ -561,6 +566,7 @@ impl TrainConfig {
                 prefetch: 2,
                 calibrate: true,
                 init: None,
+                encoder_weights: None,
                 tensorboard: false,
                 validation_batch_size: 1,
                 run_dir: PathBuf::from("runs/reference"),
@@ -589,6 +595,7 @@ impl TrainConfig {
                 prefetch: 2,
                 calibrate: true,
                 init: None,
+                encoder_weights: None,
                 tensorboard: false,
                 validation_batch_size: 1,
                 run_dir: PathBuf::from("runs/paper"),
@@ -768,6 +775,13 @@ pub enum TrainEvent<'a> {
         /// Tensors that kept their fresh initialisation (the classifier, when the class
         /// counts differ).
         reinitialised: &'a [String],
+    },
+    /// A new run's ResNet encoder was loaded from a torchvision state dict.
+    EncoderLoaded {
+        /// The file.
+        from: &'a Path,
+        /// Tensors loaded.
+        tensors: usize,
     },
     /// An epoch starts (1-based), at step `first_step` (0 unless resumed mid-epoch).
     EpochStart {
@@ -1172,6 +1186,12 @@ pub fn train(
         )),
         _ => None,
     };
+    let encoder_tensors = match &config.encoder_weights {
+        Some(path) if !control.resume => {
+            Some((path, crate::resnet::load_torchvision_encoder(path, &model)?))
+        }
+        _ => None,
+    };
     std::fs::create_dir_all(&run_dir).map_err(io_error(&run_dir))?;
     write_json_atomically(&config_path, &config.to_json())?;
     let mut tensorboard = match config.tensorboard {
@@ -1194,6 +1214,12 @@ pub fn train(
         parameters: model.parameter_count(),
         sections: (split.train.len(), split.validation.len()),
     });
+    if let Some((from, tensors)) = encoder_tensors {
+        observer(TrainEvent::EncoderLoaded {
+            from: from.as_path(),
+            tensors,
+        });
+    }
     if let Some((from, (meta, reinitialised))) = &init {
         observer(TrainEvent::Initialised {
             from: from.as_path(),

@@ -6,11 +6,12 @@ use candle_core::{DType, Module, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 use crate::arch::{parameter_specs, ParamRole};
-use crate::config::{Padding, UNetConfig, Upsampling};
+use crate::config::{Encoder, Padding, UNetConfig, Upsampling};
 use crate::layers::{
     centre_crop, dropout, max_pool2x2, seeded_normal, upsample_bilinear2x, BatchNorm2d, Conv2d,
     SplitMix64, UpConv2x2,
 };
+use crate::resnet::ResNetEncoder;
 use crate::size::checked_output_size;
 use crate::{Error, Result};
 
@@ -68,7 +69,10 @@ struct UpBlock {
 #[derive(Debug, Clone)]
 pub struct UNet {
     cfg: UNetConfig,
+    /// The plain contracting path (empty with a ResNet encoder).
     down: Vec<DoubleConv>,
+    /// A ResNet contracting path.
+    encoder: Option<ResNetEncoder>,
     /// Indexed by level: `up[l]` produces level `l`.
     up: Vec<UpBlock>,
     classifier: Conv2d,
@@ -132,9 +136,15 @@ impl UNet {
                 .batch_norm
                 .then(|| [bn(&format!("{block}.bn0")), bn(&format!("{block}.bn1"))]),
         };
-        let down = (0..cfg.depth)
-            .map(|l| double(&format!("down{l}")))
-            .collect();
+        let (down, encoder) = match cfg.encoder {
+            Encoder::Plain => (
+                (0..cfg.depth)
+                    .map(|l| double(&format!("down{l}")))
+                    .collect(),
+                None,
+            ),
+            _ => (Vec::new(), Some(ResNetEncoder::new(cfg, &vars)?)),
+        };
         let up = (0..cfg.depth - 1)
             .map(|l| {
                 let prefix = format!("up{l}.upconv");
@@ -158,6 +168,7 @@ impl UNet {
         Ok(Self {
             cfg: cfg.clone(),
             down,
+            encoder,
             up,
             classifier,
             parameters,
@@ -284,12 +295,19 @@ impl UNet {
         }
         self.output_size(dims[2], dims[3])?;
 
-        let mut skips = Vec::with_capacity(self.cfg.depth);
+        // skips[l]: the contracting path's map at level l (none at level 0 for a ResNet).
+        let mut skips: Vec<Option<Tensor>> = Vec::with_capacity(self.cfg.depth);
         let mut h = x.clone();
+        if let Some(encoder) = &self.encoder {
+            let mut maps = encoder.forward_t(x, train)?;
+            h = maps.pop().expect("five encoder maps");
+            skips.push(None);
+            skips.extend(maps.into_iter().map(Some));
+        }
         for (level, block) in self.down.iter().enumerate() {
             h = block.forward_t(&h, train)?;
             if level + 1 < self.cfg.depth {
-                skips.push(h.clone());
+                skips.push(Some(h.clone()));
                 h = max_pool2x2(&h)?;
             }
         }
@@ -300,11 +318,29 @@ impl UNet {
             let block = &self.up[level];
             let up = block.upsample.forward(&h)?;
             let (_, _, uh, uw) = up.dims4()?;
-            let skip = centre_crop(&skips[level], uh, uw)?;
-            let joined = Tensor::cat(&[&skip, &up], 1)?;
+            let joined = match &skips[level] {
+                Some(skip) => Tensor::cat(&[&centre_crop(skip, uh, uw)?, &up], 1)?,
+                None => up,
+            };
             h = block.convs.forward_t(&joined, train)?;
         }
         Ok(self.classifier.forward(&h)?)
+    }
+
+    /// The encoder's maps of levels 1 to 5 (the stem and the four stages, strides 2 to 32) of
+    /// a ResNet U-Net, for feature extraction and tests; an error for the plain encoder.
+    pub fn encoder_maps(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        match &self.encoder {
+            Some(encoder) => {
+                let (_, _, h, w) = x.dims4()?;
+                self.output_size(h, w)?;
+                encoder.forward_t(x, train)
+            }
+            None => Err(Error::InputShape {
+                expected: "a net with a ResNet encoder".into(),
+                got: x.dims().to_vec(),
+            }),
+        }
     }
 
     /// Inference: `forward_t(x, false)`.

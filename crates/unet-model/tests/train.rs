@@ -77,6 +77,7 @@ fn tiny(run_dir: &Path, epochs: usize) -> TrainConfig {
         // can be compared with the log.
         calibrate: false,
         init: None,
+        encoder_weights: None,
         tensorboard: false,
         validation_batch_size: 1,
         run_dir: run_dir.to_path_buf(),
@@ -585,4 +586,39 @@ fn init_fine_tunes_the_default_model() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("depth: 5 vs 4"), "{err}");
+}
+
+#[test]
+fn encoder_weights_need_a_resnet_and_a_readable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = sections();
+    let file = dir.path().join("resnet18.safetensors");
+    std::fs::write(&file, b"not safetensors").unwrap();
+    for (model, expected) in [
+        (tiny(&dir.path().join("a"), 1).model, "no ResNet encoder"),
+        (
+            UNetConfig::resnet(unet_model::Encoder::Resnet18),
+            "not a readable safetensors file",
+        ),
+    ] {
+        let cfg = TrainConfig {
+            model,
+            encoder_weights: Some(file.clone()),
+            run_dir: dir.path().join(expected.replace(' ', "-")),
+            ..tiny(&dir.path().join("unused"), 1)
+        };
+        let err = train(
+            &cfg,
+            &images,
+            &labels,
+            &TrainControl::default(),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(expected) && err.contains("resnet18.safetensors"),
+            "{err}"
+        );
+    }
 }
