@@ -237,9 +237,15 @@ fn model_prints_the_paper_net() {
     let out = unet(&["model", "--preset", "huge"], dir.path());
     assert!(String::from_utf8_lossy(&out.stderr).contains("paper, reference, small"));
     // PyTorch's count of the same net (tests/fixtures/resnet.json in unet-model).
-    let out = unet(&["model", "--preset", "resnet34", "--input", "256"], dir.path());
+    let out = unet(
+        &["model", "--preset", "resnet34", "--input", "256"],
+        dir.path(),
+    );
     ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("24344178 trainable parameters"), "{text}");
-    assert!(text.contains("6 basic blocks, the first stride 2"), "{text}");
+    assert!(
+        text.contains("6 basic blocks, the first stride 2"),
+        "{text}"
+    );
 }

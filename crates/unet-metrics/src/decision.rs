@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::pixel::{ConfusionMatrix, PixelScores};
-use crate::validate::check_len;
+use crate::validate::check_stack_shape;
 
 /// The pixel scores of one candidate threshold over a stack.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,17 +81,15 @@ pub fn sweep_decision_thresholds(
     width: usize,
     thresholds: &[f64],
 ) -> Result<Vec<ThresholdCandidate>> {
-    let page = height.saturating_mul(width);
-    let len = pages.saturating_mul(page);
-    if len == 0 {
-        return Err(Error::Empty {
-            pages,
-            height,
-            width,
-        });
-    }
-    check_len("score stack", len, scores.len())?;
-    check_len("label stack", len, labels.len())?;
+    check_stack_shape(
+        "score stack",
+        scores.len(),
+        labels.len(),
+        pages,
+        height,
+        width,
+    )?;
+    let page = height * width;
     if thresholds.is_empty() {
         return Err(Error::NoThresholds);
     }

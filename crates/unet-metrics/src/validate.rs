@@ -45,6 +45,27 @@ pub(crate) fn check_stack(
     height: usize,
     width: usize,
 ) -> Result<()> {
+    check_stack_shape(
+        "probability stack",
+        prob.len(),
+        labels.len(),
+        pages,
+        height,
+        width,
+    )?;
+    check_probabilities(prob)
+}
+
+/// Checks that a value stack (`what`, `values` long) and a label stack (`labels` long) both
+/// hold `pages x height x width` pixels, and that there is at least one.
+pub(crate) fn check_stack_shape(
+    what: &'static str,
+    values: usize,
+    labels: usize,
+    pages: usize,
+    height: usize,
+    width: usize,
+) -> Result<()> {
     let len = pages
         .checked_mul(height)
         .and_then(|n| n.checked_mul(width))
@@ -56,7 +77,6 @@ pub(crate) fn check_stack(
             width,
         });
     }
-    check_len("probability stack", len, prob.len())?;
-    check_len("label stack", len, labels.len())?;
-    check_probabilities(prob)
+    check_len(what, len, values)?;
+    check_len("label stack", len, labels)
 }

@@ -13,7 +13,7 @@ use unet_model::tensorboard::read_scalars;
 use unet_model::train::{
     evaluate_checkpoint, evaluate_run, files, train, AugmentationConfig, EpochRecord,
     OptimizerConfig, ScheduleConfig, SplitConfig, TrainConfig, TrainControl, TrainError,
-    TrainEvent, WeightsConfig,
+    TrainEvent, TrainOutcome, WeightsConfig,
 };
 use unet_model::{load_checkpoint, read_checkpoint_meta, Loss, UNet, UNetConfig};
 
@@ -82,6 +82,18 @@ fn tiny(run_dir: &Path, epochs: usize) -> TrainConfig {
         validation_batch_size: 1,
         run_dir: run_dir.to_path_buf(),
     }
+}
+
+/// A fresh run of `cfg` to its end, with no observer.
+fn train_quietly(cfg: &TrainConfig, images: &Stack<u8>, labels: &Stack<u8>) -> TrainOutcome {
+    train(cfg, images, labels, &TrainControl::default(), &mut |_| {}).unwrap()
+}
+
+/// The message of a fresh run of `cfg` that must fail.
+fn failed_run(cfg: &TrainConfig, images: &Stack<u8>, labels: &Stack<u8>) -> String {
+    train(cfg, images, labels, &TrainControl::default(), &mut |_| {})
+        .unwrap_err()
+        .to_string()
 }
 
 fn read_log(run_dir: &Path) -> Vec<EpochRecord> {
@@ -259,14 +271,7 @@ fn damaged_checkpoints_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let (images, labels) = sections();
-    train(
-        &tiny(&run, 1),
-        &images,
-        &labels,
-        &TrainControl::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    train_quietly(&tiny(&run, 1), &images, &labels);
     let resume = TrainControl {
         resume: true,
         ..TrainControl::default()
@@ -396,14 +401,7 @@ fn the_calibration_offset_moves_every_logit_margin() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("runs/offset");
     let (images, labels) = sections();
-    train(
-        &tiny(&run, 1),
-        &images,
-        &labels,
-        &TrainControl::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    train_quietly(&tiny(&run, 1), &images, &labels);
     let meta = read_checkpoint_meta(run.join(files::BEST)).unwrap();
     let varmap = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
@@ -576,15 +574,7 @@ fn init_fine_tunes_the_default_model() {
         },
         ..fine_tune(&dir.path().join("deep"), 2)
     };
-    let err = train(
-        &other,
-        &images,
-        &labels,
-        &TrainControl::default(),
-        &mut |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = failed_run(&other, &images, &labels);
     assert!(err.contains("depth: 5 vs 4"), "{err}");
 }
 
@@ -607,15 +597,7 @@ fn encoder_weights_need_a_resnet_and_a_readable_file() {
             run_dir: dir.path().join(expected.replace(' ', "-")),
             ..tiny(&dir.path().join("unused"), 1)
         };
-        let err = train(
-            &cfg,
-            &images,
-            &labels,
-            &TrainControl::default(),
-            &mut |_| {},
-        )
-        .unwrap_err()
-        .to_string();
+        let err = failed_run(&cfg, &images, &labels);
         assert!(
             err.contains(expected) && err.contains("resnet18.safetensors"),
             "{err}"
