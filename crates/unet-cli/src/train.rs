@@ -258,7 +258,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         println!("done: {} epochs in {dir}", outcome.epochs_done);
     }
     if let Some((iou, epoch)) = outcome.best {
-        println!("best validation mean IoU {iou:.4} at epoch {epoch} ({dir}/best.safetensors)");
+        let at = if cfg.calibrate {
+            " (at the decision point fitted on training sections)"
+        } else {
+            ""
+        };
+        println!("best validation mean IoU {iou:.4}{at} at epoch {epoch} ({dir}/best.safetensors)");
     }
     if let Some(c) = &outcome.calibration {
         println!("{}", describe_calibration(c));
@@ -408,8 +413,17 @@ impl Bars {
                     record.epoch,
                     record.train_loss,
                     v.map_or("not validated".into(), |v| format!(
-                        "val loss {:.4}  acc {:.4}  IoU {:.4}  Dice {:.4}  V-Rand {:.4}  V-Info {:.4}",
-                        v.loss, v.pixel_accuracy, v.mean_iou, v.dice, v.v_rand, v.v_info
+                        "val loss {:.4}  acc {:.4}  IoU {:.4}  Dice {:.4}  V-Rand {:.4}  V-Info {:.4}{}",
+                        v.loss,
+                        v.pixel_accuracy,
+                        v.mean_iou,
+                        v.dice,
+                        v.v_rand,
+                        v.v_info,
+                        v.calibrated.as_ref().map_or(String::new(), |c| format!(
+                            "  | at P > {:.3} (fitted on training sections): acc {:.4}  IoU {:.4}",
+                            c.threshold, c.pixel_accuracy, c.mean_iou
+                        ))
                     )),
                     if record.best { "  best" } else { "" },
                     record.train_seconds,
@@ -419,7 +433,7 @@ impl Bars {
                 if let Some(bar) = &self.epochs {
                     bar.inc(1);
                     if let Some(v) = v {
-                        bar.set_message(format!("val IoU {:.4}", v.mean_iou));
+                        bar.set_message(format!("val IoU {:.4}", v.selection_iou()));
                     }
                 }
             }

@@ -28,7 +28,7 @@ pub const CALIBRATION_KEY: &str = "calibration";
 
 /// Candidate thresholds on the logit margin: -6 to 6 in steps of 0.02 (P from 0.0025 to
 /// 0.9975, steps of at most 0.005 in P).
-fn margin_grid() -> Vec<f64> {
+pub(crate) fn margin_grid() -> Vec<f64> {
     (-300..=300).map(|i| f64::from(i) / 50.0).collect()
 }
 

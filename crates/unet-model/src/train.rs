@@ -27,7 +27,10 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use unet_augment::{Pipeline, Preset as AugmentPreset};
 use unet_data::{GreyStats, Loader, LoaderConfig, SectionSet, Split, Stack};
-use unet_metrics::{score_stack, IsbiOptions, ScoreOptions, ScoreReport};
+use unet_metrics::{
+    best_decision_threshold, score_stack, sweep_decision_thresholds, IsbiOptions, ScoreOptions,
+    ScoreReport,
+};
 use unet_weights::{ClassWeight, Connectivity, WeightMapParams};
 
 use crate::calibrate::{calibrate_checkpoint, Calibration};
@@ -682,6 +685,42 @@ pub struct ValidationScores {
     pub v_rand: f64,
     /// ISBI V-Info (thinned, best threshold).
     pub v_info: f64,
+    /// The pixel scores at the decision point fitted on a few training sections, when the run
+    /// calibrates: what `best` is chosen by, since the trained net's own P = 0.5 drifts as
+    /// the border weights push it towards membrane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated: Option<CalibratedScores>,
+}
+
+/// Validation pixel scores at a decision threshold fitted on training sections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibratedScores {
+    /// The `P(cell)` threshold with the best mean IoU on the training sections used.
+    pub threshold: f64,
+    /// Pixel accuracy on the validation sections at that threshold.
+    pub pixel_accuracy: f64,
+    /// Mean IoU on the validation sections at that threshold.
+    pub mean_iou: f64,
+}
+
+impl ValidationScores {
+    /// What `best` is chosen by: the calibrated mean IoU when there is one, else the mean IoU
+    /// at P = 0.5.
+    pub fn selection_iou(&self) -> f64 {
+        self.calibrated
+            .as_ref()
+            .map_or(self.mean_iou, |c| c.mean_iou)
+    }
+}
+
+/// The training sections whose predictions fit the per-epoch decision point: about five,
+/// evenly spread (all of them when there are at most five).
+fn calibration_sections(train: &[usize]) -> Vec<usize> {
+    train
+        .iter()
+        .copied()
+        .step_by(train.len().div_ceil(5).max(1))
+        .collect()
 }
 
 /// One line of `log.jsonl`.
@@ -722,7 +761,7 @@ pub struct TrainState {
     pub partial_samples: usize,
     /// Training seconds of the unfinished epoch.
     pub partial_seconds: f64,
-    /// Best validation mean IoU so far.
+    /// Best validation mean IoU so far ([`ValidationScores::selection_iou`]).
     pub best_iou: Option<f64>,
     /// Its epoch (1-based).
     pub best_epoch: Option<usize>,
@@ -999,16 +1038,36 @@ fn validation_options() -> ScoreOptions {
     }
 }
 
-fn validate(model: &UNet, v: &Validation, loss: Loss, batch: usize) -> Result<ValidationScores> {
+/// Scores the validation sections; with `calibration` (some training sections), also at the
+/// decision threshold that is best on those.
+fn validate(
+    model: &UNet,
+    v: &Validation,
+    loss: Loss,
+    batch: usize,
+    calibration: Option<&Validation>,
+) -> Result<ValidationScores> {
     let (loss, probs) = predict_validation(model, v, loss, batch)?;
-    let report = score_stack(
-        &probs,
-        &v.labels,
-        v.images.len(),
-        v.height,
-        v.width,
-        &validation_options(),
-    )?;
+    let (pages, h, w) = (v.images.len(), v.height, v.width);
+    let report = score_stack(&probs, &v.labels, pages, h, w, &validation_options())?;
+    let calibrated = match calibration {
+        Some(c) => {
+            let (_, fit) = predict_validation(model, c, Loss::CrossEntropy, batch)?;
+            let grid: Vec<f64> = crate::calibrate::margin_grid()
+                .into_iter()
+                .map(|m| 1.0 / (1.0 + (-m).exp()))
+                .collect();
+            let n = c.images.len();
+            let best = best_decision_threshold(&fit, &c.labels, n, h, w, &grid, 0.5)?;
+            let at = sweep_decision_thresholds(&probs, &v.labels, pages, h, w, &[best.threshold])?;
+            Some(CalibratedScores {
+                threshold: best.threshold,
+                pixel_accuracy: at[0].pixel_accuracy,
+                mean_iou: at[0].mean_iou,
+            })
+        }
+        None => None,
+    };
     Ok(ValidationScores {
         loss,
         pixel_accuracy: report.pixel_accuracy,
@@ -1016,6 +1075,7 @@ fn validate(model: &UNet, v: &Validation, loss: Loss, batch: usize) -> Result<Va
         dice: report.dice,
         v_rand: report.v_rand,
         v_info: report.v_info,
+        calibrated,
     })
 }
 
@@ -1036,6 +1096,13 @@ fn write_scalars(writer: &mut EventWriter, record: &EpochRecord) -> Result<()> {
             ("val/v_rand", v.v_rand),
             ("val/v_info", v.v_info),
         ]);
+        if let Some(c) = &v.calibrated {
+            scalars.extend([
+                ("val/calibrated_threshold", c.threshold),
+                ("val/calibrated_pixel_accuracy", c.pixel_accuracy),
+                ("val/calibrated_mean_iou", c.mean_iou),
+            ]);
+        }
     }
     for (tag, value) in scalars {
         writer.write_scalar(tag, step, value as f32)?;
@@ -1207,6 +1274,17 @@ pub fn train(
         config.weights.as_ref(),
         device,
     )?;
+    let calibration_set = match config.calibrate {
+        true => Some(Validation::new(
+            images,
+            labels,
+            &calibration_sections(&split.train),
+            stats,
+            None,
+            device,
+        )?),
+        false => None,
+    };
     observer(TrainEvent::Start {
         config,
         steps_per_epoch,
@@ -1320,13 +1398,14 @@ pub fn train(
                 &validation,
                 config.loss,
                 config.validation_batch_size,
+                calibration_set.as_ref(),
             )?)
         } else {
             None
         };
         let is_best = scores
             .as_ref()
-            .is_some_and(|s| state.best_iou.is_none_or(|b| s.mean_iou > b));
+            .is_some_and(|s| state.best_iou.is_none_or(|b| s.selection_iou() > b));
         let record = EpochRecord {
             epoch,
             global_step: state.global_step,
@@ -1344,7 +1423,10 @@ pub fn train(
         state.partial_samples = 0;
         state.partial_seconds = 0.0;
         if is_best {
-            state.best_iou = record.validation.as_ref().map(|s| s.mean_iou);
+            state.best_iou = record
+                .validation
+                .as_ref()
+                .map(ValidationScores::selection_iou);
             state.best_epoch = Some(epoch);
             save_checkpoint(
                 &best_path,
@@ -1632,6 +1714,14 @@ mod tests {
         .resolve(3)
         .is_err());
         assert_eq!(SplitConfig::Reference.resolve(30).unwrap().train.len(), 27);
+    }
+
+    #[test]
+    fn about_five_evenly_spread_sections_fit_the_epoch_decision_point() {
+        let train: Vec<usize> = (0..27).collect();
+        assert_eq!(calibration_sections(&train), vec![0, 6, 12, 18, 24]);
+        assert_eq!(calibration_sections(&[3, 4]), vec![3, 4]);
+        assert!(calibration_sections(&[]).is_empty());
     }
 
     #[test]

@@ -128,6 +128,7 @@ fn two_epochs_write_log_checkpoints_and_scores() {
         let v = record.validation.as_ref().expect("validated every epoch");
         assert!((0.0..=1.0).contains(&v.pixel_accuracy) && (0.0..=1.0).contains(&v.mean_iou));
         assert!(v.loss.is_finite() && record.train_loss.is_finite());
+        assert!(v.calibrated.is_none(), "this run does not calibrate");
     }
     assert!(log[0].best, "the first validation is the best so far");
     for name in [
@@ -345,6 +346,21 @@ fn a_finished_run_calibrates_best_on_its_training_sections() {
     })
     .unwrap();
     assert_eq!(calibrating, 1);
+    // Each validation also scores at the decision point fitted on the training sections, and
+    // `best` is the epoch where that scores best.
+    let log = read_log(&run);
+    let selection: Vec<f64> = log
+        .iter()
+        .map(|r| {
+            let v = r.validation.as_ref().unwrap();
+            let c = v.calibrated.as_ref().expect("calibrated scores");
+            assert!(c.threshold > 0.0 && c.threshold < 1.0);
+            v.selection_iou()
+        })
+        .collect();
+    let (best_iou, best_epoch) = outcome.best.unwrap();
+    assert_eq!(best_iou, selection[best_epoch - 1]);
+    assert!(selection.iter().all(|&s| s <= best_iou));
     let c = outcome.calibration.clone().expect("the run calibrates");
     assert_eq!(
         c.sections,
