@@ -125,6 +125,14 @@ pub fn line_plot(
     }
 }
 
+/// The series that have points (a run without calibration logs no calibrated scores).
+fn present(series: Vec<Series>) -> Vec<Series> {
+    series
+        .into_iter()
+        .filter(|s| !s.points.is_empty())
+        .collect()
+}
+
 /// Loss, mean IoU and pixel accuracy per epoch, side by side (like the reference's plots).
 pub fn curves_figure(log: &Path, out: &Path) -> Result<()> {
     let records = read_log(log)?;
@@ -157,10 +165,16 @@ pub fn curves_figure(log: &Path, out: &Path) -> Result<()> {
         w,
         h,
         "validation mean IoU / V-Rand",
-        &[
-            series(&records, "validation.mean_iou", "mean IoU", GREEN),
+        &present(vec![
+            series(&records, "validation.mean_iou", "mean IoU, P > 0.5", GREEN),
+            series(
+                &records,
+                "validation.calibrated.mean_iou",
+                "mean IoU, fitted t",
+                BLUE,
+            ),
             series(&records, "validation.v_rand", "V-Rand", RED),
-        ],
+        ]),
     );
     line_plot(
         &mut c,
@@ -169,12 +183,15 @@ pub fn curves_figure(log: &Path, out: &Path) -> Result<()> {
         w,
         h,
         "validation pixel accuracy",
-        &[series(
-            &records,
-            "validation.pixel_accuracy",
-            "pixel accuracy",
-            BLUE,
-        )],
+        &present(vec![
+            series(&records, "validation.pixel_accuracy", "P > 0.5", GREEN),
+            series(
+                &records,
+                "validation.calibrated.pixel_accuracy",
+                "fitted t",
+                BLUE,
+            ),
+        ]),
     );
     c.save_png(out)
 }
