@@ -171,13 +171,15 @@ pub fn read_checkpoint_meta(weights: impl AsRef<Path>) -> Result<CheckpointMeta>
     Ok(meta)
 }
 
-/// Reads a recorded file and checks its length and checksum, then parses the tensors.
+/// Reads the file at `path` and checks its length and checksum against its sidecar record,
+/// then parses the tensors. The record's file name is not used: a checkpoint pair copied or
+/// renamed together (`best.*` to `default.*`) still loads.
 fn read_tensors(
-    dir: &Path,
+    path: &Path,
     record: &FileRecord,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
-    let path = dir.join(&record.file);
+    let path = path.to_path_buf();
     let bytes = std::fs::read(&path).map_err(io(&path))?;
     let fail = |reason: String| Error::Checkpoint {
         path: path.clone(),
@@ -199,10 +201,6 @@ fn read_tensors(
     }
     candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| fail(format!("not a readable safetensors file: {e}")))
-}
-
-fn weights_dir(weights: &Path) -> &Path {
-    weights.parent().unwrap_or(Path::new("."))
 }
 
 /// Loads the checkpoint at `weights` into `model`. A checkpoint of another configuration is
@@ -239,7 +237,7 @@ fn read_model_tensors(
         .first()
         .map(|(_, v)| v.device().clone())
         .unwrap_or(Device::Cpu);
-    read_tensors(weights_dir(weights), &meta.weights, &device)
+    read_tensors(weights, &meta.weights, &device)
 }
 
 /// The tensors a fine-tuning start took from another head: the classifier, when the class
@@ -297,7 +295,7 @@ pub fn load_optimizer_state(
             ),
         });
     }
-    let state = read_tensors(weights_dir(weights), &record, &Device::Cpu)?;
+    let state = read_tensors(&optimizer_path(weights), &record, &Device::Cpu)?;
     optimizer.load_state(&state)?;
     Ok(true)
 }

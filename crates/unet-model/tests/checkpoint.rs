@@ -200,3 +200,35 @@ fn bad_input_sizes_and_shapes_are_clear_errors() {
         &[1, 2, 8, 12]
     );
 }
+
+#[test]
+fn a_pair_copied_under_another_name_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = build(&config(), 5);
+    let mut opt = Adam::new(model.parameters(), AdamParams::default()).unwrap();
+    one_step(&model, &mut opt);
+    save_checkpoint(
+        dir.path().join("best.safetensors"),
+        &model,
+        1,
+        serde_json::json!({}),
+        Some(&opt),
+    )
+    .unwrap();
+    for (from, to) in [
+        ("best.safetensors", "default.safetensors"),
+        ("best.json", "default.json"),
+        ("best.optim.safetensors", "default.optim.safetensors"),
+    ] {
+        std::fs::copy(dir.path().join(from), dir.path().join(to)).unwrap();
+    }
+    std::fs::remove_file(dir.path().join("best.safetensors")).unwrap();
+    let copy = build(&config(), 9);
+    load_checkpoint(dir.path().join("default.safetensors"), &copy).unwrap();
+    assert_eq!(
+        flat(&copy.forward(&input()).unwrap()),
+        flat(&model.forward(&input()).unwrap())
+    );
+    let mut fresh = Adam::new(copy.parameters(), AdamParams::default()).unwrap();
+    assert!(load_optimizer_state(dir.path().join("default.safetensors"), &mut fresh).unwrap());
+}
