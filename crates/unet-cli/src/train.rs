@@ -306,6 +306,16 @@ impl Bars {
         }
     }
 
+    /// A line above the bars; plain stdout when the bars are hidden (output not a terminal,
+    /// e.g. a log file), where indicatif would drop it.
+    fn line(&self, text: impl AsRef<str>) {
+        if self.multi.is_hidden() {
+            println!("{}", text.as_ref());
+        } else {
+            let _ = self.multi.println(text);
+        }
+    }
+
     fn show(&mut self, event: TrainEvent<'_>) {
         match event {
             TrainEvent::Start {
@@ -324,7 +334,7 @@ impl Bars {
                     steps_per_epoch,
                     config.run_dir.display()
                 );
-                let _ = self.multi.println(msg);
+                self.line(msg);
                 if !self.quiet {
                     let bar = self.multi.add(ProgressBar::new(config.epochs as u64));
                     bar.set_style(
@@ -350,13 +360,13 @@ impl Bars {
                         reinitialised.join(", ")
                     )
                 };
-                let _ = self.multi.println(format!(
+                self.line(format!(
                     "initialised from {} (trained {epochs} epochs){fresh}",
                     from.display()
                 ));
             }
             TrainEvent::EncoderLoaded { from, tensors } => {
-                let _ = self.multi.println(format!(
+                self.line(format!(
                     "encoder: {tensors} tensors from {}",
                     from.display()
                 ));
@@ -390,7 +400,7 @@ impl Bars {
                 samples_per_second,
             } => {
                 if self.log_interval.is_some_and(|n| step % n == 0) {
-                    let _ = self.multi.println(format!(
+                    self.line(format!(
                         "epoch {epoch:>3} step {step:>4}  loss {loss:.4}  lr {lr:.2e}  {samples_per_second:.2} samples/s"
                     ));
                 }
@@ -429,7 +439,7 @@ impl Bars {
                     record.train_seconds,
                     record.validation_seconds,
                 );
-                let _ = self.multi.println(line);
+                self.line(line);
                 if let Some(bar) = &self.epochs {
                     bar.inc(1);
                     if let Some(v) = v {
@@ -444,7 +454,7 @@ impl Bars {
             }
             TrainEvent::Calibrated(_) => {}
             TrainEvent::Stopped { epoch, step } => {
-                let _ = self.multi.println(format!(
+                self.line(format!(
                     "stopped at epoch {epoch}, step {step}; `last` saved"
                 ));
             }
