@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Args, Subcommand};
-use unet_model::{Adam, AdamParams, Loss, Optimizer, Padding, Preset, UNet};
+use unet_model::precision::ScalerStep;
+use unet_model::{Adam, AdamParams, Loss, LossScaler, Optimizer, Padding, Precision, Preset, UNet};
 
 /// Flags of `unet bench`.
 #[derive(Debug, Args)]
@@ -48,6 +49,10 @@ struct BenchOpts {
     /// Use candle's stock ops instead of the fast CPU kernels.
     #[arg(long)]
     stock: bool,
+    /// The compute format: f32, or f16 (with loss scaling; candle's stock ops, as the fast
+    /// kernels are f32), or bf16 where candle has it (not on the CPU).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 /// Run the benchmark.
@@ -85,10 +90,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     });
     let out = unet_model::output_size(&cfg, size).context("--size")?;
 
+    let precision: Precision = opts.precision.parse()?;
     let device = Device::Cpu;
+    precision.check_device(&device)?;
     let varmap = VarMap::new();
     let model = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     model.init_seeded(0)?;
+    let model = model.with_precision(precision);
+    let mut scaler = precision.needs_loss_scaling().then(LossScaler::default);
     let x = Tensor::randn(
         0f32,
         1.0,
@@ -111,8 +120,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if train {
             let logits = model.forward_t(&x, true)?;
             let loss = Loss::CrossEntropy.compute(&logits, &targets, Some(&weights))?;
-            let grads = loss.backward()?;
-            optimizer.step(&grads)?;
+            let grads = match scaler.as_mut() {
+                None => Some(loss.backward()?),
+                Some(scaler) => {
+                    let mut grads = (&loss * scaler.scale())?.backward()?;
+                    let finite = scaler.unscale(&mut grads, model.parameters())?;
+                    (scaler.update(finite) == ScalerStep::Apply).then_some(grads)
+                }
+            };
+            if let Some(grads) = grads {
+                optimizer.step(&grads)?;
+            }
             // Wait for the value, as PyTorch's `loss.item()` does.
             loss.to_scalar::<f32>()?;
         } else {
@@ -149,6 +167,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "mode": if train { "train-step" } else { "forward" },
         "preset": preset.name(),
         "ops": if opts.stock { "stock" } else { "fast" },
+        "precision": precision.name(),
         "threads": rayon::current_num_threads(),
         "batch": opts.batch,
         "size": size,

@@ -14,7 +14,7 @@ use unet_model::train::{
     evaluate_checkpoint, evaluate_run, files, train, AugmentationConfig, Recipe, SplitConfig,
     TrainConfig, TrainControl, TrainEvent,
 };
-use unet_model::{Calibration, Preset};
+use unet_model::{Calibration, Precision, Preset};
 
 /// The compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,6 +116,12 @@ pub struct TrainArgs {
     /// last epoch (see `unet calibrate`).
     #[arg(long)]
     pub no_calibration: bool,
+    /// The format of the training forward and backward passes (the reference's `--amp`):
+    /// f32, bf16 or f16. Master weights, batch norm, the loss, validation and checkpoints stay
+    /// in f32; f16 uses dynamic loss scaling. On the CPU only f32 and f16 run (candle has no
+    /// CPU bf16 matrix product), and f16 is slower there than f32. [default: f32]
+    #[arg(long)]
+    pub precision: Option<String>,
     /// The compute device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
@@ -151,7 +157,8 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
             || args.init.is_some()
             || args.encoder_weights.is_some()
             || args.tensorboard
-            || args.test_batch_size.is_some();
+            || args.test_batch_size.is_some()
+            || args.precision.is_some();
         if changed {
             bail!("--resume continues a run with its own settings; only --epochs may change");
         }
@@ -209,6 +216,9 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
     }
     if let Some(n) = args.test_batch_size {
         cfg.validation_batch_size = n;
+    }
+    if let Some(p) = &args.precision {
+        cfg.precision = p.parse::<Precision>()?;
     }
     Ok((cfg, resume))
 }
@@ -419,7 +429,7 @@ impl Bars {
             TrainEvent::EpochEnd(record) => {
                 let v = record.validation.as_ref();
                 let line = format!(
-                    "epoch {:>3}  train loss {:.4}  {}{}  ({:.0} s train, {:.0} s validation)",
+                    "epoch {:>3}  train loss {:.4}  {}{}{}  ({:.0} s train, {:.0} s validation)",
                     record.epoch,
                     record.train_loss,
                     v.map_or("not validated".into(), |v| format!(
@@ -436,6 +446,13 @@ impl Bars {
                         ))
                     )),
                     if record.best { "  best" } else { "" },
+                    match record.loss_scale {
+                        Some(scale) => format!(
+                            "  loss scale {scale}, {} steps skipped",
+                            record.skipped_steps
+                        ),
+                        None => String::new(),
+                    },
                     record.train_seconds,
                     record.validation_seconds,
                 );
@@ -674,8 +691,14 @@ mod tests {
             "--tensorboard",
             "--test-batch-size",
             "3",
+            "--precision",
+            "f16",
         ]);
         let (cfg, _) = config_from(&w.args).unwrap();
+        assert_eq!(cfg.precision, Precision::F16);
+        let bad = Wrap::parse_from(["x", "--precision", "fp8"]);
+        let err = config_from(&bad.args).unwrap_err().to_string();
+        assert!(err.contains("unknown precision \"fp8\""), "{err}");
         assert_eq!(cfg.init, Some(PathBuf::from("m.safetensors")));
         assert!(cfg.tensorboard);
         assert_eq!(cfg.validation_batch_size, 3);

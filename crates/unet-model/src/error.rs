@@ -44,6 +44,10 @@ pub enum Error {
     #[error("optimizer: {0}")]
     Optimizer(String),
 
+    /// A compute precision that is unknown or that candle cannot run on the chosen device.
+    #[error("precision: {0}")]
+    Precision(String),
+
     /// Bad input or settings for overlap-tile prediction.
     #[error("tiling: {0}")]
     Tiling(#[from] crate::tiling::TilingError),

@@ -10,6 +10,12 @@ pub const BN_EPS: f64 = 1e-5;
 /// PyTorch's batch-norm momentum: `running = (1 - m) * running + m * batch_stat`.
 pub const BN_MOMENTUM: f64 = 0.1;
 
+/// A parameter in the dtype of the map it meets: a no-op in f32, the mixed-precision cast
+/// otherwise (differentiable: the gradient reaches the f32 master weight as f32).
+pub fn in_dtype_of(v: &Var, x: &Tensor) -> candle_core::Result<Tensor> {
+    v.as_tensor().to_dtype(x.dtype())
+}
+
 /// A 2-D convolution with bias, stride 1, square kernel.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
@@ -26,8 +32,8 @@ impl Module for Conv2d {
         // The tiled CPU kernels when they apply, candle's conv2d otherwise.
         crate::kernels::conv2d(
             x,
-            self.weight.as_tensor(),
-            self.bias.as_tensor(),
+            &in_dtype_of(&self.weight, x)?,
+            &in_dtype_of(&self.bias, x)?,
             self.padding,
         )
     }
@@ -50,6 +56,9 @@ pub struct BatchNorm2d {
 impl BatchNorm2d {
     /// Normalises with batch statistics (`train`) or the running ones.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let Some(x32) = self.in_own_dtype(x)? {
+            return Ok(self.forward_t(&x32, train)?.to_dtype(x.dtype())?);
+        }
         if crate::kernels::fast_path_for(x) && x.rank() == 4 {
             return self.forward_fast(x, train, false);
         }
@@ -59,10 +68,24 @@ impl BatchNorm2d {
     /// [`BatchNorm2d::forward_t`] followed by a ReLU, fused into one pass (and one backward
     /// pass) on the CPU.
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let Some(x32) = self.in_own_dtype(x)? {
+            return Ok(self.forward_relu_t(&x32, train)?.to_dtype(x.dtype())?);
+        }
         if crate::kernels::fast_path_for(x) && x.rank() == 4 {
             return self.forward_fast(x, train, true);
         }
         Ok(self.forward_stock(x, train)?.relu()?)
+    }
+
+    /// `x` cast to the parameters' dtype when it differs: under mixed precision, batch
+    /// normalisation (statistics and normalisation) runs in f32, as PyTorch's
+    /// `keep_batchnorm_fp32`.
+    fn in_own_dtype(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let own = self.weight.dtype();
+        Ok(match x.dtype() == own {
+            true => None,
+            false => Some(x.to_dtype(own)?),
+        })
     }
 
     /// The fused CPU kernel; the running statistics are updated as in the stock path.
@@ -165,13 +188,13 @@ impl Module for UpConv2x2 {
         let (n, c_in, h, w) = x.dims4()?;
         let c_out = self.weight.dim(1)?;
         let rows = x.permute((0, 2, 3, 1))?.reshape((n * h * w, c_in))?;
-        let kernel = self.weight.as_tensor().reshape((c_in, c_out * 4))?;
+        let kernel = in_dtype_of(&self.weight, x)?.reshape((c_in, c_out * 4))?;
         let y = rows.matmul(&kernel)?; // [n*h*w, out*2*2]
         let y = y
             .reshape((n, h, w, c_out, 2, 2))?
             .permute((0, 3, 1, 4, 2, 5))? // n, out, h, dy, w, dx
             .reshape((n, c_out, 2 * h, 2 * w))?;
-        y.broadcast_add(&self.bias.as_tensor().reshape((1, c_out, 1, 1))?)
+        y.broadcast_add(&in_dtype_of(&self.bias, x)?.reshape((1, c_out, 1, 1))?)
     }
 }
 

@@ -60,6 +60,7 @@ pub mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod optim;
+pub mod precision;
 pub mod resnet;
 pub mod size;
 pub mod tensorboard;
@@ -78,6 +79,7 @@ pub use config::{ConfigError, Encoder, Padding, Preset, UNetConfig, Upsampling};
 pub use error::{Error, Result};
 pub use loss::{cross_entropy, cross_entropy_dice, dice_loss, Loss};
 pub use optim::{clip_grad_norm, Adam, AdamParams, LrSchedule, Optimizer, Sgd, SgdParams};
+pub use precision::{LossScaler, Precision};
 pub use size::{nearest_valid_input_sizes, output_size, NearestSizes, SizeError};
 pub use tiling::{overlap_tile_predict, overlap_tile_predict_probs, Blend, TileOptions};
 pub use train::{

@@ -106,8 +106,9 @@ impl EncoderConv {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let k = self.weight.dim(2)?;
-        let conv =
-            |x: &Tensor| crate::kernels::conv2d(x, self.weight.as_tensor(), &self.zero_bias, k / 2);
+        let weight = crate::layers::in_dtype_of(&self.weight, x)?;
+        let bias = self.zero_bias.to_dtype(x.dtype())?;
+        let conv = |x: &Tensor| crate::kernels::conv2d(x, &weight, &bias, k / 2);
         Ok(match (self.stride, k) {
             (1, _) => conv(x)?,
             (_, 1) => conv(&every_second(x)?)?,

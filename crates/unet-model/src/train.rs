@@ -38,6 +38,7 @@ use crate::checkpoint::{
     load_checkpoint, load_checkpoint_for_fine_tuning, load_optimizer_state, read_checkpoint_meta,
 };
 use crate::optim::{clip_grad_norm, Adam, AdamParams, LrSchedule, Optimizer, Sgd, SgdParams};
+use crate::precision::{LossScaler, Precision, ScalerStep};
 use crate::size::input_size_for_output;
 use crate::tensorboard::EventWriter;
 use crate::{save_checkpoint, Loss, Preset, UNet, UNetConfig};
@@ -497,8 +498,41 @@ pub struct TrainConfig {
     /// only memory and speed change, not the scores.
     #[serde(default = "one")]
     pub validation_batch_size: usize,
+    /// The format of the training forward and backward passes ([`crate::precision`]); the
+    /// master weights, batch normalisation, the loss, validation and the saved checkpoints stay
+    /// in f32.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Dynamic loss scaling, used when `precision` is f16.
+    #[serde(default)]
+    pub loss_scale: LossScaleConfig,
     /// Where the run writes its files.
     pub run_dir: PathBuf,
+}
+
+/// The settings of f16 training's [`LossScaler`] (PyTorch's `GradScaler` defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossScaleConfig {
+    /// The scale of the first step.
+    pub initial: f64,
+    /// Clean steps in a row after which the scale doubles.
+    pub growth_interval: usize,
+}
+
+impl Default for LossScaleConfig {
+    fn default() -> Self {
+        Self {
+            initial: LossScaler::DEFAULT_INITIAL_SCALE,
+            growth_interval: LossScaler::DEFAULT_GROWTH_INTERVAL,
+        }
+    }
+}
+
+impl LossScaleConfig {
+    /// A scaler with these settings.
+    pub fn scaler(&self) -> LossScaler {
+        LossScaler::new(self.initial, self.growth_interval)
+    }
 }
 
 fn calibrate_by_default() -> bool {
@@ -545,6 +579,8 @@ impl TrainConfig {
                 encoder_weights: None,
                 tensorboard: false,
                 validation_batch_size: 1,
+                precision: Precision::F32,
+                loss_scale: LossScaleConfig::default(),
                 run_dir: PathBuf::from("runs/default"),
             },
             Recipe::Reference => TrainConfig {
@@ -572,6 +608,8 @@ impl TrainConfig {
                 encoder_weights: None,
                 tensorboard: false,
                 validation_batch_size: 1,
+                precision: Precision::F32,
+                loss_scale: LossScaleConfig::default(),
                 run_dir: PathBuf::from("runs/reference"),
             },
             Recipe::Paper => TrainConfig {
@@ -601,6 +639,8 @@ impl TrainConfig {
                 encoder_weights: None,
                 tensorboard: false,
                 validation_batch_size: 1,
+                precision: Precision::F32,
+                loss_scale: LossScaleConfig::default(),
                 run_dir: PathBuf::from("runs/paper"),
             },
         }
@@ -631,6 +671,13 @@ impl TrainConfig {
         let lr = self.optimizer.lr();
         if !(lr.is_finite() && lr > 0.0) {
             return bad(format!("learning rate {lr} must be finite and > 0"));
+        }
+        let scale = self.loss_scale;
+        if !(scale.initial.is_finite() && scale.initial > 0.0) || scale.growth_interval == 0 {
+            return bad(format!(
+                "loss_scale: initial ({}) must be finite and > 0 and growth_interval ({}) >= 1",
+                scale.initial, scale.growth_interval
+            ));
         }
         if let Some(c) = self.grad_clip {
             if !(c.is_finite() && c > 0.0) {
@@ -744,6 +791,12 @@ pub struct EpochRecord {
     pub validation_seconds: f64,
     /// Training samples per second.
     pub samples_per_second: f64,
+    /// f16 training: the loss scale at the epoch's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// f16 training: steps of the epoch skipped because their gradients overflowed.
+    #[serde(default)]
+    pub skipped_steps: usize,
 }
 
 /// Where a run is in its data stream; kept in the `last` checkpoint to resume exactly.
@@ -765,6 +818,12 @@ pub struct TrainState {
     pub best_iou: Option<f64>,
     /// Its epoch (1-based).
     pub best_epoch: Option<usize>,
+    /// f16 training's loss scaler (its scale carries over a resume).
+    #[serde(default)]
+    pub loss_scaler: Option<LossScaler>,
+    /// Steps of the unfinished epoch skipped by the loss scaler.
+    #[serde(default)]
+    pub partial_skipped: usize,
 }
 
 /// How to run: the device, resume or not, and the stop flag (set it from a Ctrl-C handler; the
@@ -1199,6 +1258,7 @@ pub fn train(
         ));
     }
     let device = &control.device;
+    config.precision.check_device(device)?;
     let varmap = VarMap::new();
     let model = UNet::new(
         &config.model,
@@ -1244,6 +1304,12 @@ pub fn train(
         }
         TrainState::default()
     };
+    if config.precision.needs_loss_scaling() && state.loss_scaler.is_none() {
+        state.loss_scaler = Some(config.loss_scale.scaler());
+    }
+    // Training steps compute in the configured precision; validation, calibration and the
+    // checkpoints use the f32 master weights through `model` (the two share their tensors).
+    let train_model = model.clone().with_precision(config.precision);
     // Fine-tuning starts from another checkpoint's weights (not on resume: `last` has them).
     let init = match &config.init {
         Some(path) if !control.resume => Some((
@@ -1348,7 +1414,7 @@ pub fn train(
                 Some(_) => Some(Tensor::from_vec(batch.weights, (n, so, so), device)?),
                 None => None,
             };
-            let logits = model.forward_t(&x, true)?;
+            let logits = train_model.forward_t(&x, true)?;
             let loss = config.loss.compute(&logits, &y, w.as_ref())?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
@@ -1359,11 +1425,29 @@ pub fn train(
                     run_dir,
                 });
             }
-            let mut grads = loss.backward()?;
-            if let Some(max_norm) = config.grad_clip {
-                clip_grad_norm(&mut grads, model.parameters(), max_norm)?;
+            let apply = match state.loss_scaler.as_mut() {
+                None => {
+                    let grads = loss.backward()?;
+                    Some(grads)
+                }
+                Some(scaler) => {
+                    let mut grads = (loss * scaler.scale())?.backward()?;
+                    let finite = scaler.unscale(&mut grads, model.parameters())?;
+                    match scaler.update(finite) {
+                        ScalerStep::Apply => Some(grads),
+                        ScalerStep::Skip => None,
+                    }
+                }
+            };
+            match apply {
+                Some(mut grads) => {
+                    if let Some(max_norm) = config.grad_clip {
+                        clip_grad_norm(&mut grads, model.parameters(), max_norm)?;
+                    }
+                    optimizer.step(&grads)?;
+                }
+                None => state.partial_skipped += 1,
             }
-            optimizer.step(&grads)?;
             let seconds = step_clock.elapsed().as_secs_f64();
             step_clock = Instant::now();
             state.step_in_epoch += 1;
@@ -1416,12 +1500,15 @@ pub fn train(
             train_seconds,
             validation_seconds: clock.elapsed().as_secs_f64(),
             samples_per_second: state.partial_samples as f64 / train_seconds.max(1e-9),
+            loss_scale: state.loss_scaler.map(|s| s.scale()),
+            skipped_steps: state.partial_skipped,
         };
         state.epochs_done = epoch;
         state.step_in_epoch = 0;
         state.partial_loss_sum = 0.0;
         state.partial_samples = 0;
         state.partial_seconds = 0.0;
+        state.partial_skipped = 0;
         if is_best {
             state.best_iou = record
                 .validation

@@ -11,6 +11,7 @@ use crate::layers::{
     centre_crop, dropout, max_pool2x2, seeded_normal, upsample_bilinear2x, BatchNorm2d, Conv2d,
     SplitMix64, UpConv2x2,
 };
+use crate::precision::Precision;
 use crate::resnet::ResNetEncoder;
 use crate::size::checked_output_size;
 use crate::{Error, Result};
@@ -79,6 +80,8 @@ pub struct UNet {
     parameters: Vec<(String, Var)>,
     buffers: Vec<(String, Var)>,
     dtype: DType,
+    /// The format of the layers' arithmetic ([`UNet::with_precision`]).
+    compute_dtype: DType,
 }
 
 fn init_for(role: ParamRole) -> Init {
@@ -174,6 +177,7 @@ impl UNet {
             parameters,
             buffers,
             dtype: vb.dtype(),
+            compute_dtype: vb.dtype(),
         })
     }
 
@@ -206,6 +210,24 @@ impl UNet {
             var.set(&value)?;
         }
         Ok(())
+    }
+
+    /// The same network (sharing its parameters) computing in `precision`: the input is cast to
+    /// the compute format and the logits back to the parameters' dtype, each layer casts its
+    /// weights to the compute format (so gradients reach the master weights in their own
+    /// dtype), and batch normalisation runs in the parameters' dtype ([`crate::precision`]).
+    /// [`Precision::F32`] computes in the parameters' own dtype.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.compute_dtype = match precision {
+            Precision::F32 => self.dtype,
+            other => other.dtype(),
+        };
+        self
+    }
+
+    /// The dtype the layers compute in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute_dtype
     }
 
     /// The configuration it was built from.
@@ -297,6 +319,7 @@ impl UNet {
 
         // skips[l]: the contracting path's map at level l (none at level 0 for a ResNet).
         let mut skips: Vec<Option<Tensor>> = Vec::with_capacity(self.cfg.depth);
+        let x = &x.to_dtype(self.compute_dtype)?;
         let mut h = x.clone();
         if let Some(encoder) = &self.encoder {
             let mut maps = encoder.forward_t(x, train)?;
@@ -324,7 +347,7 @@ impl UNet {
             };
             h = block.convs.forward_t(&joined, train)?;
         }
-        Ok(self.classifier.forward(&h)?)
+        Ok(self.classifier.forward(&h)?.to_dtype(self.dtype)?)
     }
 
     /// The encoder's maps of levels 1 to 5 (the stem and the four stages, strides 2 to 32) of
@@ -334,7 +357,7 @@ impl UNet {
             Some(encoder) => {
                 let (_, _, h, w) = x.dims4()?;
                 self.output_size(h, w)?;
-                encoder.forward_t(x, train)
+                encoder.forward_t(&x.to_dtype(self.compute_dtype)?, train)
             }
             None => Err(Error::InputShape {
                 expected: "a net with a ResNet encoder".into(),
@@ -423,5 +446,69 @@ mod tests {
         assert_eq!(before, flat(weight(&model, "classifier.weight")));
         model.init_seeded(6).unwrap();
         assert_ne!(before, flat(weight(&model, "classifier.weight")));
+    }
+
+    #[test]
+    fn half_precision_follows_f32_and_trains_the_f32_master_weights() {
+        for encoder in [Encoder::Plain, Encoder::Resnet18] {
+            let cfg = UNetConfig {
+                depth: if encoder == Encoder::Plain { 3 } else { 6 },
+                base_width: 8,
+                encoder,
+                ..UNetConfig::small()
+            };
+            let varmap = VarMap::new();
+            let model = UNet::new(
+                &cfg,
+                VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+            )
+            .unwrap();
+            model.init_seeded(3).unwrap();
+            let x = Tensor::arange(0f32, 2.0 * 64.0 * 64.0, &Device::Cpu)
+                .unwrap()
+                .reshape((2, 1, 64, 64))
+                .unwrap()
+                .affine(1.0 / 4096.0, -1.0)
+                .unwrap()
+                .sin()
+                .unwrap();
+            let half = model.clone().with_precision(Precision::F16);
+            assert_eq!(half.compute_dtype(), DType::F16);
+            let want = model.forward_t(&x, false).unwrap();
+            let got = half.forward_t(&x, false).unwrap();
+            assert_eq!(got.dtype(), DType::F32, "logits come back in f32");
+            let err = (&got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(err <= 0.02 * scale, "{encoder:?}: {err} vs {scale}");
+
+            // Every parameter gets an f32 gradient through the casts.
+            let loss = half
+                .forward_t(&x, true)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .mean_all()
+                .unwrap();
+            let grads = loss.backward().unwrap();
+            for (name, var) in model.parameters() {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}"));
+                assert_eq!(g.dtype(), DType::F32, "{name}");
+            }
+        }
     }
 }

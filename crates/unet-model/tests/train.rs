@@ -10,12 +10,13 @@ use candle_core::Device;
 use unet_data::Stack;
 use unet_model::calibrate::{apply_calibration, calibrate_checkpoint, logit_margins, Calibration};
 use unet_model::tensorboard::read_scalars;
+use unet_model::train::LossScaleConfig;
 use unet_model::train::{
     evaluate_checkpoint, evaluate_run, files, train, AugmentationConfig, EpochRecord,
     OptimizerConfig, ScheduleConfig, SplitConfig, TrainConfig, TrainControl, TrainError,
     TrainEvent, TrainOutcome, WeightsConfig,
 };
-use unet_model::{load_checkpoint, read_checkpoint_meta, Loss, UNet, UNetConfig};
+use unet_model::{load_checkpoint, read_checkpoint_meta, Loss, Precision, UNet, UNetConfig};
 
 const N: usize = 64;
 
@@ -80,6 +81,8 @@ fn tiny(run_dir: &Path, epochs: usize) -> TrainConfig {
         encoder_weights: None,
         tensorboard: false,
         validation_batch_size: 1,
+        precision: Precision::F32,
+        loss_scale: LossScaleConfig::default(),
         run_dir: run_dir.to_path_buf(),
     }
 }
@@ -619,4 +622,108 @@ fn encoder_weights_need_a_resnet_and_a_readable_file() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn f16_training_follows_f32_and_logs_its_loss_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = sections();
+    let f32_run = dir.path().join("f32");
+    train_quietly(&tiny(&f32_run, 2), &images, &labels);
+    let f16_run = dir.path().join("f16");
+    let cfg = TrainConfig {
+        precision: Precision::F16,
+        ..tiny(&f16_run, 2)
+    };
+    train_quietly(&cfg, &images, &labels);
+    let (a, b) = (read_log(&f32_run), read_log(&f16_run));
+    for (ra, rb) in a.iter().zip(&b) {
+        // Same data, same initialisation: half-precision arithmetic moves the loss a little.
+        let rel = (ra.train_loss - rb.train_loss).abs() / ra.train_loss;
+        assert!(
+            rel < 0.05,
+            "epoch {}: f32 {} vs f16 {}",
+            ra.epoch,
+            ra.train_loss,
+            rb.train_loss
+        );
+        assert_eq!(rb.skipped_steps, 0);
+        assert_eq!(
+            rb.loss_scale,
+            Some(65536.0),
+            "no overflow, no growth before 2000 steps"
+        );
+        assert_eq!(
+            (ra.loss_scale, ra.skipped_steps),
+            (None, 0),
+            "f32 has no scaler"
+        );
+    }
+    // The checkpoints hold f32 master weights.
+    let saved = candle_core::safetensors::load(f16_run.join(files::LAST), &Device::Cpu).unwrap();
+    assert!(saved.values().all(|t| t.dtype() == candle_core::DType::F32));
+}
+
+#[test]
+fn overflowing_gradients_skip_the_step_and_back_off_across_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = sections();
+    let run = dir.path().join("overflow");
+    // A scale so large that every f16 gradient overflows for the first ~80 halvings.
+    let initial = 1e30;
+    let cfg = |epochs| TrainConfig {
+        precision: Precision::F16,
+        loss_scale: LossScaleConfig {
+            initial,
+            growth_interval: 1,
+        },
+        ..tiny(&run, epochs)
+    };
+    train_quietly(&cfg(1), &images, &labels);
+    train(
+        &cfg(2),
+        &images,
+        &labels,
+        &TrainControl {
+            resume: true,
+            ..TrainControl::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let log = read_log(&run);
+    // Two steps an epoch, each skipped and halving the scale; the resumed epoch goes on from
+    // the saved scale.
+    assert_eq!(
+        log.iter()
+            .map(|r| (r.skipped_steps, r.loss_scale))
+            .collect::<Vec<_>>(),
+        vec![(2, Some(initial / 4.0)), (2, Some(initial / 16.0))]
+    );
+    // No step was applied: every parameter is still its seeded initial value.
+    let varmap = candle_nn::VarMap::new();
+    let fresh = UNet::new(
+        &cfg(2).model,
+        candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    fresh.init_seeded(cfg(2).seed).unwrap();
+    for (name, var) in fresh.parameters() {
+        let want = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(tensor(&run.join(files::LAST), name), want, "{name}");
+    }
+}
+
+#[test]
+fn bf16_on_the_cpu_is_refused_before_the_run_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = sections();
+    let run = dir.path().join("bf16");
+    let cfg = TrainConfig {
+        precision: Precision::Bf16,
+        ..tiny(&run, 1)
+    };
+    let err = failed_run(&cfg, &images, &labels);
+    assert!(err.contains("bf16 is not supported on the CPU"), "{err}");
+    assert!(!run.exists(), "nothing written");
 }
