@@ -18,9 +18,8 @@ use unet_data::{GreyStats, Stack};
 use unet_metrics::{best_decision_threshold, sweep_decision_thresholds, ThresholdCandidate};
 
 use crate::checkpoint::{read_checkpoint_meta, save_checkpoint, CheckpointMeta};
-use crate::train::{
-    model_from_checkpoint, normalised_section, predict_section_logits, Result, TrainError,
-};
+use crate::tiling::predict_whole_logits;
+use crate::train::{model_from_checkpoint, normalised_section, Result, TrainError};
 use crate::UNet;
 
 /// The key of the calibration in a checkpoint sidecar's `metrics`.
@@ -82,16 +81,24 @@ pub fn logit_margins(
     stats: GreyStats,
     device: &Device,
 ) -> Result<Vec<f32>> {
-    check_binary(model)?;
     let (h, w) = (images.height(), images.width());
-    let mut margins = Vec::with_capacity(sections.len() * h * w);
-    for &s in sections {
-        let x = Tensor::from_vec(
-            normalised_section(images.page(s), stats),
-            (1, 1, h, w),
-            device,
-        )?;
-        let logits = predict_section_logits(model, &x)?;
+    let tensors = sections
+        .iter()
+        .map(|&s| {
+            let page = normalised_section(images.page(s), stats);
+            Ok(Tensor::from_vec(page, (1, 1, h, w), device)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    section_margins(model, &tensors)
+}
+
+/// The logit margins of normalised sections `[1, 1, h, w]`, each predicted whole, flattened
+/// in order.
+pub(crate) fn section_margins(model: &UNet, sections: &[Tensor]) -> Result<Vec<f32>> {
+    check_binary(model)?;
+    let mut margins = Vec::with_capacity(sections.iter().map(Tensor::elem_count).sum());
+    for x in sections {
+        let logits = predict_whole_logits(model, x)?;
         let margin = (logits.narrow(1, 1, 1)? - logits.narrow(1, 0, 1)?)?;
         margins.extend(
             margin
@@ -101,6 +108,25 @@ pub fn logit_margins(
         );
     }
     Ok(margins)
+}
+
+/// The threshold on the logit margin, from [`margin_grid`], with the best mean IoU of
+/// `margins` against `truth` (`n` sections of `h x w`; ties go to the one nearest 0). The one
+/// fit behind both the final calibration and the per-epoch choice of `best`.
+pub(crate) fn fit_margin_threshold(
+    margins: &[f32],
+    truth: &[u8],
+    (n, h, w): (usize, usize, usize),
+) -> Result<ThresholdCandidate> {
+    Ok(best_decision_threshold(
+        margins,
+        truth,
+        n,
+        h,
+        w,
+        &margin_grid(),
+        0.0,
+    )?)
 }
 
 fn check_binary(model: &UNet) -> Result<()> {
@@ -131,7 +157,7 @@ pub fn fit_calibration(
         .flat_map(|&s| labels.page(s).iter().copied())
         .collect();
     let (n, h, w) = (sections.len(), images.height(), images.width());
-    let best = best_decision_threshold(&margins, &truth, n, h, w, &margin_grid(), 0.0)?;
+    let best = fit_margin_threshold(&margins, &truth, (n, h, w))?;
     let before = sweep_decision_thresholds(&margins, &truth, n, h, w, &[0.0])?;
     let logit_offset = -best.threshold;
     Ok(Calibration {

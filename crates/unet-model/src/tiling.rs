@@ -181,6 +181,35 @@ impl TileLayout {
     }
 }
 
+/// Logits `[n, C, h, w]` of whole normalised sections `[n, 1, h, w]` in one forward pass: the
+/// sections are mirrored ([`reflect_index`]) out to the smallest input whose output covers
+/// them, with the context a valid-padding net consumes on each side, and the output is cropped
+/// back. For a valid-padding net this is what [`overlap_tile_predict`] stitches tile by tile;
+/// validation and calibration use it on sections that fit in memory.
+pub fn predict_whole_logits(model: &UNet, sections: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = sections.dims4()?;
+    let cfg = model.config();
+    let in_h = crate::size::input_size_for_output(cfg, h);
+    let in_w = crate::size::input_size_for_output(cfg, w);
+    let (out_h, out_w) = model.output_size(in_h, in_w)?;
+    let padded = if (in_h, in_w) == (h, w) {
+        sections.clone()
+    } else {
+        // Output pixel 0 sits `(in - out) / 2` pixels into the input.
+        let mirrored = |offset: usize, len: usize, n: usize| -> Result<Tensor> {
+            let idx: Vec<u32> = (0..len)
+                .map(|i| reflect_index(i as isize - offset as isize, n) as u32)
+                .collect();
+            Ok(Tensor::from_vec(idx, len, sections.device())?)
+        };
+        let rows = mirrored((in_h - out_h) / 2, in_h, h)?;
+        let cols = mirrored((in_w - out_w) / 2, in_w, w)?;
+        sections.index_select(&rows, 2)?.index_select(&cols, 3)?
+    };
+    let logits = model.forward_t(&padded, false)?;
+    Ok(logits.narrow(2, 0, h)?.narrow(3, 0, w)?.detach())
+}
+
 /// The index into `0..n` of coordinate `i` mirrored at the borders without repeating the edge
 /// pixel (`... 2 1 | 0 1 ... n-1 | n-2 ...`), periodic with period `2n - 2`, so any `i` maps.
 /// `n` = 1 maps everything to 0. `n` must be positive.

@@ -28,8 +28,7 @@ use serde::{Deserialize, Serialize};
 use unet_augment::{Pipeline, Preset as AugmentPreset};
 use unet_data::{GreyStats, Loader, LoaderConfig, SectionSet, Split, Stack};
 use unet_metrics::{
-    best_decision_threshold, score_stack, sweep_decision_thresholds, IsbiOptions, ScoreOptions,
-    ScoreReport,
+    score_stack, sweep_decision_thresholds, IsbiOptions, ScoreOptions, ScoreReport,
 };
 use unet_weights::{ClassWeight, Connectivity, WeightMapParams};
 
@@ -39,8 +38,8 @@ use crate::checkpoint::{
 };
 use crate::optim::{clip_grad_norm, Adam, AdamParams, LrSchedule, Optimizer, Sgd, SgdParams};
 use crate::precision::{LossScaler, Precision, ScalerStep};
-use crate::size::input_size_for_output;
 use crate::tensorboard::EventWriter;
+use crate::tiling::predict_whole_logits;
 use crate::{save_checkpoint, Loss, Preset, UNet, UNetConfig};
 
 /// Everything that can stop a training run or an evaluation.
@@ -1020,44 +1019,6 @@ impl Validation {
     }
 }
 
-/// Logits `[n, C, h, w]` for whole normalised sections `[n, 1, h, w]`: the sections are
-/// mirror-padded to the smallest input whose output covers them (for valid padding with the
-/// context the network consumes on each side), then the output is cropped back.
-pub fn predict_section_logits(model: &UNet, section: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = section.dims4()?;
-    let cfg = model.config();
-    let in_h = input_size_for_output(cfg, h);
-    let in_w = input_size_for_output(cfg, w);
-    let (out_h, out_w) = model.output_size(in_h, in_w)?;
-    let (top, left) = ((in_h - out_h) / 2, (in_w - out_w) / 2);
-    let padded = if (in_h, in_w) == (h, w) {
-        section.clone()
-    } else {
-        let rows = reflect_indices(top, in_h, h, section.device())?;
-        let cols = reflect_indices(left, in_w, w, section.device())?;
-        section.index_select(&rows, 2)?.index_select(&cols, 3)?
-    };
-    let logits = model.forward_t(&padded, false)?;
-    Ok(logits.narrow(2, 0, h)?.narrow(3, 0, w)?.detach())
-}
-
-/// Source rows for a padded axis of `len` whose position `offset` is source row 0 (numpy
-/// `reflect`, repeated as often as needed).
-fn reflect_indices(offset: usize, len: usize, n: usize, device: &Device) -> Result<Tensor> {
-    let period = 2 * n.saturating_sub(1) as isize;
-    let idx: Vec<u32> = (0..len)
-        .map(|i| {
-            let i = i as isize - offset as isize;
-            if period == 0 {
-                return 0;
-            }
-            let m = i.rem_euclid(period);
-            (if m < n as isize { m } else { period - m }) as u32
-        })
-        .collect();
-    Ok(Tensor::from_vec(idx, len, device)?)
-}
-
 /// P(cell) (softmax channel 1) of logits `[1, C, h, w]`, as a flat vector.
 fn cell_probability(logits: &Tensor) -> Result<Vec<f32>> {
     let p = candle_nn::ops::softmax(logits, 1)?.narrow(1, 1, 1)?;
@@ -1075,7 +1036,7 @@ fn predict_validation(
     let mut total = 0.0;
     let mut probs = Vec::with_capacity(v.labels.len());
     for (first, images) in v.images.chunks(batch.max(1)).enumerate() {
-        let logits = predict_section_logits(model, &Tensor::cat(images, 0)?)?;
+        let logits = predict_whole_logits(model, &Tensor::cat(images, 0)?)?;
         for i in 0..images.len() {
             let k = first * batch.max(1) + i;
             let one = logits.narrow(0, i, 1)?;
@@ -1111,16 +1072,15 @@ fn validate(
     let report = score_stack(&probs, &v.labels, pages, h, w, &validation_options())?;
     let calibrated = match calibration {
         Some(c) => {
-            let (_, fit) = predict_validation(model, c, Loss::CrossEntropy, batch)?;
-            let grid: Vec<f64> = crate::calibrate::margin_grid()
-                .into_iter()
-                .map(|m| 1.0 / (1.0 + (-m).exp()))
-                .collect();
-            let n = c.images.len();
-            let best = best_decision_threshold(&fit, &c.labels, n, h, w, &grid, 0.5)?;
-            let at = sweep_decision_thresholds(&probs, &v.labels, pages, h, w, &[best.threshold])?;
+            // The same fit as the final calibration, on a few training sections.
+            let margins = crate::calibrate::section_margins(model, &c.images)?;
+            let shape = (c.images.len(), h, w);
+            let best = crate::calibrate::fit_margin_threshold(&margins, &c.labels, shape)?;
+            // P(cell) > sigmoid(t) exactly where the margin is > t.
+            let threshold = 1.0 / (1.0 + (-best.threshold).exp());
+            let at = sweep_decision_thresholds(&probs, &v.labels, pages, h, w, &[threshold])?;
             Some(CalibratedScores {
-                threshold: best.threshold,
+                threshold,
                 pixel_accuracy: at[0].pixel_accuracy,
                 mean_iou: at[0].mean_iou,
             })
@@ -1809,12 +1769,6 @@ mod tests {
         assert_eq!(calibration_sections(&train), vec![0, 6, 12, 18, 24]);
         assert_eq!(calibration_sections(&[3, 4]), vec![3, 4]);
         assert!(calibration_sections(&[]).is_empty());
-    }
-
-    #[test]
-    fn reflect_indices_mirror_without_repeating_the_edge() {
-        let t = reflect_indices(2, 8, 3, &Device::Cpu).unwrap();
-        assert_eq!(t.to_vec1::<u32>().unwrap(), vec![2, 1, 0, 1, 2, 1, 0, 1]);
     }
 
     #[test]

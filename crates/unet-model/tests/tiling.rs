@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use unet_model::tiling::{tile_layout, TilingError};
+use unet_model::tiling::{predict_whole_logits, tile_layout, TilingError};
 use unet_model::{
     output_size, overlap_tile_predict, overlap_tile_predict_probs, Blend, Error, Padding,
     TileOptions, UNet, UNetConfig,
@@ -132,6 +132,31 @@ fn valid_tiles_equal_one_pass_with_no_seam() {
     // One big tile gives the same.
     let single = overlap_tile_predict(&model, &img, h, w, &opts(1000, 1)).unwrap();
     assert!(max_abs_diff(&single, &cell) < 1e-5);
+}
+
+#[test]
+fn whole_sections_in_one_pass_equal_the_mirrored_reference() {
+    let model = net(&valid_cfg(), 5);
+    // Neither size is a valid output: both need mirrored context beyond the image.
+    let (h, w) = (37, 30);
+    let (a, b) = (image(1, h, w), image(2, h, w)[h * w..].to_vec());
+    let both =
+        Tensor::from_vec([a.clone(), b.clone()].concat(), (2, 1, h, w), &Device::Cpu).unwrap();
+    let logits = predict_whole_logits(&model, &both).unwrap();
+    assert_eq!(logits.dims(), &[2, 2, h, w]);
+    let probs = candle_nn::ops::softmax(&logits, 1).unwrap();
+    for (k, img) in [a, b].iter().enumerate() {
+        let got = probs
+            .get(k)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let want = whole_image_probs(&model, img, h, w);
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff < 1e-5, "section {k}: {diff}");
+    }
 }
 
 #[test]
