@@ -1106,6 +1106,12 @@ fn write_scalars(writer: &mut EventWriter, record: &EpochRecord) -> Result<()> {
         ("train/lr", record.lr),
         ("train/samples_per_second", record.samples_per_second),
     ];
+    if let Some(scale) = record.loss_scale {
+        scalars.extend([
+            ("train/loss_scale", scale),
+            ("train/skipped_steps", record.skipped_steps as f64),
+        ]);
+    }
     if let Some(v) = &record.validation {
         scalars.extend([
             ("val/loss", v.loss),

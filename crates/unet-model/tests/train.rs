@@ -677,6 +677,7 @@ fn overflowing_gradients_skip_the_step_and_back_off_across_a_resume() {
             initial,
             growth_interval: 1,
         },
+        tensorboard: true,
         ..tiny(&run, epochs)
     };
     train_quietly(&cfg(1), &images, &labels);
@@ -700,6 +701,23 @@ fn overflowing_gradients_skip_the_step_and_back_off_across_a_resume() {
             .collect::<Vec<_>>(),
         vec![(2, Some(initial / 4.0)), (2, Some(initial / 16.0))]
     );
+    // TensorBoard gets the same numbers (the resumed run appends a second event file).
+    let mut scalars = Vec::new();
+    for file in std::fs::read_dir(run.join(files::TENSORBOARD)).unwrap() {
+        scalars.extend(read_scalars(&file.unwrap().path()).unwrap());
+    }
+    for record in &log {
+        for (tag, value) in [
+            ("train/loss_scale", record.loss_scale.unwrap()),
+            ("train/skipped_steps", 2.0),
+        ] {
+            let found = scalars
+                .iter()
+                .find(|s| s.tag == tag && s.step == record.epoch as i64)
+                .unwrap_or_else(|| panic!("{tag} at epoch {}", record.epoch));
+            assert_eq!(found.value, value as f32, "{tag}");
+        }
+    }
     // No step was applied: every parameter is still its seeded initial value.
     let varmap = candle_nn::VarMap::new();
     let fresh = UNet::new(
