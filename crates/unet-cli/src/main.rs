@@ -47,7 +47,26 @@ enum Command {
     Calibrate(train::CalibrateArgs),
 }
 
+/// Training allocates and frees tens of megabytes of activations and gradients every step;
+/// glibc's allocator hands such blocks back to the kernel and gets them again as fresh zeroed
+/// pages. mimalloc, told never to purge ([`keep_freed_memory`]), keeps and reuses them: a
+/// `small` train step at 4 x 256^2 took 949 ms against 1080 ms with glibc (docs/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3): the milliseconds before
+/// freed memory goes back to the OS; -1 never. The Rust bindings do not name it.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc to keep freed memory for reuse instead of returning it to the OS: the peak
+/// stays mapped (a training run needs it again at the next step anyway).
+fn keep_freed_memory() {
+    // SAFETY: setting an option is allowed at any time; the index is checked by a test.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 fn main() -> Result<()> {
+    keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Command::Info(args) => info::run(&args),
@@ -60,5 +79,21 @@ fn main() -> Result<()> {
         Command::Train(args) => train::run(&args),
         Command::Evaluate(args) => train::run_evaluate(&args),
         Command::Calibrate(args) => train::run_calibrate(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        // mimalloc v3's default purge delay is 1000 ms (v2's 10 ms); after the call it is -1.
+        // SAFETY: reading and setting options is allowed at any time.
+        let before = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        keep_freed_memory();
+        let after = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert!([1000, 10, -1].contains(&before), "{before}");
+        assert_eq!(after, -1);
     }
 }

@@ -704,7 +704,7 @@ fn overflowing_gradients_skip_the_step_and_back_off_across_a_resume() {
     // TensorBoard gets the same numbers (the resumed run appends a second event file).
     let mut scalars = Vec::new();
     for file in std::fs::read_dir(run.join(files::TENSORBOARD)).unwrap() {
-        scalars.extend(read_scalars(&file.unwrap().path()).unwrap());
+        scalars.extend(read_scalars(file.unwrap().path()).unwrap());
     }
     for record in &log {
         for (tag, value) in [
