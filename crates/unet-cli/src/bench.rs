@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
 use clap::{Args, Subcommand};
 use unet_model::precision::ScalerStep;
 use unet_model::{Adam, AdamParams, Loss, LossScaler, Optimizer, Padding, Precision, Preset, UNet};
@@ -93,9 +92,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let precision: Precision = opts.precision.parse()?;
     let device = Device::Cpu;
     precision.check_device(&device)?;
-    let varmap = VarMap::new();
-    let model = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-    model.init_seeded(0)?;
+    let model = UNet::seeded(&cfg, 0, &device)?;
     let model = model.with_precision(precision);
     let mut scaler = precision.needs_loss_scaling().then(LossScaler::default);
     let x = Tensor::randn(

@@ -3,8 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 use unet_data::{read_png_grey, read_stack, write_png_grey, write_stack, AnyStack, Stack};
 use unet_model::{overlap_tile_predict, save_checkpoint, Padding, TileOptions, UNet, UNetConfig};
 
@@ -47,13 +46,7 @@ fn tiny_model(dir: &Path, with_normalisation: bool) -> UNet {
         padding: Padding::Valid,
         ..UNetConfig::small()
     };
-    let varmap = VarMap::new();
-    let model = UNet::new(
-        &cfg,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    model.init_seeded(17).unwrap();
+    let model = UNet::seeded(&cfg, 17, &Device::Cpu).unwrap();
     let metrics = if with_normalisation {
         serde_json::json!({ "normalisation": { "mean": MEAN, "std": STD } })
     } else {

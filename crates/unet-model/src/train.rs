@@ -1225,12 +1225,7 @@ pub fn train(
     }
     let device = &control.device;
     config.precision.check_device(device)?;
-    let varmap = VarMap::new();
-    let model = UNet::new(
-        &config.model,
-        VarBuilder::from_varmap(&varmap, DType::F32, device),
-    )?;
-    model.init_seeded(config.seed)?;
+    let model = UNet::seeded(&config.model, config.seed, device)?;
     let mut optimizer = config.optimizer.build(&model)?;
 
     let input = config.tile_size;

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Module, Tensor, Var};
-use candle_nn::{Init, VarBuilder};
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{Init, VarBuilder, VarMap};
 
 use crate::arch::{parameter_specs, ParamRole};
 use crate::config::{Encoder, Padding, UNetConfig, Upsampling};
@@ -179,6 +179,16 @@ impl UNet {
             dtype: vb.dtype(),
             compute_dtype: vb.dtype(),
         })
+    }
+
+    /// A network of `cfg` with f32 parameters on `device`, initialised deterministically from
+    /// `seed` ([`UNet::init_seeded`]): what training, benchmarks and tests start from.
+    pub fn seeded(cfg: &UNetConfig, seed: u64, device: &Device) -> Result<Self> {
+        let varmap = VarMap::new();
+        // The model keeps its own handles on the variables; the map is only the builder's.
+        let model = Self::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        model.init_seeded(seed)?;
+        Ok(model)
     }
 
     /// Re-initialises every tensor deterministically from `seed` (He normal weights, zero biases,
@@ -457,13 +467,7 @@ mod tests {
                 encoder,
                 ..UNetConfig::small()
             };
-            let varmap = VarMap::new();
-            let model = UNet::new(
-                &cfg,
-                VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-            )
-            .unwrap();
-            model.init_seeded(3).unwrap();
+            let model = UNet::seeded(&cfg, 3, &Device::Cpu).unwrap();
             let x = Tensor::arange(0f32, 2.0 * 64.0 * 64.0, &Device::Cpu)
                 .unwrap()
                 .reshape((2, 1, 64, 64))

@@ -1,7 +1,6 @@
 //! Checkpoints: save -> load -> identical outputs, optimizer resume, and clear refusals.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
 use unet_model::{
     load_checkpoint, load_optimizer_state, read_checkpoint_meta, save_checkpoint, Adam, AdamParams,
     Error, Loss, Optimizer, Sgd, SgdParams, UNet, UNetConfig,
@@ -16,14 +15,7 @@ fn config() -> UNetConfig {
 }
 
 fn build(cfg: &UNetConfig, seed: u64) -> UNet {
-    let varmap = VarMap::new();
-    let model = UNet::new(
-        cfg,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    model.init_seeded(seed).unwrap();
-    model
+    UNet::seeded(cfg, seed, &Device::Cpu).unwrap()
 }
 
 fn input() -> Tensor {

@@ -2,7 +2,6 @@
 //! with the fast CPU kernels as with candle's stock ops.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
 use unet_model::kernels::with_fast_ops;
 use unet_model::{Loss, Padding, UNet, UNetConfig, Upsampling};
 
@@ -27,13 +26,7 @@ fn max_abs(t: &Tensor) -> f32 {
 /// Loss, then every parameter gradient and every buffer after one train-mode step.
 fn step(cfg: &UNetConfig, fast: bool, x: &Tensor, targets: &Tensor, w: &Tensor) -> Vec<Tensor> {
     with_fast_ops(fast, || {
-        let varmap = VarMap::new();
-        let model = UNet::new(
-            cfg,
-            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        model.init_seeded(7).unwrap();
+        let model = UNet::seeded(cfg, 7, &Device::Cpu).unwrap();
         let logits = model.forward_t(x, true).unwrap();
         let loss = Loss::CrossEntropy
             .compute(&logits, targets, Some(w))

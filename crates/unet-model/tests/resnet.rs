@@ -19,14 +19,7 @@ fn net(encoder: Encoder, in_channels: usize) -> UNet {
         in_channels,
         ..UNetConfig::resnet(encoder)
     };
-    let varmap = VarMap::new();
-    let model = UNet::new(
-        &cfg,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    model.init_seeded(3).unwrap();
-    model
+    UNet::seeded(&cfg, 3, &Device::Cpu).unwrap()
 }
 
 #[test]

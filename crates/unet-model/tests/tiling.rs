@@ -3,8 +3,7 @@
 //! The reference here is written independently of `tiling.rs`: the image is mirror-padded by
 //! walking back and forth over it, run through the net once and cropped.
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor};
 use unet_model::tiling::{predict_whole_logits, tile_layout, TilingError};
 use unet_model::{
     output_size, overlap_tile_predict, overlap_tile_predict_probs, Blend, Error, Padding,
@@ -12,14 +11,7 @@ use unet_model::{
 };
 
 fn net(cfg: &UNetConfig, seed: u64) -> UNet {
-    let varmap = VarMap::new();
-    let model = UNet::new(
-        cfg,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    model.init_seeded(seed).unwrap();
-    model
+    UNet::seeded(cfg, seed, &Device::Cpu).unwrap()
 }
 
 /// Depth 3, base width 4, valid padding, batch norm (running statistics in eval).

@@ -92,6 +92,19 @@ fn train_quietly(cfg: &TrainConfig, images: &Stack<u8>, labels: &Stack<u8>) -> T
     train(cfg, images, labels, &TrainControl::default(), &mut |_| {}).unwrap()
 }
 
+/// `cfg` resumed from its run directory, with no observer.
+fn resume_quietly(
+    cfg: &TrainConfig,
+    images: &Stack<u8>,
+    labels: &Stack<u8>,
+) -> Result<TrainOutcome, TrainError> {
+    let control = TrainControl {
+        resume: true,
+        ..TrainControl::default()
+    };
+    train(cfg, images, labels, &control, &mut |_| {})
+}
+
 /// The message of a fresh run of `cfg` that must fail.
 fn failed_run(cfg: &TrainConfig, images: &Stack<u8>, labels: &Stack<u8>) -> String {
     train(cfg, images, labels, &TrainControl::default(), &mut |_| {})
@@ -240,33 +253,13 @@ fn resume_after_a_mid_epoch_stop_continues_exactly() {
     assert!((log[1].train_loss - whole_log[1].train_loss).abs() < 1e-5);
 
     // A finished run cannot be resumed without more epochs; another setting is refused.
-    let err = train(
-        &tiny(&split, 3),
-        &images,
-        &labels,
-        &TrainControl {
-            resume: true,
-            ..TrainControl::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = resume_quietly(&tiny(&split, 3), &images, &labels).unwrap_err();
     assert!(err.to_string().contains("all 3 epochs are done"), "{err}");
     let other = TrainConfig {
         batch_size: 1,
         ..tiny(&split, 4)
     };
-    let err = train(
-        &other,
-        &images,
-        &labels,
-        &TrainControl {
-            resume: true,
-            ..TrainControl::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = resume_quietly(&other, &images, &labels).unwrap_err();
     assert!(matches!(err, TrainError::Resume { .. }), "{err}");
 }
 
@@ -405,11 +398,7 @@ fn a_finished_run_calibrates_best_on_its_training_sections() {
 
     // Resuming the finished run for one more epoch keeps or re-fits the calibration of `best`.
     let more = TrainConfig { epochs: 3, ..cfg };
-    let control = TrainControl {
-        resume: true,
-        ..TrainControl::default()
-    };
-    let outcome = train(&more, &images, &labels, &control, &mut |_| {}).unwrap();
+    let outcome = resume_quietly(&more, &images, &labels).unwrap();
     let meta = read_checkpoint_meta(run.join(files::BEST)).unwrap();
     assert_eq!(outcome.calibration, Calibration::of(&meta));
     assert!(outcome.calibration.is_some());
@@ -681,17 +670,7 @@ fn overflowing_gradients_skip_the_step_and_back_off_across_a_resume() {
         ..tiny(&run, epochs)
     };
     train_quietly(&cfg(1), &images, &labels);
-    train(
-        &cfg(2),
-        &images,
-        &labels,
-        &TrainControl {
-            resume: true,
-            ..TrainControl::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    resume_quietly(&cfg(2), &images, &labels).unwrap();
     let log = read_log(&run);
     // Two steps an epoch, each skipped and halving the scale; the resumed epoch goes on from
     // the saved scale.

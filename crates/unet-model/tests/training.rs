@@ -1,7 +1,6 @@
 //! A tiny net overfits one small image: the losses, gradients and optimizers work together.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
 use unet_model::{
     clip_grad_norm, Adam, AdamParams, Loss, LrSchedule, Optimizer, Padding, Sgd, SgdParams, UNet,
     UNetConfig,
@@ -47,14 +46,7 @@ fn tiny_net(seed: u64) -> UNet {
         dropout: 0.0,
         ..UNetConfig::small()
     };
-    let varmap = VarMap::new();
-    let model = UNet::new(
-        &cfg,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    model.init_seeded(seed).unwrap();
-    model
+    UNet::seeded(&cfg, seed, &Device::Cpu).unwrap()
 }
 
 fn train(
