@@ -481,21 +481,11 @@ mod tests {
             let want = model.forward_t(&x, false).unwrap();
             let got = half.forward_t(&x, false).unwrap();
             assert_eq!(got.dtype(), DType::F32, "logits come back in f32");
-            let err = (&got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let scale = want
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let max_abs = |t: &Tensor| -> f32 {
+                let m = t.abs().and_then(|a| a.max_all()).unwrap();
+                m.to_scalar::<f32>().unwrap()
+            };
+            let (err, scale) = (max_abs(&(&got - &want).unwrap()), max_abs(&want));
             assert!(err <= 0.02 * scale, "{encoder:?}: {err} vs {scale}");
 
             // Every parameter gets an f32 gradient through the casts.
