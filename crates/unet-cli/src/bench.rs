@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, Subcommand};
-use unet_model::precision::ScalerStep;
+use unet_model::precision::backward_with;
 use unet_model::{Adam, AdamParams, Loss, LossScaler, Optimizer, Padding, Precision, Preset, UNet};
 
 /// Flags of `unet bench`.
@@ -117,15 +117,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if train {
             let logits = model.forward_t(&x, true)?;
             let loss = Loss::CrossEntropy.compute(&logits, &targets, Some(&weights))?;
-            let grads = match scaler.as_mut() {
-                None => Some(loss.backward()?),
-                Some(scaler) => {
-                    let mut grads = (&loss * scaler.scale())?.backward()?;
-                    let finite = scaler.unscale(&mut grads, model.parameters())?;
-                    (scaler.update(finite) == ScalerStep::Apply).then_some(grads)
-                }
-            };
-            if let Some(grads) = grads {
+            if let Some(grads) = backward_with(scaler.as_mut(), &loss, model.parameters())? {
                 optimizer.step(&grads)?;
             }
             // Wait for the value, as PyTorch's `loss.item()` does.

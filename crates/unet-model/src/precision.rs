@@ -24,7 +24,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -198,6 +198,25 @@ impl LossScaler {
     }
 }
 
+/// The gradients of `loss` for an optimizer step: plain backward without a scaler; with one, the
+/// scaled backward, [`LossScaler::unscale`] and [`LossScaler::update`], and `None` when the
+/// step is to be skipped because the gradients overflowed.
+pub fn backward_with(
+    scaler: Option<&mut LossScaler>,
+    loss: &Tensor,
+    params: &[(String, Var)],
+) -> Result<Option<GradStore>> {
+    let Some(scaler) = scaler else {
+        return Ok(Some(loss.backward()?));
+    };
+    let mut grads = (loss * scaler.scale())?.backward()?;
+    let finite = scaler.unscale(&mut grads, params)?;
+    Ok(match scaler.update(finite) {
+        ScalerStep::Apply => Some(grads),
+        ScalerStep::Skip => None,
+    })
+}
+
 impl Default for LossScaler {
     fn default() -> Self {
         Self::new(Self::DEFAULT_INITIAL_SCALE, Self::DEFAULT_GROWTH_INTERVAL)
@@ -207,7 +226,6 @@ impl Default for LossScaler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Tensor;
 
     #[test]
     fn names_round_trip_and_unknown_names_are_refused() {

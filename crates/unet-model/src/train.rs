@@ -37,7 +37,7 @@ use crate::checkpoint::{
     load_checkpoint, load_checkpoint_for_fine_tuning, load_optimizer_state, read_checkpoint_meta,
 };
 use crate::optim::{clip_grad_norm, Adam, AdamParams, LrSchedule, Optimizer, Sgd, SgdParams};
-use crate::precision::{LossScaler, Precision, ScalerStep};
+use crate::precision::{backward_with, LossScaler, Precision};
 use crate::tensorboard::EventWriter;
 use crate::tiling::predict_whole_logits;
 use crate::{save_checkpoint, Loss, Preset, UNet, UNetConfig};
@@ -1386,21 +1386,7 @@ pub fn train(
                     run_dir,
                 });
             }
-            let apply = match state.loss_scaler.as_mut() {
-                None => {
-                    let grads = loss.backward()?;
-                    Some(grads)
-                }
-                Some(scaler) => {
-                    let mut grads = (loss * scaler.scale())?.backward()?;
-                    let finite = scaler.unscale(&mut grads, model.parameters())?;
-                    match scaler.update(finite) {
-                        ScalerStep::Apply => Some(grads),
-                        ScalerStep::Skip => None,
-                    }
-                }
-            };
-            match apply {
+            match backward_with(state.loss_scaler.as_mut(), &loss, model.parameters())? {
                 Some(mut grads) => {
                     if let Some(max_norm) = config.grad_clip {
                         clip_grad_norm(&mut grads, model.parameters(), max_norm)?;
