@@ -5,10 +5,12 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use clap::{Args, Subcommand};
 use unet_model::precision::backward_with;
 use unet_model::{Adam, AdamParams, Loss, LossScaler, Optimizer, Padding, Precision, Preset, UNet};
+
+use crate::device::DeviceArg;
 
 /// Flags of `unet bench`.
 #[derive(Debug, Args)]
@@ -45,13 +47,17 @@ struct BenchOpts {
     /// Input size in pixels [default: 572 for valid padding, 512 for same].
     #[arg(long)]
     size: Option<usize>,
-    /// Use candle's stock ops instead of the fast CPU kernels.
+    /// Use candle's stock ops instead of the fast kernels (the tiled CPU ops; on CUDA, the
+    /// GEMM-form convolution).
     #[arg(long)]
     stock: bool,
     /// The compute format: f32, or f16 (with loss scaling; candle's stock ops, as the fast
     /// kernels are f32), or bf16 where candle has it (not on the CPU).
     #[arg(long, default_value = "f32")]
     precision: String,
+    /// The compute device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
 }
 
 /// Run the benchmark.
@@ -90,7 +96,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let out = unet_model::output_size(&cfg, size).context("--size")?;
 
     let precision: Precision = opts.precision.parse()?;
-    let device = Device::Cpu;
+    let device = opts.device.open()?;
     precision.check_device(&device)?;
     let model = UNet::seeded(&cfg, 0, &device)?;
     let model = model.with_precision(precision);
@@ -125,6 +131,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         } else {
             model.forward_t(&x, false)?;
         }
+        // A GPU runs its kernels asynchronously: time them, not their launch.
+        device.synchronize()?;
         Ok(())
     };
     for _ in 0..opts.warmup {
@@ -157,6 +165,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "preset": preset.name(),
         "ops": if opts.stock { "stock" } else { "fast" },
         "precision": precision.name(),
+        "device": format!("{:?}", opts.device).to_lowercase(),
         "threads": rayon::current_num_threads(),
         "batch": opts.batch,
         "size": size,

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod augment;
 mod bench;
+mod device;
 mod info;
 mod model;
 mod predict;

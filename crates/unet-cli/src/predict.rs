@@ -9,6 +9,8 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::device::DeviceArg;
 use unet_data::{read_png_grey, read_stack, write_png_grey, write_stack, AnyStack, Stack};
 use unet_model::tiling::TileOptions;
 use unet_model::{load_checkpoint, overlap_tile_predict, read_checkpoint_meta, Blend, UNet};
@@ -16,15 +18,6 @@ use unet_model::{load_checkpoint, overlap_tile_predict, read_checkpoint_meta, Bl
 /// Where `--model` points when it is not given, relative to the checkout (or any directory
 /// above the working directory).
 pub const DEFAULT_MODEL: &str = "models/default.safetensors";
-
-/// The compute device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    /// The CPU.
-    Cpu,
-    /// The first CUDA GPU (needs a build with `--features cuda`).
-    Cuda,
-}
 
 /// Blending of overlapping tiles (same-padding models).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,15 +87,6 @@ fn default_model() -> Result<PathBuf> {
                 cwd.display()
             )
         })
-}
-
-fn device(arg: DeviceArg) -> Result<Device> {
-    match arg {
-        DeviceArg::Cpu => Ok(Device::Cpu),
-        DeviceArg::Cuda => Device::new_cuda(0).context(
-            "--device cuda: no CUDA device (build with `--features cuda` on a GPU machine)",
-        ),
-    }
 }
 
 /// Loads the checkpoint's net; returns it with the grey normalisation `(mean, std)` recorded by
@@ -294,7 +278,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.threshold) {
         bail!("--threshold {} is not in [0, 1]", args.threshold);
     }
-    let device = device(args.device)?;
+    let device = args.device.open()?;
     let (model, stats) = load_model(&model_path, &device)?;
     let cfg = model.config().clone();
     let mut input = read_input(&args.input)?;

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use unet_data::{locate_data_dir, IsbiData};
 use unet_model::calibrate::calibrate_checkpoint;
@@ -16,23 +16,7 @@ use unet_model::train::{
 };
 use unet_model::{Calibration, Precision, Preset};
 
-/// The compute device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    /// The CPU.
-    Cpu,
-    /// The first CUDA GPU (build with `--features cuda`).
-    Cuda,
-}
-
-fn device(arg: DeviceArg) -> Result<Device> {
-    match arg {
-        DeviceArg::Cpu => Ok(Device::Cpu),
-        DeviceArg::Cuda => Device::new_cuda(0).context(
-            "--device cuda: no CUDA device (build with `--features cuda` on a GPU machine)",
-        ),
-    }
-}
+use crate::device::DeviceArg;
 
 /// Flags of `unet train`.
 #[derive(Debug, Args)]
@@ -234,7 +218,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let (cfg, resume) = config_from(args)?;
     let data = load_data(args.data.as_deref())?;
     let control = TrainControl {
-        device: device(args.device)?,
+        device: args.device.open()?,
         resume,
         ..TrainControl::default()
     };
@@ -516,7 +500,7 @@ pub struct CheckpointTarget {
 impl CheckpointTarget {
     /// The data and the device.
     fn open(&self) -> Result<(IsbiData, Device)> {
-        Ok((load_data(self.data.as_deref())?, device(self.device)?))
+        Ok((load_data(self.data.as_deref())?, self.device.open()?))
     }
 
     /// `--sections`, else `default`.

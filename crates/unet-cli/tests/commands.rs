@@ -249,3 +249,25 @@ fn model_prints_the_paper_net() {
         "{text}"
     );
 }
+
+#[test]
+fn bench_prints_one_json_line_and_refuses_a_missing_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "bench", "forward", "--preset", "small", "--size", "32", "--steps", "2", "--warmup", "0",
+    ];
+    let out = unet(&args, dir.path());
+    ok(&out);
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["device"], "cpu");
+    assert_eq!(line["mode"], "forward");
+    assert_eq!(line["all_ms"].as_array().unwrap().len(), 2);
+    assert!(line["median_ms"].as_f64().unwrap() > 0.0);
+
+    if cfg!(not(feature = "cuda")) {
+        let out = unet(&[&args[..], &["--device", "cuda"]].concat(), dir.path());
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--device cuda: no CUDA device"), "{err}");
+    }
+}
