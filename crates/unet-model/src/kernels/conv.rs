@@ -6,7 +6,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{contiguous_f32, fast_path_for, lane_sum, SharedMut};
+use super::{contiguous_f32, fast_ops_enabled, fast_path_for, lane_sum, SharedMut};
 
 /// Output pixels per im2col tile: 576 x 512 floats (a 64-channel 3x3 tile) is ~1.2 MB, about
 /// one core's L2; REFERENCE.md measured 171 GFLOP/s on two threads with such tiles.
@@ -453,8 +453,9 @@ impl CustomOp1 for ChannelSumOp {
 /// A stride-1 convolution with a square kernel, zero `padding` on each side and a bias:
 /// `x [n, c, h, w]`, `weight [o, c, k, k]`, `bias [o]` -> `[n, o, h + 2p - k + 1, w + 2p - k + 1]`.
 ///
-/// Runs the tiled kernels (with their own backward) for f32 CPU tensors when fast ops are
-/// enabled and `padding < k`; otherwise candle's `conv2d` plus a broadcast bias.
+/// With fast ops enabled, runs the tiled kernels (with their own backward) for f32 CPU tensors
+/// when `padding < k`, and [`conv2d_gemm`] on other devices (CUDA); otherwise (fast ops off,
+/// or other dtypes on the CPU) candle's `conv2d` plus a broadcast bias.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -469,8 +470,66 @@ pub fn conv2d(
             Conv2dOp { padding },
         );
     }
+    if fast_ops_enabled() && !x.device().is_cpu() {
+        return conv2d_gemm(x, weight, bias, padding);
+    }
     let y = x.conv2d(weight, padding, 1, 1, 1)?;
     y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
+}
+
+/// [`conv2d`] as an explicit im2col built from the `k * k` shifted views of the padded input
+/// and one batched matrix product with the `[o, c * k * k]` kernel, all in candle's own
+/// differentiable ops, so it runs on any device and its backward is two matrix products (and
+/// the adjoints of the views).
+///
+/// Why: on an H200 (141 GB), a train step of the full-width 572x572 U-Net at batch 3 in f32 ran
+/// out of memory with candle 0.11's CUDA `conv2d`, both with its own backward and with a GEMM
+/// backward behind its forward (which also ran a small-net training out of memory in its second
+/// epoch). In this form the same step peaks at 50 GB and the small net at 6.4 GB
+/// (docs/RESULTS.md). It keeps the `[n, c * k * k, h * w]` columns for the backward (k^2 times
+/// the input).
+pub fn conv2d_gemm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (o, c_k, k, k_w) = weight.dims4()?;
+    if c_k != c || k_w != k {
+        candle_core::bail!(
+            "conv2d_gemm: kernel {:?} does not fit input {:?} (square kernels only)",
+            weight.dims(),
+            x.dims()
+        );
+    }
+    if h + 2 * padding < k || w + 2 * padding < k {
+        candle_core::bail!(
+            "conv2d_gemm: a {h}x{w} input with padding {padding} is smaller than the kernel {k}"
+        );
+    }
+    let xp = if padding > 0 {
+        x.pad_with_zeros(2, padding, padding)?
+            .pad_with_zeros(3, padding, padding)?
+    } else {
+        x.clone()
+    };
+    let (ho, wo) = (h + 2 * padding + 1 - k, w + 2 * padding + 1 - k);
+    let columns = if k == 1 {
+        xp.reshape((n, c, ho * wo))?
+    } else {
+        let mut shifts = Vec::with_capacity(k * k);
+        for dy in 0..k {
+            for dx in 0..k {
+                shifts.push(xp.narrow(2, dy, ho)?.narrow(3, dx, wo)?);
+            }
+        }
+        // [n, c, k*k, ho, wo]: row `ci * k * k + dy * k + dx`, the kernel's own flattening.
+        Tensor::stack(&shifts, 2)?.reshape((n, c * k * k, ho * wo))?
+    };
+    let y = weight.reshape((o, c * k * k))?.broadcast_matmul(&columns)?;
+    y.reshape((n, o, ho, wo))?
+        .broadcast_add(&bias.reshape((1, o, 1, 1))?)
 }
 
 /// The input gradient of [`conv2d`] for output gradient `dy`: the fast tiled correlation with
@@ -547,6 +606,56 @@ mod tests {
         assert_close(&fast.1, &stock.1, &format!("{what} input grad"));
         assert_close(&fast.2, &stock.2, &format!("{what} weight grad"));
         assert_close(&fast.3, &stock.3, &format!("{what} bias grad"));
+    }
+
+    /// [`conv2d_gemm`] against candle's conv2d (fast ops off): forward and all gradients.
+    fn check_gemm(n: usize, c: usize, o: usize, h: usize, w: usize, k: usize, pad: usize) {
+        let seed = (n * 1000 + c * 100 + o * 10 + h + w + k + pad) as u64 + 77;
+        let x = Var::from_tensor(&random(&[n, c, h, w], seed)).unwrap();
+        let weight = Var::from_tensor(&random(&[o, c, k, k], seed + 1)).unwrap();
+        let bias = Var::from_tensor(&random(&[o], seed + 2)).unwrap();
+        let probe = random(&[n, o, h + 2 * pad + 1 - k, w + 2 * pad + 1 - k], seed + 3);
+        let run = |gemm: bool| {
+            with_fast_ops(false, || {
+                let y = if gemm {
+                    conv2d_gemm(x.as_tensor(), weight.as_tensor(), &bias, pad).unwrap()
+                } else {
+                    conv2d(x.as_tensor(), weight.as_tensor(), &bias, pad).unwrap()
+                };
+                let grads = (&y * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let g = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
+                (y, g(&x), g(&weight), g(&bias))
+            })
+        };
+        let (gemm, stock) = (run(true), run(false));
+        let what = format!("gemm n{n} c{c} o{o} {h}x{w} k{k} p{pad}");
+        assert_close(&gemm.0, &stock.0, &format!("{what} forward"));
+        assert_close(&gemm.1, &stock.1, &format!("{what} input grad"));
+        assert_close(&gemm.2, &stock.2, &format!("{what} weight grad"));
+        assert_close(&gemm.3, &stock.3, &format!("{what} bias grad"));
+    }
+
+    #[test]
+    fn conv_gemm_matches_stock() {
+        check_gemm(2, 3, 5, 9, 7, 3, 0);
+        check_gemm(3, 1, 4, 8, 11, 3, 1);
+        check_gemm(1, 4, 2, 5, 6, 1, 0);
+        check_gemm(2, 2, 3, 3, 3, 3, 0);
+    }
+
+    #[test]
+    fn conv_gemm_refuses_a_map_smaller_than_the_kernel() {
+        let x = random(&[1, 2, 2, 2], 1);
+        let weight = random(&[1, 2, 3, 3], 2);
+        let bias = random(&[1], 3);
+        let err = conv2d_gemm(&x, &weight, &bias, 0).unwrap_err().to_string();
+        assert!(err.contains("smaller than the kernel"), "{err}");
+        assert!(conv2d_gemm(&x, &weight, &bias, 1).is_ok());
     }
 
     #[test]
