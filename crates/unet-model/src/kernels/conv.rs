@@ -573,71 +573,46 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
-    use crate::kernels::tests::{assert_close, random};
+    use crate::kernels::tests::{assert_close, probe_backward, random};
     use crate::kernels::with_fast_ops;
 
-    /// Forward and all three gradients, fast vs stock, for one geometry.
-    fn check(n: usize, c: usize, o: usize, h: usize, w: usize, k: usize, pad: usize) {
-        let seed = (n * 1000 + c * 100 + o * 10 + h + w + k + pad) as u64;
-        let x = Var::from_tensor(&random(&[n, c, h, w], seed)).unwrap();
-        let weight = Var::from_tensor(&random(&[o, c, k, k], seed + 1)).unwrap();
-        let bias = Var::from_tensor(&random(&[o], seed + 2)).unwrap();
-        let ho = h + 2 * pad + 1 - k;
-        let wo = w + 2 * pad + 1 - k;
-        // A non-uniform output gradient via a weighted sum.
-        let probe = random(&[n, o, ho, wo], seed + 3);
-        let run = |fast: bool| {
-            with_fast_ops(fast, || {
-                let y = conv2d(x.as_tensor(), weight.as_tensor(), &bias, pad).unwrap();
-                let grads = (&y * &probe)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                let g = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
-                (y, g(&x), g(&weight), g(&bias))
-            })
-        };
-        let fast = run(true);
-        let stock = run(false);
-        let what = format!("n{n} c{c} o{o} {h}x{w} k{k} p{pad}");
-        assert_close(&fast.0, &stock.0, &format!("{what} forward"));
-        assert_close(&fast.1, &stock.1, &format!("{what} input grad"));
-        assert_close(&fast.2, &stock.2, &format!("{what} weight grad"));
-        assert_close(&fast.3, &stock.3, &format!("{what} bias grad"));
-    }
+    /// A convolution with [`conv2d`]'s signature.
+    type ConvFn = fn(&Tensor, &Tensor, &Tensor, usize) -> candle_core::Result<Tensor>;
 
-    /// [`conv2d_gemm`] against candle's conv2d (fast ops off): forward and all gradients.
-    fn check_gemm(n: usize, c: usize, o: usize, h: usize, w: usize, k: usize, pad: usize) {
-        let seed = (n * 1000 + c * 100 + o * 10 + h + w + k + pad) as u64 + 77;
+    /// `candidate`, run with the fast ops on or off, against candle's stock convolution:
+    /// forward and all three gradients, for one geometry `[n, c, o, h, w, k, pad]`.
+    fn check_against_stock(candidate: ConvFn, fast: bool, seed: u64, dims: [usize; 7]) {
+        let [n, c, o, h, w, k, pad] = dims;
         let x = Var::from_tensor(&random(&[n, c, h, w], seed)).unwrap();
         let weight = Var::from_tensor(&random(&[o, c, k, k], seed + 1)).unwrap();
         let bias = Var::from_tensor(&random(&[o], seed + 2)).unwrap();
         let probe = random(&[n, o, h + 2 * pad + 1 - k, w + 2 * pad + 1 - k], seed + 3);
-        let run = |gemm: bool| {
-            with_fast_ops(false, || {
-                let y = if gemm {
-                    conv2d_gemm(x.as_tensor(), weight.as_tensor(), &bias, pad).unwrap()
-                } else {
-                    conv2d(x.as_tensor(), weight.as_tensor(), &bias, pad).unwrap()
-                };
-                let grads = (&y * &probe)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
+        let run = |conv: ConvFn, fast: bool| {
+            with_fast_ops(fast, || {
+                let y = conv(x.as_tensor(), weight.as_tensor(), &bias, pad).unwrap();
+                let grads = probe_backward(&y, &probe);
                 let g = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
                 (y, g(&x), g(&weight), g(&bias))
             })
         };
-        let (gemm, stock) = (run(true), run(false));
-        let what = format!("gemm n{n} c{c} o{o} {h}x{w} k{k} p{pad}");
-        assert_close(&gemm.0, &stock.0, &format!("{what} forward"));
-        assert_close(&gemm.1, &stock.1, &format!("{what} input grad"));
-        assert_close(&gemm.2, &stock.2, &format!("{what} weight grad"));
-        assert_close(&gemm.3, &stock.3, &format!("{what} bias grad"));
+        let (got, stock) = (run(candidate, fast), run(conv2d, false));
+        let what = format!("n{n} c{c} o{o} {h}x{w} k{k} p{pad}");
+        assert_close(&got.0, &stock.0, &format!("{what} forward"));
+        assert_close(&got.1, &stock.1, &format!("{what} input grad"));
+        assert_close(&got.2, &stock.2, &format!("{what} weight grad"));
+        assert_close(&got.3, &stock.3, &format!("{what} bias grad"));
+    }
+
+    /// The fast kernels against stock.
+    fn check(n: usize, c: usize, o: usize, h: usize, w: usize, k: usize, pad: usize) {
+        let seed = (n * 1000 + c * 100 + o * 10 + h + w + k + pad) as u64;
+        check_against_stock(conv2d, true, seed, [n, c, o, h, w, k, pad]);
+    }
+
+    /// [`conv2d_gemm`] against stock.
+    fn check_gemm(n: usize, c: usize, o: usize, h: usize, w: usize, k: usize, pad: usize) {
+        let seed = (n * 1000 + c * 100 + o * 10 + h + w + k + pad) as u64 + 77;
+        check_against_stock(conv2d_gemm, false, seed, [n, c, o, h, w, k, pad]);
     }
 
     #[test]

@@ -149,6 +149,12 @@ pub(crate) mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
+    /// The gradients of `sum(y * probe)`: a non-uniform output gradient `probe` pushed back
+    /// through whatever made `y`.
+    pub(crate) fn probe_backward(y: &Tensor, probe: &Tensor) -> candle_core::backprop::GradStore {
+        (y * probe).unwrap().sum_all().unwrap().backward().unwrap()
+    }
+
     /// Equal shapes and every element within 1e-4 of the largest magnitude of `want` (at least
     /// 1e-3, for gradients that are zero up to rounding).
     pub(crate) fn assert_close(got: &Tensor, want: &Tensor, what: &str) {

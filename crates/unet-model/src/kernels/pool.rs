@@ -125,7 +125,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
-    use crate::kernels::tests::{assert_close, random};
+    use crate::kernels::tests::{assert_close, probe_backward, random};
     use crate::kernels::with_fast_ops;
 
     #[test]
@@ -136,12 +136,7 @@ mod tests {
             let run = |fast: bool| {
                 with_fast_ops(fast, || {
                     let y = max_pool2x2(x.as_tensor()).unwrap();
-                    let grads = (&y * &probe)
-                        .unwrap()
-                        .sum_all()
-                        .unwrap()
-                        .backward()
-                        .unwrap();
+                    let grads = probe_backward(&y, &probe);
                     (y, grads.get(x.as_tensor()).unwrap().clone())
                 })
             };
