@@ -9,11 +9,11 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-
-use crate::device::DeviceArg;
 use unet_data::{read_png_grey, read_stack, write_png_grey, write_stack, AnyStack, Stack};
 use unet_model::tiling::TileOptions;
 use unet_model::{load_checkpoint, overlap_tile_predict, read_checkpoint_meta, Blend, UNet};
+
+use crate::device::DeviceArg;
 
 /// Where `--model` points when it is not given, relative to the checkout (or any directory
 /// above the working directory).
