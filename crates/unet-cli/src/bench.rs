@@ -51,8 +51,8 @@ struct BenchOpts {
     /// GEMM-form convolution).
     #[arg(long)]
     stock: bool,
-    /// The compute format: f32, or f16 (with loss scaling; candle's stock ops, as the fast
-    /// kernels are f32), or bf16 where candle has it (not on the CPU).
+    /// The compute format: f32, or f16 (with loss scaling; GEMM-form convolutions and candle's
+    /// stock ops, as the fast kernels are f32), or bf16 where candle has it (not on the CPU).
     #[arg(long, default_value = "f32")]
     precision: String,
     /// The compute device.

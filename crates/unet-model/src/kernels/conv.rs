@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -454,8 +454,9 @@ impl CustomOp1 for ChannelSumOp {
 /// `x [n, c, h, w]`, `weight [o, c, k, k]`, `bias [o]` -> `[n, o, h + 2p - k + 1, w + 2p - k + 1]`.
 ///
 /// With fast ops enabled, runs the tiled kernels (with their own backward) for f32 CPU tensors
-/// when `padding < k`, and [`conv2d_gemm`] on other devices (CUDA); otherwise (fast ops off,
-/// or other dtypes on the CPU) candle's `conv2d` plus a broadcast bias.
+/// when `padding < k`, and [`conv2d_gemm`] for everything else (CUDA, and f16 on the CPU, where
+/// candle's input gradient is a naive loop); with fast ops off, candle's `conv2d` plus a
+/// broadcast bias.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -470,7 +471,7 @@ pub fn conv2d(
             Conv2dOp { padding },
         );
     }
-    if fast_ops_enabled() && !x.device().is_cpu() {
+    if fast_ops_enabled() && (!x.device().is_cpu() || x.dtype() != DType::F32) {
         return conv2d_gemm(x, weight, bias, padding);
     }
     let y = x.conv2d(weight, padding, 1, 1, 1)?;

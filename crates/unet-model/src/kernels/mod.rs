@@ -10,10 +10,10 @@
 //!   transposed kernel, its weight gradient a tiled `dY x col^T` accumulated per thread.
 //!
 //! Each op matches candle's stock op to 1e-4 (see the tests). The fast path runs for contiguous
-//! f32 tensors on the CPU. On CUDA, convolutions go through [`conv2d_gemm`] (shifted views and
-//! one batched GEMM, in candle's own ops) instead of candle's `conv2d`; anything
-//! else (other dtypes on the CPU, other geometries) falls back to the stock candle op, as does
-//! everything when [`fast_ops_enabled`] is false: set the environment
+//! f32 tensors on the CPU. Other convolutions (CUDA, f16 on the CPU) go through [`conv2d_gemm`]
+//! (shifted views and one batched GEMM, in candle's own ops) instead of candle's `conv2d`;
+//! anything else (other layers in other dtypes, other geometries) falls back to the stock
+//! candle op, as does everything when [`fast_ops_enabled`] is false: set the environment
 //! variable `UNET_STOCK_OPS=1`, call [`set_fast_ops`], or scope a choice to the current thread
 //! with [`with_fast_ops`] (what the equivalence tests do).
 
