@@ -1,17 +1,12 @@
 //! Forward, train step and up-convolution timings on the CPU (stock candle ops).
 
 use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, Criterion};
 use unet_model::layers::UpConv2x2;
 use unet_model::{Adam, AdamParams, Loss, Optimizer, UNet, UNetConfig};
 
 fn small_net() -> UNet {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let model = UNet::new(&UNetConfig::small(), vb).unwrap();
-    model.init_seeded(0).unwrap();
-    model
+    UNet::seeded(&UNetConfig::small(), 0, &Device::Cpu).unwrap()
 }
 
 fn forward_and_train(c: &mut Criterion) {

@@ -17,8 +17,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
 use unet_model::{overlap_tile_predict, TileOptions, UNet, UNetConfig};
 
@@ -78,11 +77,7 @@ fn vm_hwm_mib() -> Option<f64> {
 }
 
 fn small_model() -> UNet {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let model = UNet::new(&UNetConfig::small(), vb).expect("the small preset builds");
-    model.init_seeded(1).expect("seeded init");
-    model
+    UNet::seeded(&UNetConfig::small(), 1, &Device::Cpu).expect("the small preset builds")
 }
 
 /// A textured, roughly standardised test image.

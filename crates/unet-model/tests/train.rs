@@ -698,13 +698,7 @@ fn overflowing_gradients_skip_the_step_and_back_off_across_a_resume() {
         }
     }
     // No step was applied: every parameter is still its seeded initial value.
-    let varmap = candle_nn::VarMap::new();
-    let fresh = UNet::new(
-        &cfg(2).model,
-        candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    fresh.init_seeded(cfg(2).seed).unwrap();
+    let fresh = UNet::seeded(&cfg(2).model, cfg(2).seed, &Device::Cpu).unwrap();
     for (name, var) in fresh.parameters() {
         let want = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(tensor(&run.join(files::LAST), name), want, "{name}");
