@@ -174,7 +174,9 @@ impl BatchNorm2d {
 ///
 /// With kernel = stride = 2 each output pixel sees exactly one input pixel, so the op is one
 /// matrix product `[N*H*W, in] x [in, out*4]` and a reshuffle: exact, differentiable, and much
-/// faster than candle's general transposed convolution.
+/// faster than candle's general transposed convolution. On the fast path (f32 on the CPU, see
+/// [`crate::kernels`]) it is one custom op, [`crate::kernels::upconv2x2`], instead of candle's
+/// permutes, reshapes and matmul.
 #[derive(Debug, Clone)]
 pub struct UpConv2x2 {
     /// `[in, out, 2, 2]`, PyTorch's layout.
@@ -185,6 +187,9 @@ pub struct UpConv2x2 {
 
 impl Module for UpConv2x2 {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if crate::kernels::fast_path_for(x) {
+            return crate::kernels::upconv2x2(x, &self.weight, &self.bias);
+        }
         let (n, c_in, h, w) = x.dims4()?;
         let c_out = self.weight.dim(1)?;
         let rows = x.permute((0, 2, 3, 1))?.reshape((n * h * w, c_in))?;

@@ -433,7 +433,8 @@ impl CustomOp2 for WeightGradOp {
 }
 
 /// `[n, c, h, w] -> [c]`, the sum over everything but the channel.
-struct ChannelSumOp;
+/// The bias gradient: per-channel sums of `[n, c, h, w]`.
+pub(super) struct ChannelSumOp;
 
 impl CustomOp1 for ChannelSumOp {
     fn name(&self) -> &'static str {

@@ -8,6 +8,8 @@
 //! - [`conv2d`]: stride-1 square-kernel convolution with bias (3x3 valid or same, 1x1), forward;
 //!   its input gradient is the same tiled correlation of the output gradient with the flipped,
 //!   transposed kernel, its weight gradient a tiled `dY x col^T` accumulated per thread.
+//! - [`upconv2x2`]: the 2x2 stride-2 up-convolution, one GEMM and a scatter per tile of input
+//!   rows, and the gather and two GEMMs back.
 //!
 //! Each op matches candle's stock op to 1e-4 (see the tests). The fast path runs for contiguous
 //! f32 tensors on the CPU. Other convolutions (CUDA, f16 on the CPU) go through [`conv2d_gemm`]
@@ -20,6 +22,7 @@
 mod conv;
 mod norm;
 mod pool;
+mod upconv;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -29,6 +32,7 @@ use candle_core::{DType, Device, Tensor};
 pub use conv::{conv2d, conv2d_gemm, conv2d_input_grad, conv2d_weight_grad};
 pub use norm::{batch_norm, channel_mean_var};
 pub use pool::max_pool2x2;
+pub use upconv::upconv2x2;
 
 const UNSET: u8 = 0;
 const FAST: u8 = 1;

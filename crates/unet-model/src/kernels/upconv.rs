@@ -1,0 +1,462 @@
+//! The 2x2 stride-2 up-convolution as one op: a GEMM per tile of input rows and a scatter.
+//!
+//! With kernel = stride = 2 every output pixel sees exactly one input pixel, so the forward is
+//! `Y4 = W^T X` (`[out*4, in] x [in, pixels]`) with each row `(o, a, b)` of `Y4` scattered to
+//! output pixels `(2i + a, 2j + b)`. The candle formulation of the same product (permute,
+//! reshape, matmul, reshape, permute, broadcast add; [`crate::layers::UpConv2x2`] off the fast
+//! path) copies the maps several times and, in the backward pass, makes candle accumulate a
+//! gradient for every one of those intermediate tensors into fresh zeros; here the op is one
+//! node with its own backward.
+
+use std::cell::RefCell;
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::conv::ChannelSumOp;
+use super::{contiguous_f32, SharedMut};
+
+/// Input pixels per tile (whole input rows): the `[out*4, pixels]` tile of a 64-channel layer
+/// is 512 KB, within one core's L2.
+const TILE_PIXELS: usize = 512;
+
+thread_local! {
+    /// Each thread's `[out*4, pixels]` tile, reused across calls.
+    static TILE_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Input `[n, c, h, w]`, weight `[c, o, 2, 2]`, output `[n, o, 2h, 2w]`.
+#[derive(Debug, Clone, Copy)]
+struct UpGeom {
+    n: usize,
+    c: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+}
+
+impl UpGeom {
+    fn new(
+        (n, c, h, w): (usize, usize, usize, usize),
+        (c_k, o, kh, kw): (usize, usize, usize, usize),
+    ) -> candle_core::Result<Self> {
+        if c != c_k || kh != 2 || kw != 2 {
+            candle_core::bail!(
+                "unet upconv2x2: input [{n}, {c}, {h}, {w}] and weight [{c_k}, {o}, {kh}, {kw}] \
+                 are not a 2x2 up-convolution ([in, out, 2, 2] with in = {c})"
+            );
+        }
+        Ok(Self { n, c, o, h, w })
+    }
+
+    /// Rows of `Y4`: `(o, a, b)`.
+    fn taps(&self) -> usize {
+        self.o * 4
+    }
+
+    fn plane(&self) -> usize {
+        self.h * self.w
+    }
+}
+
+/// Input rows `row0..row0 + rows` of image `img`.
+#[derive(Debug, Clone, Copy)]
+struct UpTile {
+    img: usize,
+    row0: usize,
+    rows: usize,
+}
+
+impl UpTile {
+    /// Its first input pixel and its pixel count.
+    fn pixels(&self, g: &UpGeom) -> (usize, usize) {
+        (self.row0 * g.w, self.rows * g.w)
+    }
+}
+
+/// Whole input rows, about [`TILE_PIXELS`] pixels a tile, and at least one tile per thread.
+fn up_tiles(g: &UpGeom, threads: usize) -> Vec<UpTile> {
+    if g.n == 0 || g.h == 0 || g.w == 0 {
+        return Vec::new();
+    }
+    let per_image =
+        g.h.min(g.plane().div_ceil(TILE_PIXELS).max(threads.div_ceil(g.n)));
+    let rows = g.h.div_ceil(per_image);
+    (0..g.n)
+        .flat_map(|img| {
+            (0..g.h).step_by(rows).map(move |row0| UpTile {
+                img,
+                row0,
+                rows: rows.min(g.h - row0),
+            })
+        })
+        .collect()
+}
+
+/// Runs `f` with the thread's tile buffer, at least `len` floats long.
+fn with_tile_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    TILE_BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        f(&mut buffer[..len])
+    })
+}
+
+/// Copies the output gradient of `tile` into `y4` as `[out*4, pixels]` (the inverse of the
+/// forward's scatter).
+fn gather_tile(dy: &[f32], g: &UpGeom, tile: UpTile, y4: &mut [f32]) {
+    let (_, len) = tile.pixels(g);
+    let (w, wo, ho) = (g.w, 2 * g.w, 2 * g.h);
+    for o in 0..g.o {
+        let plane = &dy[(tile.img * g.o + o) * ho * wo..][..ho * wo];
+        for i in 0..tile.rows {
+            for a in 0..2 {
+                let src = &plane[(2 * (tile.row0 + i) + a) * wo..][..wo];
+                let (even, odd) = y4[(o * 4 + a * 2) * len..][..2 * len].split_at_mut(len);
+                let (even, odd) = (&mut even[i * w..][..w], &mut odd[i * w..][..w]);
+                for (j, pair) in src.chunks_exact(2).enumerate() {
+                    even[j] = pair[0];
+                    odd[j] = pair[1];
+                }
+            }
+        }
+    }
+}
+
+/// `y = upconv(x)`, `[n, o, 2h, 2w]`.
+fn upconv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &UpGeom) -> Vec<f32> {
+    let (taps, plane) = (g.taps(), g.plane());
+    let (ho, wo) = (2 * g.h, 2 * g.w);
+    let mut y = vec![0f32; g.n * g.o * ho * wo];
+    let out = SharedMut(y.as_mut_ptr());
+    up_tiles(g, rayon::current_num_threads())
+        .par_iter()
+        .for_each(|&tile| {
+            let (start, len) = tile.pixels(g);
+            with_tile_buffer(taps * len, |y4| {
+                let x_img = &x[tile.img * g.c * plane..];
+                // SAFETY: y4 is [taps, len]; lhs is W^T, element (t, ci) at weight[ci*taps + t];
+                // rhs the [c, len] pixels of the tile with row stride plane.
+                unsafe {
+                    gemm::gemm(
+                        taps,
+                        len,
+                        g.c,
+                        y4.as_mut_ptr(),
+                        1,
+                        len as isize,
+                        false,
+                        weight.as_ptr(),
+                        taps as isize,
+                        1,
+                        x_img[start..].as_ptr(),
+                        1,
+                        plane as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    )
+                }
+                for (o, &b) in bias.iter().enumerate() {
+                    for i in 0..tile.rows {
+                        for a in 0..2 {
+                            let row = (tile.img * g.o + o) * ho + 2 * (tile.row0 + i) + a;
+                            // SAFETY: output rows 2*row0..2*(row0 + rows) of every channel of
+                            // image img belong to this tile alone.
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(out.ptr().add(row * wo), wo)
+                            };
+                            let even = &y4[(o * 4 + a * 2) * len + i * g.w..][..g.w];
+                            let odd = &y4[(o * 4 + a * 2 + 1) * len + i * g.w..][..g.w];
+                            for (j, pair) in dst.chunks_exact_mut(2).enumerate() {
+                                pair[0] = even[j] + b;
+                                pair[1] = odd[j] + b;
+                            }
+                        }
+                    }
+                }
+            });
+        });
+    y
+}
+
+/// The input gradient `[n, c, h, w]`: `W [c, o*4] x dY4 [o*4, pixels]` per tile.
+fn upconv_input_grad(dy: &[f32], weight: &[f32], g: &UpGeom) -> Vec<f32> {
+    let (taps, plane) = (g.taps(), g.plane());
+    let mut dx = vec![0f32; g.n * g.c * plane];
+    let out = SharedMut(dx.as_mut_ptr());
+    up_tiles(g, rayon::current_num_threads())
+        .par_iter()
+        .for_each(|&tile| {
+            let (start, len) = tile.pixels(g);
+            with_tile_buffer(taps * len, |y4| {
+                gather_tile(dy, g, tile, y4);
+                // SAFETY: dst is the tile's [c, len] pixels of image img in dx (row stride
+                // plane), written by this tile alone; lhs the row-major [c, taps] weight; rhs
+                // the [taps, len] gathered gradient.
+                unsafe {
+                    gemm::gemm(
+                        g.c,
+                        len,
+                        taps,
+                        out.ptr().add(tile.img * g.c * plane + start),
+                        1,
+                        plane as isize,
+                        false,
+                        weight.as_ptr(),
+                        1,
+                        taps as isize,
+                        y4.as_ptr(),
+                        1,
+                        len as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    )
+                }
+            });
+        });
+    dx
+}
+
+/// The weight gradient `[c, o, 2, 2]`: `X [c, pixels] x dY4^T [pixels, o*4]`, each thread
+/// accumulating its share of the tiles, summed at the end.
+fn upconv_weight_grad(x: &[f32], dy: &[f32], g: &UpGeom) -> Vec<f32> {
+    let (taps, plane) = (g.taps(), g.plane());
+    let threads = rayon::current_num_threads();
+    let tiles = up_tiles(g, threads);
+    if tiles.is_empty() {
+        return vec![0.0; g.c * taps];
+    }
+    let per_thread = tiles.len().div_ceil(threads);
+    tiles
+        .par_chunks(per_thread)
+        .map(|group| {
+            let mut acc = vec![0f32; g.c * taps];
+            for &tile in group {
+                let (start, len) = tile.pixels(g);
+                with_tile_buffer(taps * len, |y4| {
+                    gather_tile(dy, g, tile, y4);
+                    let x_img = &x[tile.img * g.c * plane..];
+                    // SAFETY: acc is [c, taps]; lhs the tile's [c, len] pixels (row stride
+                    // plane); rhs the transposed view [len, taps] of the gathered gradient.
+                    unsafe {
+                        gemm::gemm(
+                            g.c,
+                            taps,
+                            len,
+                            acc.as_mut_ptr(),
+                            1,
+                            taps as isize,
+                            true,
+                            x_img[start..].as_ptr(),
+                            1,
+                            plane as isize,
+                            y4.as_ptr(),
+                            len as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            Parallelism::None,
+                        )
+                    }
+                });
+            }
+            acc
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
+        .unwrap_or_default()
+}
+
+struct UpConvOp;
+
+impl CustomOp3 for UpConvOp {
+    fn name(&self) -> &'static str {
+        "unet-upconv2x2"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = UpGeom::new(l1.shape().dims4()?, l2.shape().dims4()?)?;
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let weight = contiguous_f32(s2, l2, self.name())?;
+        let bias = contiguous_f32(s3, l3, self.name())?;
+        if bias.len() != g.o {
+            candle_core::bail!(
+                "unet upconv2x2: bias has {} entries, want {}",
+                bias.len(),
+                g.o
+            );
+        }
+        let y = upconv_forward(x, weight, bias, &g);
+        Ok((
+            CpuStorage::F32(y),
+            Shape::from((g.n, g.o, 2 * g.h, 2 * g.w)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(weight, &UpInputGradOp)?)
+        } else {
+            None
+        };
+        let dw = x.apply_op2_no_bwd(&dy, &UpWeightGradOp)?;
+        let db = dy.apply_op1_no_bwd(&ChannelSumOp)?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// The output shape's `(n, o, h, w)` for an output gradient `[n, o, 2h, 2w]`.
+fn input_dims_of(dy: &Layout, op: &str) -> candle_core::Result<(usize, usize, usize, usize)> {
+    let (n, o, ho, wo) = dy.shape().dims4()?;
+    if ho % 2 != 0 || wo % 2 != 0 {
+        candle_core::bail!("{op}: output gradient {:?} has an odd side", dy.shape());
+    }
+    Ok((n, o, ho / 2, wo / 2))
+}
+
+struct UpInputGradOp;
+
+impl CustomOp2 for UpInputGradOp {
+    fn name(&self) -> &'static str {
+        "unet-upconv2x2-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, o, h, w) = input_dims_of(l1, self.name())?;
+        let (c, o_k, _, _) = l2.shape().dims4()?;
+        if o != o_k {
+            candle_core::bail!("unet upconv2x2 input grad: bad shapes {l1:?} {l2:?}");
+        }
+        let g = UpGeom::new((n, c, h, w), l2.shape().dims4()?)?;
+        let dy = contiguous_f32(s1, l1, self.name())?;
+        let weight = contiguous_f32(s2, l2, self.name())?;
+        let dx = upconv_input_grad(dy, weight, &g);
+        Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))))
+    }
+}
+
+struct UpWeightGradOp;
+
+impl CustomOp2 for UpWeightGradOp {
+    fn name(&self) -> &'static str {
+        "unet-upconv2x2-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (n_dy, o, h_dy, w_dy) = input_dims_of(l2, self.name())?;
+        if (n_dy, h_dy, w_dy) != (n, h, w) {
+            candle_core::bail!("unet upconv2x2 weight grad: bad shapes {l1:?} {l2:?}");
+        }
+        let g = UpGeom::new((n, c, h, w), (c, o, 2, 2))?;
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let dy = contiguous_f32(s2, l2, self.name())?;
+        let dw = upconv_weight_grad(x, dy, &g);
+        Ok((CpuStorage::F32(dw), Shape::from((c, o, 2, 2))))
+    }
+}
+
+/// The 2x2 stride-2 up-convolution of `x` (`[n, in, h, w]`) with `weight` (`[in, out, 2, 2]`,
+/// PyTorch's `ConvTranspose2d` layout) and `bias` (`[out]`): `[n, out, 2h, 2w]`. Contiguous f32
+/// CPU tensors only (see [`super::fast_path_for`]); [`crate::layers::UpConv2x2`] falls back to
+/// candle's ops for anything else.
+pub fn upconv2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, UpConvOp)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Var;
+
+    use super::*;
+    use crate::kernels::tests::{assert_close, probe_backward, random};
+    use crate::kernels::with_fast_ops;
+    use crate::layers::UpConv2x2;
+
+    fn check(n: usize, c: usize, o: usize, h: usize, w: usize) {
+        let seed = (n * 1000 + c * 100 + o * 10 + h * 3 + w) as u64;
+        let layer = UpConv2x2 {
+            weight: Var::from_tensor(&random(&[c, o, 2, 2], seed)).unwrap(),
+            bias: Var::from_tensor(&random(&[o], seed + 1)).unwrap(),
+        };
+        let x = Var::from_tensor(&random(&[n, c, h, w], seed + 2)).unwrap();
+        let probe = random(&[n, o, 2 * h, 2 * w], seed + 3);
+        let run = |fast: bool| {
+            with_fast_ops(fast, || {
+                let y = candle_core::Module::forward(&layer, x.as_tensor()).unwrap();
+                let grads = probe_backward(&y, &probe);
+                let g = |v: &Var| grads.get(v.as_tensor()).unwrap().clone();
+                (y, g(&x), g(&layer.weight), g(&layer.bias))
+            })
+        };
+        let (got, stock) = (run(true), run(false));
+        let what = format!("n{n} c{c} o{o} {h}x{w}");
+        assert_close(&got.0, &stock.0, &format!("{what} forward"));
+        assert_close(&got.1, &stock.1, &format!("{what} input grad"));
+        assert_close(&got.2, &stock.2, &format!("{what} weight grad"));
+        assert_close(&got.3, &stock.3, &format!("{what} bias grad"));
+    }
+
+    #[test]
+    fn upconv_matches_the_matmul_form() {
+        check(1, 1, 1, 1, 1);
+        check(2, 3, 5, 7, 5);
+        check(3, 1, 4, 4, 9);
+        check(1, 6, 2, 33, 20); // several tiles per image
+        check(2, 16, 8, 40, 31);
+    }
+
+    #[test]
+    fn upconv_refuses_a_kernel_that_is_not_2x2() {
+        let x = random(&[1, 2, 4, 4], 1);
+        let weight = random(&[2, 3, 3, 3], 2);
+        let bias = random(&[3], 3);
+        let err = upconv2x2(&x, &weight, &bias).unwrap_err().to_string();
+        assert!(err.contains("not a 2x2 up-convolution"), "{err}");
+    }
+}
