@@ -1,21 +1,16 @@
 //! Stride-1 square-kernel convolution: tiled im2col + single-threaded GEMMs on Rayon's threads.
 
-use std::cell::RefCell;
-
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{contiguous_f32, fast_ops_enabled, fast_path_for, lane_sum, SharedMut};
+use super::{
+    accumulate_over, contiguous_f32, fast_ops_enabled, fast_path_for, lane_sum, sgemm,
+    with_scratch, SharedMut,
+};
 
 /// Output pixels per im2col tile: 576 x 512 floats (a 64-channel 3x3 tile) is ~1.2 MB, about
 /// one core's L2; REFERENCE.md measured 171 GFLOP/s on two threads with such tiles.
 const TILE_COLS: usize = 512;
-
-thread_local! {
-    /// Each thread's im2col tile, reused across calls.
-    static COL_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
 
 /// The shape of one convolution: input `[n, c, h, w]`, kernel `[o, c, k, k]`, zero padding `pad`,
 /// output `[n, o, ho, wo]`.
@@ -152,14 +147,9 @@ fn with_col_tile<R>(x: &[f32], g: &Geom, tile: Tile, f: impl FnOnce(*const f32, 
     if g.pointwise() {
         return f(x_img[tile.start..].as_ptr(), g.h * g.w);
     }
-    COL_BUFFER.with(|buffer| {
-        let mut buffer = buffer.borrow_mut();
-        let len = g.rows() * tile.len;
-        if buffer.len() < len {
-            buffer.resize(len, 0.0);
-        }
-        im2col_tile(x_img, g, tile, &mut buffer[..len]);
-        f(buffer.as_ptr(), tile.len)
+    with_scratch(g.rows() * tile.len, |col| {
+        im2col_tile(x_img, g, tile, col);
+        f(col.as_ptr(), tile.len)
     })
 }
 
@@ -184,26 +174,12 @@ fn conv_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geom) -> Ve
                 // SAFETY: dst is [o, len] with row stride cols; lhs the [o, rows] weights; rhs
                 // the [rows, len] tile; all in bounds.
                 unsafe {
-                    gemm::gemm(
-                        g.o,
-                        tile.len,
-                        g.rows(),
-                        dst,
-                        1,
-                        cols as isize,
+                    sgemm(
+                        (g.o, tile.len, g.rows()),
+                        (dst, cols, 1),
                         bias.is_some(),
-                        weight.as_ptr(),
-                        1,
-                        g.rows() as isize,
-                        rhs,
-                        1,
-                        rhs_rs as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
+                        (weight.as_ptr(), g.rows(), 1),
+                        (rhs, rhs_rs, 1),
                     )
                 }
             });
@@ -244,53 +220,23 @@ fn conv_input_grad(dy: &[f32], weight: &[f32], g: &Geom) -> Vec<f32> {
 /// accumulating its share of the tiles into its own matrix, summed at the end.
 fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let (cols, rows) = (g.cols(), g.rows());
-    let threads = rayon::current_num_threads();
-    let tiles = tiles(g, threads);
-    if tiles.is_empty() {
-        return vec![0.0; g.o * rows];
-    }
-    let per_thread = tiles.len().div_ceil(threads);
-    tiles
-        .par_chunks(per_thread)
-        .map(|group| {
-            let mut acc = vec![0f32; g.o * rows];
-            for &tile in group {
-                let lhs = &dy[(tile.img * g.o) * cols + tile.start..];
-                with_col_tile(x, g, tile, |rhs, rhs_rs| {
-                    // SAFETY: acc is [o, rows]; lhs the [o, len] slice of dY with row stride
-                    // cols; rhs the transposed [len, rows] view of the tile.
-                    unsafe {
-                        gemm::gemm(
-                            g.o,
-                            rows,
-                            tile.len,
-                            acc.as_mut_ptr(),
-                            1,
-                            rows as isize,
-                            true,
-                            lhs.as_ptr(),
-                            1,
-                            cols as isize,
-                            rhs,
-                            rhs_rs as isize,
-                            1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        )
-                    }
-                });
+    let tiles = tiles(g, rayon::current_num_threads());
+    accumulate_over(&tiles, g.o * rows, |acc, tile| {
+        let lhs = &dy[(tile.img * g.o) * cols + tile.start..];
+        with_col_tile(x, g, tile, |rhs, rhs_rs| {
+            // SAFETY: acc is [o, rows]; lhs the [o, len] slice of dY with row stride cols; rhs
+            // the transposed [len, rows] view of the tile.
+            unsafe {
+                sgemm(
+                    (g.o, rows, tile.len),
+                    (acc.as_mut_ptr(), rows, 1),
+                    true,
+                    (lhs.as_ptr(), cols, 1),
+                    (rhs, 1, rhs_rs),
+                )
             }
-            acc
-        })
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        })
-        .unwrap_or_default()
+        });
+    })
 }
 
 /// Per-channel sums of an `[n, c, h, w]` map (the bias gradient).
@@ -346,28 +292,38 @@ impl CustomOp3 for Conv2dOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        // The network's input needs no gradient: skip the (skinny, slow) product for it.
-        let dx = if x.track_op() {
-            Some(dy.apply_op2_no_bwd(
-                weight,
-                &InputGradOp {
-                    padding: self.padding,
-                },
-            )?)
-        } else {
-            None
-        };
-        let dw = x.apply_op2_no_bwd(
-            &dy,
-            &WeightGradOp {
-                padding: self.padding,
-                k: weight.dim(2)?,
-            },
-        )?;
-        let db = dy.apply_op1_no_bwd(&ChannelSumOp)?;
-        Ok((dx, Some(dw), Some(db)))
+        let k = weight.dim(2)?;
+        let padding = self.padding;
+        linear_backward(
+            x,
+            weight,
+            dy,
+            &InputGradOp { padding },
+            &WeightGradOp { padding, k },
+        )
     }
+}
+
+/// The backward of a linear op with a per-channel bias (convolution, up-convolution): the
+/// input gradient `input_grad(dy, weight)` only where `x` needs one (the network's input does
+/// not: its product is skinny and slow), the weight gradient `weight_grad(x, dy)`, and the
+/// bias gradient as per-channel sums of `dy`.
+pub(super) fn linear_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    input_grad: &impl CustomOp2,
+    weight_grad: &impl CustomOp2,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let dy = dy.contiguous()?;
+    let dx = if x.track_op() {
+        Some(dy.apply_op2_no_bwd(weight, input_grad)?)
+    } else {
+        None
+    };
+    let dw = x.apply_op2_no_bwd(&dy, weight_grad)?;
+    let db = dy.apply_op1_no_bwd(&ChannelSumOp)?;
+    Ok((dx, Some(dw), Some(db)))
 }
 
 /// `(dy, weight) -> dx`.
@@ -434,7 +390,7 @@ impl CustomOp2 for WeightGradOp {
 
 /// `[n, c, h, w] -> [c]`, the sum over everything but the channel.
 /// The bias gradient: per-channel sums of `[n, c, h, w]`.
-pub(super) struct ChannelSumOp;
+struct ChannelSumOp;
 
 impl CustomOp1 for ChannelSumOp {
     fn name(&self) -> &'static str {

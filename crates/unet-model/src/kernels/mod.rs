@@ -24,10 +24,11 @@ mod norm;
 mod pool;
 mod upconv;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 
 pub use conv::{conv2d, conv2d_gemm, conv2d_input_grad, conv2d_weight_grad};
 pub use norm::{batch_norm, channel_mean_var};
@@ -100,6 +101,94 @@ impl SharedMut {
     fn ptr(self) -> *mut f32 {
         self.0
     }
+}
+
+thread_local! {
+    /// Each thread's scratch tile (im2col columns, up-convolution tiles), reused across calls.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the thread's scratch buffer, at least `len` floats long (contents
+/// unspecified). Not re-entrant: `f` must not call it again.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        f(&mut buffer[..len])
+    })
+}
+
+/// A strided f32 matrix operand of [`sgemm`]: element `(i, j)` at `ptr + i*row_stride +
+/// j*col_stride`, strides in elements.
+type Operand<P> = (P, usize, usize);
+
+/// `dst = lhs x rhs` (or `dst += lhs x rhs` with `accumulate`), `[m, k] x [k, n]`, one
+/// single-threaded [`gemm`] call: the kernels parallelise over tiles themselves.
+///
+/// # Safety
+/// Every element the strides address must lie inside its allocation, and `dst` must overlap
+/// neither operand nor any other thread's output.
+unsafe fn sgemm(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs, dst_cs): Operand<*mut f32>,
+    accumulate: bool,
+    (lhs, lhs_rs, lhs_cs): Operand<*const f32>,
+    (rhs, rhs_rs, rhs_cs): Operand<*const f32>,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// `sum over tiles of f(acc, tile)` for an `acc` of `len` zeros: each Rayon thread accumulates
+/// its share of the tiles into its own buffer, and the buffers are summed at the end (the
+/// weight gradients, whose every tile adds to the same small matrix).
+fn accumulate_over<T: Copy + Sync>(
+    tiles: &[T],
+    len: usize,
+    f: impl Fn(&mut [f32], T) + Sync,
+) -> Vec<f32> {
+    let threads = rayon::current_num_threads();
+    if tiles.is_empty() {
+        return vec![0.0; len];
+    }
+    tiles
+        .par_chunks(tiles.len().div_ceil(threads))
+        .map(|group| {
+            let mut acc = vec![0f32; len];
+            for &tile in group {
+                f(&mut acc, tile);
+            }
+            acc
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
+        .unwrap_or_default()
 }
 
 /// The f32 contents of a contiguous CPU storage, or an error naming the op.

@@ -8,23 +8,15 @@
 //! gradient for every one of those intermediate tensors into fresh zeros; here the op is one
 //! node with its own backward.
 
-use std::cell::RefCell;
-
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::conv::ChannelSumOp;
-use super::{contiguous_f32, SharedMut};
+use super::conv::linear_backward;
+use super::{accumulate_over, contiguous_f32, sgemm, with_scratch, SharedMut};
 
 /// Input pixels per tile (whole input rows): the `[out*4, pixels]` tile of a 64-channel layer
 /// is 512 KB, within one core's L2.
 const TILE_PIXELS: usize = 512;
-
-thread_local! {
-    /// Each thread's `[out*4, pixels]` tile, reused across calls.
-    static TILE_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
 
 /// Input `[n, c, h, w]`, weight `[c, o, 2, 2]`, output `[n, o, 2h, 2w]`.
 #[derive(Debug, Clone, Copy)]
@@ -94,17 +86,6 @@ fn up_tiles(g: &UpGeom, threads: usize) -> Vec<UpTile> {
         .collect()
 }
 
-/// Runs `f` with the thread's tile buffer, at least `len` floats long.
-fn with_tile_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    TILE_BUFFER.with(|buffer| {
-        let mut buffer = buffer.borrow_mut();
-        if buffer.len() < len {
-            buffer.resize(len, 0.0);
-        }
-        f(&mut buffer[..len])
-    })
-}
-
 /// Copies the output gradient of `tile` into `y4` as `[out*4, pixels]` (the inverse of the
 /// forward's scatter).
 fn gather_tile(dy: &[f32], g: &UpGeom, tile: UpTile, y4: &mut [f32]) {
@@ -136,31 +117,17 @@ fn upconv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &UpGeom) -> Vec<f3
         .par_iter()
         .for_each(|&tile| {
             let (start, len) = tile.pixels(g);
-            with_tile_buffer(taps * len, |y4| {
+            with_scratch(taps * len, |y4| {
                 let x_img = &x[tile.img * g.c * plane..];
                 // SAFETY: y4 is [taps, len]; lhs is W^T, element (t, ci) at weight[ci*taps + t];
                 // rhs the [c, len] pixels of the tile with row stride plane.
                 unsafe {
-                    gemm::gemm(
-                        taps,
-                        len,
-                        g.c,
-                        y4.as_mut_ptr(),
-                        1,
-                        len as isize,
+                    sgemm(
+                        (taps, len, g.c),
+                        (y4.as_mut_ptr(), len, 1),
                         false,
-                        weight.as_ptr(),
-                        taps as isize,
-                        1,
-                        x_img[start..].as_ptr(),
-                        1,
-                        plane as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
+                        (weight.as_ptr(), 1, taps),
+                        (x_img[start..].as_ptr(), plane, 1),
                     )
                 }
                 for (o, &b) in bias.iter().enumerate() {
@@ -195,32 +162,18 @@ fn upconv_input_grad(dy: &[f32], weight: &[f32], g: &UpGeom) -> Vec<f32> {
         .par_iter()
         .for_each(|&tile| {
             let (start, len) = tile.pixels(g);
-            with_tile_buffer(taps * len, |y4| {
+            with_scratch(taps * len, |y4| {
                 gather_tile(dy, g, tile, y4);
                 // SAFETY: dst is the tile's [c, len] pixels of image img in dx (row stride
                 // plane), written by this tile alone; lhs the row-major [c, taps] weight; rhs
                 // the [taps, len] gathered gradient.
                 unsafe {
-                    gemm::gemm(
-                        g.c,
-                        len,
-                        taps,
-                        out.ptr().add(tile.img * g.c * plane + start),
-                        1,
-                        plane as isize,
+                    sgemm(
+                        (g.c, len, taps),
+                        (out.ptr().add(tile.img * g.c * plane + start), plane, 1),
                         false,
-                        weight.as_ptr(),
-                        1,
-                        taps as isize,
-                        y4.as_ptr(),
-                        1,
-                        len as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
+                        (weight.as_ptr(), taps, 1),
+                        (y4.as_ptr(), len, 1),
                     )
                 }
             });
@@ -232,55 +185,25 @@ fn upconv_input_grad(dy: &[f32], weight: &[f32], g: &UpGeom) -> Vec<f32> {
 /// accumulating its share of the tiles, summed at the end.
 fn upconv_weight_grad(x: &[f32], dy: &[f32], g: &UpGeom) -> Vec<f32> {
     let (taps, plane) = (g.taps(), g.plane());
-    let threads = rayon::current_num_threads();
-    let tiles = up_tiles(g, threads);
-    if tiles.is_empty() {
-        return vec![0.0; g.c * taps];
-    }
-    let per_thread = tiles.len().div_ceil(threads);
-    tiles
-        .par_chunks(per_thread)
-        .map(|group| {
-            let mut acc = vec![0f32; g.c * taps];
-            for &tile in group {
-                let (start, len) = tile.pixels(g);
-                with_tile_buffer(taps * len, |y4| {
-                    gather_tile(dy, g, tile, y4);
-                    let x_img = &x[tile.img * g.c * plane..];
-                    // SAFETY: acc is [c, taps]; lhs the tile's [c, len] pixels (row stride
-                    // plane); rhs the transposed view [len, taps] of the gathered gradient.
-                    unsafe {
-                        gemm::gemm(
-                            g.c,
-                            taps,
-                            len,
-                            acc.as_mut_ptr(),
-                            1,
-                            taps as isize,
-                            true,
-                            x_img[start..].as_ptr(),
-                            1,
-                            plane as isize,
-                            y4.as_ptr(),
-                            len as isize,
-                            1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        )
-                    }
-                });
+    let tiles = up_tiles(g, rayon::current_num_threads());
+    accumulate_over(&tiles, g.c * taps, |acc, tile| {
+        let (start, len) = tile.pixels(g);
+        with_scratch(taps * len, |y4| {
+            gather_tile(dy, g, tile, y4);
+            let x_img = &x[tile.img * g.c * plane..];
+            // SAFETY: acc is [c, taps]; lhs the tile's [c, len] pixels (row stride plane); rhs
+            // the transposed view [len, taps] of the gathered gradient.
+            unsafe {
+                sgemm(
+                    (g.c, taps, len),
+                    (acc.as_mut_ptr(), taps, 1),
+                    true,
+                    (x_img[start..].as_ptr(), plane, 1),
+                    (y4.as_ptr(), 1, len),
+                )
             }
-            acc
-        })
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        })
-        .unwrap_or_default()
+        });
+    })
 }
 
 struct UpConvOp;
@@ -325,15 +248,7 @@ impl CustomOp3 for UpConvOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let dx = if x.track_op() {
-            Some(dy.apply_op2_no_bwd(weight, &UpInputGradOp)?)
-        } else {
-            None
-        };
-        let dw = x.apply_op2_no_bwd(&dy, &UpWeightGradOp)?;
-        let db = dy.apply_op1_no_bwd(&ChannelSumOp)?;
-        Ok((dx, Some(dw), Some(db)))
+        linear_backward(x, weight, dy, &UpInputGradOp, &UpWeightGradOp)
     }
 }
 
