@@ -388,8 +388,7 @@ impl CustomOp2 for WeightGradOp {
     }
 }
 
-/// `[n, c, h, w] -> [c]`, the sum over everything but the channel.
-/// The bias gradient: per-channel sums of `[n, c, h, w]`.
+/// `[n, c, h, w] -> [c]`, the sum over everything but the channel (the bias gradient).
 struct ChannelSumOp;
 
 impl CustomOp1 for ChannelSumOp {

@@ -252,7 +252,8 @@ impl CustomOp3 for UpConvOp {
     }
 }
 
-/// The output shape's `(n, o, h, w)` for an output gradient `[n, o, 2h, 2w]`.
+/// `(n, o, h, w)` for an output gradient `[n, o, 2h, 2w]`: the batch, the output channels and
+/// the input's sides; an error naming `op` for an odd side.
 fn input_dims_of(dy: &Layout, op: &str) -> candle_core::Result<(usize, usize, usize, usize)> {
     let (n, o, ho, wo) = dy.shape().dims4()?;
     if ho % 2 != 0 || wo % 2 != 0 {
