@@ -58,6 +58,10 @@ struct BenchOpts {
     /// The compute device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
+    /// Train through candle's autograd even where the direct step applies (the plain U-Net in
+    /// f32 on the CPU with the fast kernels; see `UNet::direct_train_step`).
+    #[arg(long)]
+    autograd: bool,
 }
 
 /// Run the benchmark.
@@ -119,11 +123,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         },
     )?;
 
+    let direct_step = train && !opts.autograd && scaler.is_none() && model.direct_step_applies(&x);
     let mut once = || -> Result<()> {
         if train {
-            let logits = model.forward_t(&x, true)?;
-            let loss = Loss::CrossEntropy.compute(&logits, &targets, Some(&weights))?;
-            if let Some(grads) = backward_with(scaler.as_mut(), &loss, model.parameters())? {
+            // unet_model's error is large, but only ever returned once.
+            #[allow(clippy::result_large_err)]
+            let loss_of =
+                |logits: &Tensor| Loss::CrossEntropy.compute(logits, &targets, Some(&weights));
+            let direct = match opts.autograd || scaler.is_some() {
+                true => None,
+                false => model.direct_train_step(&x, loss_of)?,
+            };
+            let (loss, grads) = match direct {
+                Some((loss, grads)) => (loss, Some(grads)),
+                None => {
+                    let loss = loss_of(&model.forward_t(&x, true)?)?;
+                    let grads = backward_with(scaler.as_mut(), &loss, model.parameters())?;
+                    (loss, grads)
+                }
+            };
+            if let Some(grads) = grads {
                 optimizer.step(&grads)?;
             }
             // Wait for the value, as PyTorch's `loss.item()` does.
@@ -164,6 +183,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "mode": if train { "train-step" } else { "forward" },
         "preset": preset.name(),
         "ops": if opts.stock { "stock" } else { "fast" },
+        "step": if !train { "-" } else if direct_step { "direct" } else { "autograd" },
         "precision": precision.name(),
         "device": format!("{:?}", opts.device).to_lowercase(),
         "threads": rayon::current_num_threads(),

@@ -116,7 +116,12 @@ impl BatchNorm2d {
 
     /// PyTorch's update of the running statistics from a batch's mean and biased variance
     /// (`[C]` each) over `count` values per channel; it stores the unbiased variance.
-    fn update_running(&self, batch_mean: &Tensor, batch_var: &Tensor, count: usize) -> Result<()> {
+    pub(crate) fn update_running(
+        &self,
+        batch_mean: &Tensor,
+        batch_var: &Tensor,
+        count: usize,
+    ) -> Result<()> {
         let unbias = if count > 1 {
             count as f64 / (count as f64 - 1.0)
         } else {
@@ -274,7 +279,23 @@ pub fn dropout(x: &Tensor, p: f64) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
     }
-    Ok(candle_nn::ops::dropout(x, p as f32)?)
+    Ok((x * dropout_mask(x.dims(), p, x.dtype(), x.device())?)?)
+}
+
+/// The mask [`dropout`] multiplies by: `0` with probability `p`, `1 / (1 - p)` elsewhere, drawn
+/// from candle's generator as `candle_nn::ops::dropout` draws it.
+pub fn dropout_mask(dims: &[usize], p: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+    let p = p as f32;
+    if !(0.0..1.0).contains(&p) {
+        return Err(candle_core::Error::Msg(format!(
+            "dropout probability has to be in [0, 1), got {p}"
+        ))
+        .into());
+    }
+    let rand = Tensor::rand(0f32, 1f32, dims, device)?;
+    let scale = 1.0 / (1.0 - p as f64);
+    let threshold = Tensor::new(p, device)?.broadcast_as(dims)?;
+    Ok((rand.ge(&threshold)?.to_dtype(dtype)? * scale)?)
 }
 
 /// Numerically stable log-softmax over the channel axis of NCHW logits.

@@ -1375,8 +1375,17 @@ pub fn train(
                 Some(_) => Some(Tensor::from_vec(batch.weights, (n, so, so), device)?),
                 None => None,
             };
-            let logits = train_model.forward_t(&x, true)?;
-            let loss = config.loss.compute(&logits, &y, w.as_ref())?;
+            let loss_of = |logits: &Tensor| config.loss.compute(logits, &y, w.as_ref());
+            // The direct step where it applies (no loss scaling there: it is f32 only), the
+            // same loss and gradients as autograd's, faster.
+            let direct = match state.loss_scaler {
+                Some(_) => None,
+                None => train_model.direct_train_step(&x, loss_of)?,
+            };
+            let (loss, direct_grads) = match direct {
+                Some((loss, grads)) => (loss, Some(grads)),
+                None => (loss_of(&train_model.forward_t(&x, true)?)?, None),
+            };
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
@@ -1386,7 +1395,11 @@ pub fn train(
                     run_dir,
                 });
             }
-            match backward_with(state.loss_scaler.as_mut(), &loss, model.parameters())? {
+            let grads = match direct_grads {
+                Some(grads) => Some(grads),
+                None => backward_with(state.loss_scaler.as_mut(), &loss, model.parameters())?,
+            };
+            match grads {
                 Some(mut grads) => {
                     if let Some(max_norm) = config.grad_clip {
                         clip_grad_norm(&mut grads, model.parameters(), max_norm)?;

@@ -1,5 +1,7 @@
 //! The U-Net itself.
 
+mod direct;
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Module, Tensor, Var};

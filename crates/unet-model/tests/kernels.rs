@@ -109,3 +109,133 @@ fn bilinear_net_without_batch_norm_matches_stock_ops() {
     };
     check(cfg, 1, 18);
 }
+
+/// Loss, every parameter gradient and every buffer after one step through
+/// [`UNet::direct_train_step`].
+// The loss closure returns the crate's Result, whose error is large; it is never hot.
+#[allow(clippy::result_large_err)]
+fn direct_step(cfg: &UNetConfig, x: &Tensor, targets: &Tensor, w: &Tensor) -> Vec<Tensor> {
+    with_fast_ops(true, || {
+        let model = UNet::seeded(cfg, 7, &Device::Cpu).unwrap();
+        assert!(model.direct_step_applies(x));
+        let (loss, grads) = model
+            .direct_train_step(x, |logits| {
+                Loss::CrossEntropy.compute(logits, targets, Some(w))
+            })
+            .unwrap()
+            .expect("applies");
+        let mut out = vec![loss];
+        for (name, var) in model.parameters() {
+            let g = grads.get(var.as_tensor());
+            out.push(
+                g.unwrap_or_else(|| panic!("no gradient for {name}"))
+                    .clone(),
+            );
+        }
+        out.extend(model.buffers().iter().map(|(_, v)| v.as_tensor().clone()));
+        out
+    })
+}
+
+/// The direct step against autograd over the same fast kernels: the same loss, gradients and
+/// running statistics, to the last bit.
+fn check_direct(cfg: UNetConfig, batch: usize, size: usize) {
+    let out = unet_model::output_size(&cfg, size).unwrap();
+    let x = random(&[batch, 1, size, size], 11);
+    let targets = random(&[batch, out, out], 12)
+        .ge(0.0)
+        .unwrap()
+        .to_dtype(DType::U32)
+        .unwrap();
+    let w = (random(&[batch, out, out], 13).abs().unwrap() + 0.5).unwrap();
+    let direct = direct_step(&cfg, &x, &targets, &w);
+    let autograd = step(&cfg, true, &x, &targets, &w);
+    assert_eq!(direct.len(), autograd.len());
+    for (i, (d, a)) in direct.iter().zip(&autograd).enumerate() {
+        assert_eq!(d.dims(), a.dims(), "tensor {i}");
+        let diff = max_abs(&(d - a).unwrap());
+        assert_eq!(diff, 0.0, "tensor {i} ({:?})", a.dims());
+    }
+}
+
+#[test]
+fn direct_step_matches_autograd() {
+    let small = UNetConfig {
+        depth: 3,
+        base_width: 4,
+        ..UNetConfig::small()
+    };
+    check_direct(small.clone(), 2, 20);
+    check_direct(
+        UNetConfig {
+            depth: 3,
+            base_width: 3,
+            padding: Padding::Valid,
+            batch_norm: true,
+            dropout: 0.0,
+            upsampling: Upsampling::Transposed,
+            ..UNetConfig::reference()
+        },
+        2,
+        44,
+    );
+    check_direct(
+        UNetConfig {
+            batch_norm: false,
+            ..small
+        },
+        1,
+        16,
+    );
+}
+
+#[test]
+#[allow(clippy::result_large_err)]
+fn direct_step_with_dropout_and_where_it_does_not_apply() {
+    // Drop-out draws from candle's (unseedable) generator, so only the shapes and finiteness
+    // can be checked against autograd here.
+    let cfg = UNetConfig {
+        depth: 2,
+        base_width: 4,
+        dropout: 0.5,
+        ..UNetConfig::small()
+    };
+    let x = random(&[1, 1, 12, 12], 21);
+    let targets = random(&[1, 12, 12], 22)
+        .ge(0.0)
+        .unwrap()
+        .to_dtype(DType::U32)
+        .unwrap();
+    with_fast_ops(true, || {
+        let model = UNet::seeded(&cfg, 7, &Device::Cpu).unwrap();
+        let (loss, grads) = model
+            .direct_train_step(&x, |l| Loss::CrossEntropy.compute(l, &targets, None))
+            .unwrap()
+            .expect("applies");
+        assert!(loss.to_scalar::<f32>().unwrap().is_finite());
+        for (name, var) in model.parameters() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(g.dims(), var.dims(), "{name}");
+            assert!(max_abs(g).is_finite(), "{name}");
+        }
+    });
+    // Not for bilinear up-sampling, nor with the stock ops: nothing runs, the closure is unused.
+    let bilinear = UNetConfig {
+        upsampling: Upsampling::Bilinear {
+            align_corners: false,
+        },
+        ..cfg.clone()
+    };
+    for (cfg, fast) in [(bilinear, true), (cfg, false)] {
+        with_fast_ops(fast, || {
+            let model = UNet::seeded(&cfg, 7, &Device::Cpu).unwrap();
+            assert!(!model.direct_step_applies(&x));
+            let out = model
+                .direct_train_step(&x, |_| panic!("the loss must not run"))
+                .unwrap();
+            assert!(out.is_none());
+        });
+    }
+}

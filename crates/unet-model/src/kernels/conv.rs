@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::{
     accumulate_over, contiguous_f32, fast_ops_enabled, fast_path_for, lane_sum, sgemm,
-    with_scratch, SharedMut,
+    with_scratch, written_by, SharedMut,
 };
 
 /// Output pixels per im2col tile: 576 x 512 floats (a 64-channel 3x3 tile) is ~1.2 MB, about
@@ -15,7 +15,7 @@ const TILE_COLS: usize = 512;
 /// The shape of one convolution: input `[n, c, h, w]`, kernel `[o, c, k, k]`, zero padding `pad`,
 /// output `[n, o, ho, wo]`.
 #[derive(Debug, Clone, Copy)]
-struct Geom {
+pub(crate) struct Geom {
     n: usize,
     c: usize,
     h: usize,
@@ -28,7 +28,8 @@ struct Geom {
 }
 
 impl Geom {
-    fn new(
+    /// The geometry of input `[n, c, h, w]` and kernel `[o, c, k, k]`, or an error naming both.
+    pub(crate) fn new(
         (n, c, h, w): (usize, usize, usize, usize),
         (o, c_k, k, k2): (usize, usize, usize, usize),
         pad: usize,
@@ -52,8 +53,13 @@ impl Geom {
         })
     }
 
+    /// The output's `[n, o, ho, wo]`.
+    pub(crate) fn out_dims(&self) -> (usize, usize, usize, usize) {
+        (self.n, self.o, self.ho, self.wo)
+    }
+
     /// Output pixels per image: the GEMM's column count.
-    fn cols(&self) -> usize {
+    pub(crate) fn cols(&self) -> usize {
         self.ho * self.wo
     }
 
@@ -154,42 +160,46 @@ fn with_col_tile<R>(x: &[f32], g: &Geom, tile: Tile, f: impl FnOnce(*const f32, 
 }
 
 /// `y = conv(x, weight) + bias`, `y` as `[n, o, ho, wo]`.
-fn conv_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     let cols = g.cols();
-    let mut y = vec![0f32; g.n * g.o * cols];
-    let out = SharedMut(y.as_mut_ptr());
-    tiles(g, rayon::current_num_threads())
-        .par_iter()
-        .for_each(|&tile| {
-            // SAFETY: the tile's columns of image `tile.img` lie inside `y`, and no other tile
-            // writes them.
-            let dst = unsafe { out.ptr().add(tile.img * g.o * cols + tile.start) };
-            if let Some(bias) = bias {
-                for (oi, &b) in bias.iter().enumerate() {
-                    // SAFETY: row `oi` of the tile, inside `y` as above.
-                    unsafe { std::slice::from_raw_parts_mut(dst.add(oi * cols), tile.len) }.fill(b);
+    let fill = |out: SharedMut| {
+        tiles(g, rayon::current_num_threads())
+            .par_iter()
+            .for_each(|&tile| {
+                // SAFETY: the tile's columns of image `tile.img` lie inside `y`, and no other tile
+                // writes them.
+                let dst = unsafe { out.ptr().add(tile.img * g.o * cols + tile.start) };
+                if let Some(bias) = bias {
+                    for (oi, &b) in bias.iter().enumerate() {
+                        for t in 0..tile.len {
+                            // SAFETY: row `oi` of the tile, inside `y` as above.
+                            unsafe { dst.add(oi * cols + t).write(b) };
+                        }
+                    }
                 }
-            }
-            with_col_tile(x, g, tile, |rhs, rhs_rs| {
-                // SAFETY: dst is [o, len] with row stride cols; lhs the [o, rows] weights; rhs
-                // the [rows, len] tile; all in bounds.
-                unsafe {
-                    sgemm(
-                        (g.o, tile.len, g.rows()),
-                        (dst, cols, 1),
-                        bias.is_some(),
-                        (weight.as_ptr(), g.rows(), 1),
-                        (rhs, rhs_rs, 1),
-                    )
-                }
+                with_col_tile(x, g, tile, |rhs, rhs_rs| {
+                    // SAFETY: dst is [o, len] with row stride cols; lhs the [o, rows] weights; rhs
+                    // the [rows, len] tile; all in bounds.
+                    unsafe {
+                        sgemm(
+                            (g.o, tile.len, g.rows()),
+                            (dst, cols, 1),
+                            bias.is_some(),
+                            (weight.as_ptr(), g.rows(), 1),
+                            (rhs, rhs_rs, 1),
+                        )
+                    }
+                });
             });
-        });
-    y
+    };
+    // SAFETY: the tiles cover every column of every image, and each writes all `o` rows of
+    // its columns: the bias first, or the product without reading the destination.
+    unsafe { written_by(g.n * g.o * cols, fill) }
 }
 
 /// The input gradient `[n, c, h, w]`: the output gradient correlated with the flipped kernel,
 /// transposed to `[c, o, k, k]`, with padding `k - 1 - pad`.
-fn conv_input_grad(dy: &[f32], weight: &[f32], g: &Geom) -> Vec<f32> {
+pub(crate) fn conv_input_grad(dy: &[f32], weight: &[f32], g: &Geom) -> Vec<f32> {
     let k = g.k;
     let mut flipped = vec![0f32; weight.len()];
     for oi in 0..g.o {
@@ -218,7 +228,7 @@ fn conv_input_grad(dy: &[f32], weight: &[f32], g: &Geom) -> Vec<f32> {
 
 /// The weight gradient `[o, c, k, k]`: `dY [o, pixels] x col^T [pixels, c*k*k]`, each thread
 /// accumulating its share of the tiles into its own matrix, summed at the end.
-fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+pub(crate) fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let (cols, rows) = (g.cols(), g.rows());
     let tiles = tiles(g, rayon::current_num_threads());
     accumulate_over(&tiles, g.o * rows, |acc, tile| {
@@ -240,7 +250,7 @@ fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
 }
 
 /// Per-channel sums of an `[n, c, h, w]` map (the bias gradient).
-fn channel_sums(dy: &[f32], n: usize, c: usize, plane: usize) -> Vec<f32> {
+pub(crate) fn channel_sums(dy: &[f32], n: usize, c: usize, plane: usize) -> Vec<f32> {
     (0..c)
         .into_par_iter()
         .map(|ci| {

@@ -25,6 +25,7 @@ mod pool;
 mod upconv;
 
 use std::cell::{Cell, RefCell};
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{DType, Device, Tensor};
@@ -34,6 +35,12 @@ pub use conv::{conv2d, conv2d_gemm, conv2d_input_grad, conv2d_weight_grad};
 pub use norm::{batch_norm, channel_mean_var};
 pub use pool::max_pool2x2;
 pub use upconv::upconv2x2;
+
+// The slice-level kernels behind the ops, for the training step that bypasses autograd.
+pub(crate) use conv::{channel_sums, conv_forward, conv_input_grad, conv_weight_grad, Geom};
+pub(crate) use norm::{batch_mean_var, BatchNormOp};
+pub(crate) use pool::{max_pool_backward_into, max_pool_forward};
+pub(crate) use upconv::{upconv_forward, upconv_input_grad, upconv_weight_grad, UpGeom};
 
 const UNSET: u8 = 0;
 const FAST: u8 = 1;
@@ -101,6 +108,45 @@ impl SharedMut {
     fn ptr(self) -> *mut f32 {
         self.0
     }
+}
+
+/// A vector of `len` floats initialised by `fill` through the raw pointer it is given, without
+/// zeroing it first: the kernels' outputs, which their tiles cover completely. Zeroing them on
+/// the calling thread first cost a serial pass over every map.
+///
+/// # Safety
+/// `fill` must write every one of the `len` elements (through raw pointers, or references to
+/// `MaybeUninit`), and must not read one before writing it.
+unsafe fn written_by(len: usize, fill: impl FnOnce(SharedMut)) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    fill(SharedMut(v.as_mut_ptr()));
+    // SAFETY: the caller's contract: all `len` elements are initialised.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// `count` planes of `plane` floats each, plane `idx` written in full by `f(idx, plane)`, the
+/// planes in parallel, nothing zeroed first.
+pub(crate) fn map_planes(
+    count: usize,
+    plane: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(count * plane);
+    if plane > 0 {
+        out.spare_capacity_mut()[..count * plane]
+            .par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(idx, dst)| f(idx, dst));
+    }
+    // SAFETY: `f` wrote every element of every plane (its contract).
+    unsafe { out.set_len(count * plane) };
+    out
+}
+
+/// Writes `src` into the start of `dst`.
+pub(crate) fn write_from(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    dst.iter_mut().zip(src).for_each(|(d, &s)| _ = d.write(s));
 }
 
 thread_local! {

@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, lane_sum, SharedMut};
+use super::{contiguous_f32, lane_sum, map_planes};
 
 /// Per-channel mean and biased variance of a contiguous `[n, c, plane]` slice (two passes, f64).
 fn mean_var(x: &[f32], n: usize, c: usize, plane: usize) -> Vec<(f64, f64)> {
@@ -24,28 +24,123 @@ fn mean_var(x: &[f32], n: usize, c: usize, plane: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Runs `f(channel, plane_of_x, plane_of_out)` for every (image, channel) plane in parallel,
-/// writing `out` (same shape as `x`).
-fn for_each_plane(
-    out: &mut [f32],
-    (n, c, plane): (usize, usize, usize),
-    f: impl Fn(usize, usize, &mut [f32]) + Sync,
-) {
-    let dst = SharedMut(out.as_mut_ptr());
-    (0..n * c).into_par_iter().for_each(|idx| {
-        // SAFETY: plane `idx` of `out`, written by this task only.
-        let out = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(idx * plane), plane) };
-        f(idx % c, idx * plane, out);
-    });
-}
-
 /// `y = relu?(gamma * (x - mean) * invstd + beta)` with the statistics fixed in the op.
-struct BatchNormOp {
+pub(crate) struct BatchNormOp {
     mean: Vec<f32>,
     invstd: Vec<f32>,
     /// Whether the statistics came from this batch (their gradient then flows into `dx`).
     batch_stats: bool,
     relu: bool,
+}
+
+impl BatchNormOp {
+    /// The op for per-channel `mean` and biased `var` (see [`batch_norm`]).
+    pub(crate) fn new(mean: &[f32], var: &[f32], eps: f64, batch_stats: bool, relu: bool) -> Self {
+        let invstd = var
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+            .collect();
+        Self {
+            mean: mean.to_vec(),
+            invstd,
+            batch_stats,
+            relu,
+        }
+    }
+
+    /// The forward pass over a contiguous `[n, c, plane]` slice.
+    pub(crate) fn apply(
+        &self,
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        dims: (usize, usize, usize),
+    ) -> Vec<f32> {
+        let (_, c, plane) = dims;
+        map_planes(dims.0 * c, plane, |idx, out| {
+            let (ci, start) = (idx % c, idx * plane);
+            let scale = gamma[ci] * self.invstd[ci];
+            let shift = beta[ci] - self.mean[ci] * scale;
+            let src = &x[start..start + out.len()];
+            if self.relu {
+                out.iter_mut()
+                    .zip(src)
+                    .for_each(|(o, &v)| _ = o.write((v * scale + shift).max(0.0)));
+            } else {
+                out.iter_mut()
+                    .zip(src)
+                    .for_each(|(o, &v)| _ = o.write(v * scale + shift));
+            }
+        })
+    }
+
+    /// Per channel `sum(g)` (the shift's gradient) then `sum(g * xhat)` (the scale's), `[2, c]`,
+    /// `g` the gradient reaching the normalised value, from the forward's input `x`, output `y`
+    /// and output gradient `dy`.
+    pub(crate) fn sums(
+        &self,
+        x: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        (n, c, plane): (usize, usize, usize),
+    ) -> Vec<f32> {
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ci| {
+                let (mean, invstd) = (self.mean[ci], self.invstd[ci]);
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for img in 0..n {
+                    let start = (img * c + ci) * plane;
+                    let (x, y, dy) = (
+                        &x[start..start + plane],
+                        &y[start..start + plane],
+                        &dy[start..start + plane],
+                    );
+                    sg += lane_sum(plane, |i| reaching(self.relu, y[i], dy[i]));
+                    sgx += lane_sum(plane, |i| reaching(self.relu, y[i], dy[i]) * (x[i] - mean))
+                        * invstd as f64;
+                }
+                (sg, sgx)
+            })
+            .collect();
+        let mut out: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
+        out.extend(sums.iter().map(|s| s.1 as f32));
+        out
+    }
+
+    /// The input gradient from `(x, y, dy)` as for [`BatchNormOp::sums`], the scale `gamma` and
+    /// those sums.
+    pub(crate) fn input_grad(
+        &self,
+        (x, y, dy): (&[f32], &[f32], &[f32]),
+        gamma: &[f32],
+        (sum_g, sum_gx): (&[f32], &[f32]),
+        (n, c, plane): (usize, usize, usize),
+    ) -> Vec<f32> {
+        let count = (n * plane).max(1) as f32;
+        map_planes(n * c, plane, |idx, out| {
+            let (ci, start) = (idx % c, idx * plane);
+            let (mean, invstd) = (self.mean[ci], self.invstd[ci]);
+            let k = gamma[ci] * invstd;
+            let (x, y, dy) = (
+                &x[start..start + out.len()],
+                &y[start..start + out.len()],
+                &dy[start..start + out.len()],
+            );
+            if self.batch_stats {
+                let mean_g = sum_g[ci] / count;
+                let mean_gx = sum_gx[ci] / count;
+                for (t, o) in out.iter_mut().enumerate() {
+                    let xhat = (x[t] - mean) * invstd;
+                    o.write(k * (reaching(self.relu, y[t], dy[t]) - mean_g - xhat * mean_gx));
+                }
+            } else {
+                for (t, o) in out.iter_mut().enumerate() {
+                    o.write(k * reaching(self.relu, y[t], dy[t]));
+                }
+            }
+        })
+    }
 }
 
 impl CustomOp3 for BatchNormOp {
@@ -69,21 +164,7 @@ impl CustomOp3 for BatchNormOp {
         if gamma.len() != c || beta.len() != c || self.mean.len() != c {
             candle_core::bail!("unet batch norm: {c} channels, parameters do not fit");
         }
-        let mut y = vec![0f32; x.len()];
-        for_each_plane(&mut y, (n, c, h * w), |ci, start, out| {
-            let scale = gamma[ci] * self.invstd[ci];
-            let shift = beta[ci] - self.mean[ci] * scale;
-            let src = &x[start..start + out.len()];
-            if self.relu {
-                out.iter_mut()
-                    .zip(src)
-                    .for_each(|(o, &v)| *o = (v * scale + shift).max(0.0));
-            } else {
-                out.iter_mut()
-                    .zip(src)
-                    .for_each(|(o, &v)| *o = v * scale + shift);
-            }
-        });
+        let y = self.apply(x, gamma, beta, (n, c, h * w));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -161,29 +242,7 @@ impl CustomOp3 for BatchNormSumsOp<'_> {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
         let (x, y, dy) = backward_inputs(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
-        let plane = h * w;
-        let op = self.fwd;
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ci| {
-                let (mean, invstd) = (op.mean[ci], op.invstd[ci]);
-                let (mut sg, mut sgx) = (0f64, 0f64);
-                for img in 0..n {
-                    let start = (img * c + ci) * plane;
-                    let (x, y, dy) = (
-                        &x[start..start + plane],
-                        &y[start..start + plane],
-                        &dy[start..start + plane],
-                    );
-                    sg += lane_sum(plane, |i| reaching(op.relu, y[i], dy[i]));
-                    sgx += lane_sum(plane, |i| reaching(op.relu, y[i], dy[i]) * (x[i] - mean))
-                        * invstd as f64;
-                }
-                (sg, sgx)
-            })
-            .collect();
-        let mut out: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
-        out.extend(sums.iter().map(|s| s.1 as f32));
+        let out = self.fwd.sums(x, y, dy, (n, c, h * w));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
     }
 }
@@ -212,30 +271,12 @@ impl CustomOp3 for BatchNormInputGradOp<'_> {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
         let (x, y, dy) = backward_inputs(self.name(), (s1, l1), (s2, l2), (s3, l3))?;
-        let op = self.fwd;
-        let count = (n * h * w).max(1) as f32;
-        let mut dx = vec![0f32; x.len()];
-        for_each_plane(&mut dx, (n, c, h * w), |ci, start, out| {
-            let (mean, invstd) = (op.mean[ci], op.invstd[ci]);
-            let k = self.gamma[ci] * invstd;
-            let (x, y, dy) = (
-                &x[start..start + out.len()],
-                &y[start..start + out.len()],
-                &dy[start..start + out.len()],
-            );
-            if op.batch_stats {
-                let mean_g = self.sum_g[ci] / count;
-                let mean_gx = self.sum_gx[ci] / count;
-                for (t, o) in out.iter_mut().enumerate() {
-                    let xhat = (x[t] - mean) * invstd;
-                    *o = k * (reaching(op.relu, y[t], dy[t]) - mean_g - xhat * mean_gx);
-                }
-            } else {
-                for (t, o) in out.iter_mut().enumerate() {
-                    *o = k * reaching(op.relu, y[t], dy[t]);
-                }
-            }
-        });
+        let dx = self.fwd.input_grad(
+            (x, y, dy),
+            &self.gamma,
+            (self.sum_g, self.sum_gx),
+            (n, c, h * w),
+        );
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -244,11 +285,19 @@ impl CustomOp3 for BatchNormInputGradOp<'_> {
 pub fn channel_mean_var(x: &Tensor) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
     let (n, c, h, w) = x.dims4()?;
     let values = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let stats = mean_var(&values, n, c, h * w);
-    Ok((
+    Ok(batch_mean_var(&values, (n, c, h * w)))
+}
+
+/// [`channel_mean_var`] of a contiguous `[n, c, plane]` slice.
+pub(crate) fn batch_mean_var(
+    x: &[f32],
+    (n, c, plane): (usize, usize, usize),
+) -> (Vec<f32>, Vec<f32>) {
+    let stats = mean_var(x, n, c, plane);
+    (
         stats.iter().map(|s| s.0 as f32).collect(),
         stats.iter().map(|s| s.1 as f32).collect(),
-    ))
+    )
 }
 
 /// Batch normalisation of an f32 CPU NCHW tensor with per-channel `mean` and (biased) `var`,
@@ -264,19 +313,10 @@ pub fn batch_norm(
     batch_stats: bool,
     relu: bool,
 ) -> candle_core::Result<Tensor> {
-    let invstd = var
-        .iter()
-        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
-        .collect();
     x.contiguous()?.apply_op3(
         &gamma.contiguous()?,
         &beta.contiguous()?,
-        BatchNormOp {
-            mean: mean.to_vec(),
-            invstd,
-            batch_stats,
-            relu,
-        },
+        BatchNormOp::new(mean, var, eps, batch_stats, relu),
     )
 }
 

@@ -17,6 +17,63 @@ fn argmax4(v: [f32; 4]) -> usize {
     best
 }
 
+/// The 2x2 max-pool of a contiguous `[n, c, h, w]` slice: `[n, c, h / 2, w / 2]`.
+pub(crate) fn max_pool_forward(x: &[f32], (n, c, h, w): (usize, usize, usize, usize)) -> Vec<f32> {
+    let (ho, wo) = (h / 2, w / 2);
+    let mut y = Vec::with_capacity(n * c * ho * wo);
+    if ho * wo > 0 {
+        y.spare_capacity_mut()[..n * c * ho * wo]
+            .par_chunks_mut(ho * wo)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(out, plane)| {
+                for i in 0..ho {
+                    let (r0, r1) = (&plane[2 * i * w..], &plane[(2 * i + 1) * w..]);
+                    for j in 0..wo {
+                        out[i * wo + j].write(
+                            r0[2 * j]
+                                .max(r0[2 * j + 1])
+                                .max(r1[2 * j].max(r1[2 * j + 1])),
+                        );
+                    }
+                }
+            });
+    }
+    // SAFETY: every output plane was written in full above (or there are none).
+    unsafe { y.set_len(n * c * ho * wo) };
+    y
+}
+
+/// Adds the input gradient of [`max_pool_forward`], from its input `x` and output gradient
+/// `dy`, to `dx` (`x`'s shape): each window's gradient goes to its first maximum (PyTorch's
+/// choice).
+pub(crate) fn max_pool_backward_into(
+    x: &[f32],
+    dy: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    dx: &mut [f32],
+) {
+    let (ho, wo) = (h / 2, w / 2);
+    if ho * wo == 0 || n * c == 0 {
+        return;
+    }
+    dx.par_chunks_mut(h * w)
+        .zip(x.par_chunks(h * w).zip(dy.par_chunks(ho * wo)))
+        .for_each(|(out, (plane, grad))| {
+            for i in 0..ho {
+                for j in 0..wo {
+                    let at = [
+                        2 * i * w + 2 * j,
+                        2 * i * w + 2 * j + 1,
+                        (2 * i + 1) * w + 2 * j,
+                        (2 * i + 1) * w + 2 * j + 1,
+                    ];
+                    let best = argmax4(at.map(|p| plane[p]));
+                    out[at[best]] += grad[i * wo + j];
+                }
+            }
+        });
+}
+
 struct MaxPool2x2Op;
 
 impl CustomOp1 for MaxPool2x2Op {
@@ -27,23 +84,8 @@ impl CustomOp1 for MaxPool2x2Op {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let x = contiguous_f32(s, l, self.name())?;
-        let (ho, wo) = (h / 2, w / 2);
-        let mut y = vec![0f32; n * c * ho * wo];
-        if ho * wo > 0 {
-            y.par_chunks_mut(ho * wo)
-                .zip(x.par_chunks(h * w))
-                .for_each(|(out, plane)| {
-                    for i in 0..ho {
-                        let (r0, r1) = (&plane[2 * i * w..], &plane[(2 * i + 1) * w..]);
-                        for j in 0..wo {
-                            out[i * wo + j] = r0[2 * j]
-                                .max(r0[2 * j + 1])
-                                .max(r1[2 * j].max(r1[2 * j + 1]));
-                        }
-                    }
-                });
-        }
-        Ok((CpuStorage::F32(y), Shape::from((n, c, ho, wo))))
+        let y = max_pool_forward(x, (n, c, h, w));
+        Ok((CpuStorage::F32(y), Shape::from((n, c, h / 2, w / 2))))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -74,24 +116,7 @@ impl CustomOp2 for MaxPoolGradOp {
         let x = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
         let mut dx = vec![0f32; n * c * h * w];
-        if ho * wo > 0 {
-            dx.par_chunks_mut(h * w)
-                .zip(x.par_chunks(h * w).zip(dy.par_chunks(ho * wo)))
-                .for_each(|(out, (plane, grad))| {
-                    for i in 0..ho {
-                        for j in 0..wo {
-                            let at = [
-                                2 * i * w + 2 * j,
-                                2 * i * w + 2 * j + 1,
-                                (2 * i + 1) * w + 2 * j,
-                                (2 * i + 1) * w + 2 * j + 1,
-                            ];
-                            let best = argmax4(at.map(|p| plane[p]));
-                            out[at[best]] = grad[i * wo + j];
-                        }
-                    }
-                });
-        }
+        max_pool_backward_into(x, dy, (n, c, h, w), &mut dx);
         Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))))
     }
 }

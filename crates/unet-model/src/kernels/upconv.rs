@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::conv::linear_backward;
-use super::{accumulate_over, contiguous_f32, sgemm, with_scratch, SharedMut};
+use super::{accumulate_over, contiguous_f32, sgemm, with_scratch, written_by, SharedMut};
 
 /// Input pixels per tile (whole input rows): the `[out*4, pixels]` tile of a 64-channel layer
 /// is 512 KB, within one core's L2.
@@ -20,7 +20,7 @@ const TILE_PIXELS: usize = 512;
 
 /// Input `[n, c, h, w]`, weight `[c, o, 2, 2]`, output `[n, o, 2h, 2w]`.
 #[derive(Debug, Clone, Copy)]
-struct UpGeom {
+pub(crate) struct UpGeom {
     n: usize,
     c: usize,
     o: usize,
@@ -29,7 +29,8 @@ struct UpGeom {
 }
 
 impl UpGeom {
-    fn new(
+    /// The geometry of input `[n, c, h, w]` and weight `[c, o, 2, 2]`, or an error naming both.
+    pub(crate) fn new(
         (n, c, h, w): (usize, usize, usize, usize),
         (c_k, o, kh, kw): (usize, usize, usize, usize),
     ) -> candle_core::Result<Self> {
@@ -40,6 +41,11 @@ impl UpGeom {
             );
         }
         Ok(Self { n, c, o, h, w })
+    }
+
+    /// The output's `[n, o, 2h, 2w]`.
+    pub(crate) fn out_dims(&self) -> (usize, usize, usize, usize) {
+        (self.n, self.o, 2 * self.h, 2 * self.w)
     }
 
     /// Rows of `Y4`: `(o, a, b)`.
@@ -108,82 +114,87 @@ fn gather_tile(dy: &[f32], g: &UpGeom, tile: UpTile, y4: &mut [f32]) {
 }
 
 /// `y = upconv(x)`, `[n, o, 2h, 2w]`.
-fn upconv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &UpGeom) -> Vec<f32> {
+pub(crate) fn upconv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &UpGeom) -> Vec<f32> {
     let (taps, plane) = (g.taps(), g.plane());
     let (ho, wo) = (2 * g.h, 2 * g.w);
-    let mut y = vec![0f32; g.n * g.o * ho * wo];
-    let out = SharedMut(y.as_mut_ptr());
-    up_tiles(g, rayon::current_num_threads())
-        .par_iter()
-        .for_each(|&tile| {
-            let (start, len) = tile.pixels(g);
-            with_scratch(taps * len, |y4| {
-                let x_img = &x[tile.img * g.c * plane..];
-                // SAFETY: y4 is [taps, len]; lhs is W^T, element (t, ci) at weight[ci*taps + t];
-                // rhs the [c, len] pixels of the tile with row stride plane.
-                unsafe {
-                    sgemm(
-                        (taps, len, g.c),
-                        (y4.as_mut_ptr(), len, 1),
-                        false,
-                        (weight.as_ptr(), 1, taps),
-                        (x_img[start..].as_ptr(), plane, 1),
-                    )
-                }
-                for (o, &b) in bias.iter().enumerate() {
-                    for i in 0..tile.rows {
-                        for a in 0..2 {
-                            let row = (tile.img * g.o + o) * ho + 2 * (tile.row0 + i) + a;
-                            // SAFETY: output rows 2*row0..2*(row0 + rows) of every channel of
-                            // image img belong to this tile alone.
-                            let dst = unsafe {
-                                std::slice::from_raw_parts_mut(out.ptr().add(row * wo), wo)
-                            };
-                            let even = &y4[(o * 4 + a * 2) * len + i * g.w..][..g.w];
-                            let odd = &y4[(o * 4 + a * 2 + 1) * len + i * g.w..][..g.w];
-                            for (j, pair) in dst.chunks_exact_mut(2).enumerate() {
-                                pair[0] = even[j] + b;
-                                pair[1] = odd[j] + b;
+    let fill = |out: SharedMut| {
+        up_tiles(g, rayon::current_num_threads())
+            .par_iter()
+            .for_each(|&tile| {
+                let (start, len) = tile.pixels(g);
+                with_scratch(taps * len, |y4| {
+                    let x_img = &x[tile.img * g.c * plane..];
+                    // SAFETY: y4 is [taps, len]; lhs is W^T, element (t, ci) at weight[ci*taps + t];
+                    // rhs the [c, len] pixels of the tile with row stride plane.
+                    unsafe {
+                        sgemm(
+                            (taps, len, g.c),
+                            (y4.as_mut_ptr(), len, 1),
+                            false,
+                            (weight.as_ptr(), 1, taps),
+                            (x_img[start..].as_ptr(), plane, 1),
+                        )
+                    }
+                    for (o, &b) in bias.iter().enumerate() {
+                        for i in 0..tile.rows {
+                            for a in 0..2 {
+                                let row = (tile.img * g.o + o) * ho + 2 * (tile.row0 + i) + a;
+                                // SAFETY: output rows 2*row0..2*(row0 + rows) of every channel of
+                                // image img belong to this tile alone.
+                                let dst = unsafe { out.ptr().add(row * wo) };
+                                let even = &y4[(o * 4 + a * 2) * len + i * g.w..][..g.w];
+                                let odd = &y4[(o * 4 + a * 2 + 1) * len + i * g.w..][..g.w];
+                                for j in 0..g.w {
+                                    // SAFETY: columns 2j and 2j + 1 < wo of that row.
+                                    unsafe {
+                                        dst.add(2 * j).write(even[j] + b);
+                                        dst.add(2 * j + 1).write(odd[j] + b);
+                                    }
+                                }
                             }
                         }
                     }
-                }
+                });
             });
-        });
-    y
+    };
+    // SAFETY: the tiles cover every input row of every image, and each writes both output rows
+    // of its input rows, all columns, every channel.
+    unsafe { written_by(g.n * g.o * ho * wo, fill) }
 }
 
 /// The input gradient `[n, c, h, w]`: `W [c, o*4] x dY4 [o*4, pixels]` per tile.
-fn upconv_input_grad(dy: &[f32], weight: &[f32], g: &UpGeom) -> Vec<f32> {
+pub(crate) fn upconv_input_grad(dy: &[f32], weight: &[f32], g: &UpGeom) -> Vec<f32> {
     let (taps, plane) = (g.taps(), g.plane());
-    let mut dx = vec![0f32; g.n * g.c * plane];
-    let out = SharedMut(dx.as_mut_ptr());
-    up_tiles(g, rayon::current_num_threads())
-        .par_iter()
-        .for_each(|&tile| {
-            let (start, len) = tile.pixels(g);
-            with_scratch(taps * len, |y4| {
-                gather_tile(dy, g, tile, y4);
-                // SAFETY: dst is the tile's [c, len] pixels of image img in dx (row stride
-                // plane), written by this tile alone; lhs the row-major [c, taps] weight; rhs
-                // the [taps, len] gathered gradient.
-                unsafe {
-                    sgemm(
-                        (g.c, len, taps),
-                        (out.ptr().add(tile.img * g.c * plane + start), plane, 1),
-                        false,
-                        (weight.as_ptr(), taps, 1),
-                        (y4.as_ptr(), len, 1),
-                    )
-                }
+    let fill = |out: SharedMut| {
+        up_tiles(g, rayon::current_num_threads())
+            .par_iter()
+            .for_each(|&tile| {
+                let (start, len) = tile.pixels(g);
+                with_scratch(taps * len, |y4| {
+                    gather_tile(dy, g, tile, y4);
+                    // SAFETY: dst is the tile's [c, len] pixels of image img in dx (row stride
+                    // plane), written by this tile alone; lhs the row-major [c, taps] weight; rhs
+                    // the [taps, len] gathered gradient.
+                    unsafe {
+                        sgemm(
+                            (g.c, len, taps),
+                            (out.ptr().add(tile.img * g.c * plane + start), plane, 1),
+                            false,
+                            (weight.as_ptr(), taps, 1),
+                            (y4.as_ptr(), len, 1),
+                        )
+                    }
+                });
             });
-        });
-    dx
+    };
+    // SAFETY: the tiles cover every pixel of every image, and each product writes all `c`
+    // channels of its pixels without reading the destination.
+    unsafe { written_by(g.n * g.c * plane, fill) }
 }
 
 /// The weight gradient `[c, o, 2, 2]`: `X [c, pixels] x dY4^T [pixels, o*4]`, each thread
 /// accumulating its share of the tiles, summed at the end.
-fn upconv_weight_grad(x: &[f32], dy: &[f32], g: &UpGeom) -> Vec<f32> {
+pub(crate) fn upconv_weight_grad(x: &[f32], dy: &[f32], g: &UpGeom) -> Vec<f32> {
     let (taps, plane) = (g.taps(), g.plane());
     let tiles = up_tiles(g, rayon::current_num_threads());
     accumulate_over(&tiles, g.c * taps, |acc, tile| {
