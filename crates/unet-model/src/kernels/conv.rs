@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::{
     accumulate_over, contiguous_f32, fast_ops_enabled, fast_path_for, lane_sum, sgemm,
-    with_scratch, written_by, SharedMut,
+    with_outer_scratch, with_scratch, written_by, SharedMut,
 };
 
 /// Output pixels per im2col tile: 576 x 512 floats (a 64-channel 3x3 tile) is ~1.2 MB, about
@@ -228,25 +228,65 @@ pub(crate) fn conv_input_grad(dy: &[f32], weight: &[f32], g: &Geom) -> Vec<f32> 
 
 /// The weight gradient `[o, c, k, k]`: `dY [o, pixels] x col^T [pixels, c*k*k]`, each thread
 /// accumulating its share of the tiles into its own matrix, summed at the end.
+///
+/// Both factors run along the pixels they sum over, which gemm packs slowly on the left. For
+/// layers of up to 64 output channels (and more than one input channel) the tile of `dY` is
+/// therefore transposed to `[pixels, o]` first and the product accumulated as `dW^T`: the
+/// same sums in the same order, 10-30% faster there (slower for 128+ channels).
 pub(crate) fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let (cols, rows) = (g.cols(), g.rows());
     let tiles = tiles(g, rayon::current_num_threads());
-    accumulate_over(&tiles, g.o * rows, |acc, tile| {
+    let transposed = g.o <= 64 && rows >= 16;
+    let acc = accumulate_over(&tiles, g.o * rows, |acc, tile| {
         let lhs = &dy[(tile.img * g.o) * cols + tile.start..];
-        with_col_tile(x, g, tile, |rhs, rhs_rs| {
-            // SAFETY: acc is [o, rows]; lhs the [o, len] slice of dY with row stride cols; rhs
-            // the transposed [len, rows] view of the tile.
-            unsafe {
-                sgemm(
-                    (g.o, rows, tile.len),
-                    (acc.as_mut_ptr(), rows, 1),
-                    true,
-                    (lhs.as_ptr(), cols, 1),
-                    (rhs, 1, rhs_rs),
-                )
+        if !transposed {
+            with_col_tile(x, g, tile, |rhs, rhs_rs| {
+                // SAFETY: acc is [o, rows]; lhs the [o, len] slice of dY with row stride cols;
+                // rhs the transposed [len, rows] view of the tile.
+                unsafe {
+                    sgemm(
+                        (g.o, rows, tile.len),
+                        (acc.as_mut_ptr(), rows, 1),
+                        true,
+                        (lhs.as_ptr(), cols, 1),
+                        (rhs, 1, rhs_rs),
+                    )
+                }
+            });
+            return;
+        }
+        with_outer_scratch(g.o * tile.len, |dy_t| {
+            for oi in 0..g.o {
+                for (p, &v) in lhs[oi * cols..][..tile.len].iter().enumerate() {
+                    dy_t[p * g.o + oi] = v;
+                }
             }
+            with_col_tile(x, g, tile, |rhs, rhs_rs| {
+                // SAFETY: acc is [rows, o] (dW^T), so element (oi, r) of the [o, rows] product
+                // sits at r * o + oi; dy_t is [len, o]; rhs the transposed [len, rows] view of
+                // the tile.
+                unsafe {
+                    sgemm(
+                        (g.o, rows, tile.len),
+                        (acc.as_mut_ptr(), 1, g.o),
+                        true,
+                        (dy_t.as_ptr(), 1, g.o),
+                        (rhs, 1, rhs_rs),
+                    )
+                }
+            });
         });
-    })
+    });
+    if !transposed {
+        return acc;
+    }
+    let mut dw = vec![0f32; g.o * rows];
+    for (r, row) in acc.chunks_exact(g.o).enumerate() {
+        for (oi, &v) in row.iter().enumerate() {
+            dw[oi * rows + r] = v;
+        }
+    }
+    dw
 }
 
 /// Per-channel sums of an `[n, c, h, w]` map (the bias gradient).
@@ -612,6 +652,9 @@ mod tests {
         check(2, 3, 5, 9, 7, 3, 1);
         check(1, 1, 2, 1, 1, 3, 1);
         check(2, 4, 1, 5, 12, 3, 1);
+        // The weight gradient's two layouts: transposed up to 64 output channels, not above.
+        check(2, 2, 64, 6, 5, 3, 1);
+        check(2, 2, 65, 6, 5, 3, 1);
     }
 
     #[test]

@@ -152,18 +152,35 @@ pub(crate) fn write_from(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
 thread_local! {
     /// Each thread's scratch tile (im2col columns, up-convolution tiles), reused across calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A second one, for what a kernel holds while the first holds its tile (the weight
+    /// gradient's transposed output-gradient tile).
+    static OUTER_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with the thread's scratch buffer, at least `len` floats long (contents
-/// unspecified). Not re-entrant: `f` must not call it again.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|buffer| {
+/// Runs `f` with the thread's buffer `key`, at least `len` floats long (contents unspecified).
+fn scratch_in<R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    key.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
         if buffer.len() < len {
             buffer.resize(len, 0.0);
         }
         f(&mut buffer[..len])
     })
+}
+
+/// Runs `f` with the thread's scratch buffer, at least `len` floats long (contents
+/// unspecified). Not re-entrant: `f` must not call it again.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    scratch_in(&SCRATCH, len, f)
+}
+
+/// [`with_scratch`] with a second buffer, which `f` may hold while calling [`with_scratch`].
+fn with_outer_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    scratch_in(&OUTER_SCRATCH, len, f)
 }
 
 /// A strided f32 matrix operand of [`sgemm`]: element `(i, j)` at `ptr + i*row_stride +
