@@ -113,49 +113,55 @@ fn gather_tile(dy: &[f32], g: &UpGeom, tile: UpTile, y4: &mut [f32]) {
     }
 }
 
+/// Runs `f(tile, first_pixel, pixels, y4)` for every tile in parallel, `y4` the thread's
+/// `[taps, pixels]` scratch buffer.
+fn for_each_up_tile(g: &UpGeom, f: impl Fn(UpTile, usize, usize, &mut [f32]) + Sync) {
+    up_tiles(g, rayon::current_num_threads())
+        .par_iter()
+        .for_each(|&tile| {
+            let (start, len) = tile.pixels(g);
+            with_scratch(g.taps() * len, |y4| f(tile, start, len, y4));
+        });
+}
+
 /// `y = upconv(x)`, `[n, o, 2h, 2w]`.
 pub(crate) fn upconv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &UpGeom) -> Vec<f32> {
     let (taps, plane) = (g.taps(), g.plane());
     let (ho, wo) = (2 * g.h, 2 * g.w);
     let fill = |out: SharedMut| {
-        up_tiles(g, rayon::current_num_threads())
-            .par_iter()
-            .for_each(|&tile| {
-                let (start, len) = tile.pixels(g);
-                with_scratch(taps * len, |y4| {
-                    let x_img = &x[tile.img * g.c * plane..];
-                    // SAFETY: y4 is [taps, len]; lhs is W^T, element (t, ci) at weight[ci*taps + t];
-                    // rhs the [c, len] pixels of the tile with row stride plane.
-                    unsafe {
-                        sgemm(
-                            (taps, len, g.c),
-                            (y4.as_mut_ptr(), len, 1),
-                            false,
-                            (weight.as_ptr(), 1, taps),
-                            (x_img[start..].as_ptr(), plane, 1),
-                        )
-                    }
-                    for (o, &b) in bias.iter().enumerate() {
-                        for i in 0..tile.rows {
-                            for a in 0..2 {
-                                let row = (tile.img * g.o + o) * ho + 2 * (tile.row0 + i) + a;
-                                // SAFETY: output rows 2*row0..2*(row0 + rows) of every channel of
-                                // image img belong to this tile alone.
-                                let dst = unsafe { out.ptr().add(row * wo) };
-                                let even = &y4[(o * 4 + a * 2) * len + i * g.w..][..g.w];
-                                let odd = &y4[(o * 4 + a * 2 + 1) * len + i * g.w..][..g.w];
-                                for j in 0..g.w {
-                                    // SAFETY: columns 2j and 2j + 1 < wo of that row.
-                                    unsafe {
-                                        dst.add(2 * j).write(even[j] + b);
-                                        dst.add(2 * j + 1).write(odd[j] + b);
-                                    }
-                                }
+        for_each_up_tile(g, |tile, start, len, y4| {
+            let x_img = &x[tile.img * g.c * plane..];
+            // SAFETY: y4 is [taps, len]; lhs is W^T, element (t, ci) at weight[ci*taps + t];
+            // rhs the [c, len] pixels of the tile with row stride plane.
+            unsafe {
+                sgemm(
+                    (taps, len, g.c),
+                    (y4.as_mut_ptr(), len, 1),
+                    false,
+                    (weight.as_ptr(), 1, taps),
+                    (x_img[start..].as_ptr(), plane, 1),
+                )
+            }
+            for (o, &b) in bias.iter().enumerate() {
+                for i in 0..tile.rows {
+                    for a in 0..2 {
+                        let row = (tile.img * g.o + o) * ho + 2 * (tile.row0 + i) + a;
+                        // SAFETY: output rows 2*row0..2*(row0 + rows) of every channel of
+                        // image img belong to this tile alone.
+                        let dst = unsafe { out.ptr().add(row * wo) };
+                        let even = &y4[(o * 4 + a * 2) * len + i * g.w..][..g.w];
+                        let odd = &y4[(o * 4 + a * 2 + 1) * len + i * g.w..][..g.w];
+                        for j in 0..g.w {
+                            // SAFETY: columns 2j and 2j + 1 < wo of that row.
+                            unsafe {
+                                dst.add(2 * j).write(even[j] + b);
+                                dst.add(2 * j + 1).write(odd[j] + b);
                             }
                         }
                     }
-                });
-            });
+                }
+            }
+        });
     };
     // SAFETY: the tiles cover every input row of every image, and each writes both output rows
     // of its input rows, all columns, every channel.
@@ -166,26 +172,21 @@ pub(crate) fn upconv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &UpGeom
 pub(crate) fn upconv_input_grad(dy: &[f32], weight: &[f32], g: &UpGeom) -> Vec<f32> {
     let (taps, plane) = (g.taps(), g.plane());
     let fill = |out: SharedMut| {
-        up_tiles(g, rayon::current_num_threads())
-            .par_iter()
-            .for_each(|&tile| {
-                let (start, len) = tile.pixels(g);
-                with_scratch(taps * len, |y4| {
-                    gather_tile(dy, g, tile, y4);
-                    // SAFETY: dst is the tile's [c, len] pixels of image img in dx (row stride
-                    // plane), written by this tile alone; lhs the row-major [c, taps] weight; rhs
-                    // the [taps, len] gathered gradient.
-                    unsafe {
-                        sgemm(
-                            (g.c, len, taps),
-                            (out.ptr().add(tile.img * g.c * plane + start), plane, 1),
-                            false,
-                            (weight.as_ptr(), taps, 1),
-                            (y4.as_ptr(), len, 1),
-                        )
-                    }
-                });
-            });
+        for_each_up_tile(g, |tile, start, len, y4| {
+            gather_tile(dy, g, tile, y4);
+            // SAFETY: dst is the tile's [c, len] pixels of image img in dx (row stride
+            // plane), written by this tile alone; lhs the row-major [c, taps] weight; rhs
+            // the [taps, len] gathered gradient.
+            unsafe {
+                sgemm(
+                    (g.c, len, taps),
+                    (out.ptr().add(tile.img * g.c * plane + start), plane, 1),
+                    false,
+                    (weight.as_ptr(), taps, 1),
+                    (y4.as_ptr(), len, 1),
+                )
+            }
+        });
     };
     // SAFETY: the tiles cover every pixel of every image, and each product writes all `c`
     // channels of its pixels without reading the destination.
