@@ -15,7 +15,7 @@ use candle_core::{DType, Tensor, Var};
 use rayon::prelude::*;
 
 use super::{DoubleConv, UNet, Upsampler};
-use crate::config::{Encoder, Upsampling};
+use crate::config::Upsampling;
 use crate::kernels::{
     batch_mean_var, channel_sums, conv_forward, conv_input_grad, conv_weight_grad, fast_path_for,
     map_planes, max_pool_backward_into, max_pool_forward, upconv_forward, upconv_input_grad,
@@ -263,12 +263,32 @@ fn upconv_stage(up: &UpConv2x2, x: &Map) -> Result<(UpGeom, Map)> {
     ))
 }
 
+/// The up-convolution of an up-sampler ([`UNet::direct_step_applies`] allows no other).
+fn transposed(upsample: &Upsampler) -> &UpConv2x2 {
+    match upsample {
+        Upsampler::Transposed(up) => up,
+        Upsampler::Bilinear { .. } => unreachable!("direct_step_applies checked the up-sampling"),
+    }
+}
+
+/// The map `up[level]`'s up-convolution reads: the block below's output, or for the lowest
+/// up block `bottom` (the contracting path's end, after drop-out).
+fn upconv_input<'a>(
+    up: &'a [Option<(UpGeom, BlockRecord)>],
+    level: usize,
+    bottom: &'a Map,
+) -> &'a Map {
+    match up.get(level + 1) {
+        Some(slot) => slot.as_ref().expect("filled from the bottom").1.output(),
+        None => bottom,
+    }
+}
+
 impl UNet {
     /// Whether [`UNet::direct_train_step`] applies to input `x`: the plain encoder with
     /// transposed up-convolutions, computing in f32 on the CPU with the fast kernels on.
     pub fn direct_step_applies(&self, x: &Tensor) -> bool {
         self.encoder.is_none()
-            && matches!(self.cfg.encoder, Encoder::Plain)
             && matches!(self.cfg.upsampling, Upsampling::Transposed)
             && self.dtype == DType::F32
             && self.compute_dtype == DType::F32
@@ -288,15 +308,13 @@ impl UNet {
         if !self.direct_step_applies(x) {
             return Ok(None);
         }
-        let dims = x.dims4().map_err(|_| Error::InputShape {
+        let bad_shape = || Error::InputShape {
             expected: format!("[N, {}, H, W]", self.cfg.in_channels),
             got: x.dims().to_vec(),
-        })?;
+        };
+        let dims = x.dims4().map_err(|_| bad_shape())?;
         if dims.1 != self.cfg.in_channels {
-            return Err(Error::InputShape {
-                expected: format!("[N, {}, H, W]", self.cfg.in_channels),
-                got: x.dims().to_vec(),
-            });
+            return Err(bad_shape());
         }
         self.output_size(dims.2, dims.3)?;
         let depth = self.cfg.depth;
@@ -320,6 +338,7 @@ impl UNet {
             down.push(record);
         }
         let bottom = down.last().expect("depth >= 1").output();
+        // Drop-out at the end of the contracting path, with its mask for the backward.
         let dropped = match self.cfg.dropout > 0.0 {
             true => {
                 let mask = dropout_mask(
@@ -346,23 +365,18 @@ impl UNet {
             }
             false => None,
         };
+        let bottom = dropped.as_ref().map_or(bottom, |(m, _)| m);
         // up[level], filled from the bottom: the up-convolution's geometry and the block.
         let mut up: Vec<Option<(UpGeom, BlockRecord)>> = (0..depth - 1).map(|_| None).collect();
         for level in (0..depth - 1).rev() {
-            let h = match level + 1 == depth - 1 {
-                true => dropped.as_ref().map_or(bottom, |(m, _)| m),
-                false => up[level + 1].as_ref().expect("filled").1.output(),
-            };
-            let Upsampler::Transposed(upconv) = &self.up[level].upsample else {
-                unreachable!("direct_step_applies checked the up-sampling");
-            };
-            let (geom, u) = upconv_stage(upconv, h)?;
+            let h = upconv_input(&up, level, bottom);
+            let (geom, u) = upconv_stage(transposed(&self.up[level].upsample), h)?;
             let joined = concat_cropped(down[level].output(), &u);
             up[level] = Some((geom, block_forward(&self.up[level].convs, joined)?));
         }
         let top = match up.first() {
             Some(Some((_, record))) => record.output(),
-            _ => dropped.as_ref().map_or(bottom, |(m, _)| m),
+            _ => bottom,
         };
         let classifier_geom = Geom::new(
             top.dims,
@@ -412,13 +426,8 @@ impl UNet {
             let skip = down[level].output().dims;
             let (d_skip, d_up) = split_concat_grad(&d_joined, skip, geom.out_dims());
             d_skips.push(d_skip);
-            let Upsampler::Transposed(upconv) = &self.up[level].upsample else {
-                unreachable!("direct_step_applies checked the up-sampling");
-            };
-            let h = match level + 1 == depth - 1 {
-                true => dropped.as_ref().map_or(bottom, |(m, _)| m),
-                false => up[level + 1].as_ref().expect("filled").1.output(),
-            };
+            let upconv = transposed(&self.up[level].upsample);
+            let h = upconv_input(&up, level, bottom);
             store(
                 &mut grads,
                 &upconv.weight,
