@@ -130,9 +130,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             #[allow(clippy::result_large_err)]
             let loss_of =
                 |logits: &Tensor| Loss::CrossEntropy.compute(logits, &targets, Some(&weights));
-            let direct = match opts.autograd || scaler.is_some() {
-                true => None,
-                false => model.direct_train_step(&x, loss_of)?,
+            let direct = match direct_step {
+                true => model.direct_train_step(&x, loss_of)?,
+                false => None,
             };
             let (loss, grads) = match direct {
                 Some((loss, grads)) => (loss, Some(grads)),

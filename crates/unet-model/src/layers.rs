@@ -91,14 +91,9 @@ impl BatchNorm2d {
     /// The fused CPU kernel; the running statistics are updated as in the stock path.
     fn forward_fast(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let (mean, var) = if train {
-            let (mean, var) = crate::kernels::channel_mean_var(x)?;
-            let count = x.elem_count() / x.dim(1)?.max(1);
-            self.update_running(
-                &Tensor::from_slice(&mean, mean.len(), x.device())?,
-                &Tensor::from_slice(&var, var.len(), x.device())?,
-                count,
-            )?;
-            (mean, var)
+            let (n, c, h, w) = x.dims4()?;
+            let values = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            self.train_statistics(&values, (n, c, h * w))?
         } else {
             let stat = |v: &Var| v.as_tensor().to_dtype(DType::F32)?.to_vec1::<f32>();
             (stat(&self.running_mean)?, stat(&self.running_var)?)
@@ -112,6 +107,24 @@ impl BatchNorm2d {
             train,
             relu,
         )?)
+    }
+
+    /// The per-channel mean and biased variance of a contiguous `[n, c, plane]` batch (f32 on
+    /// the CPU), with the running statistics updated from them: what training-mode batch
+    /// normalisation starts with, here and in the direct training step.
+    pub(crate) fn train_statistics(
+        &self,
+        x: &[f32],
+        (n, c, plane): (usize, usize, usize),
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (mean, var) = crate::kernels::batch_mean_var(x, (n, c, plane));
+        let device = self.running_mean.device();
+        self.update_running(
+            &Tensor::from_slice(&mean, c, device)?,
+            &Tensor::from_slice(&var, c, device)?,
+            n * plane,
+        )?;
+        Ok((mean, var))
     }
 
     /// PyTorch's update of the running statistics from a batch's mean and biased variance

@@ -17,8 +17,8 @@ use rayon::prelude::*;
 use super::{DoubleConv, UNet, Upsampler};
 use crate::config::Upsampling;
 use crate::kernels::{
-    batch_mean_var, channel_sums, conv_forward, conv_input_grad, conv_weight_grad, fast_path_for,
-    map_planes, max_pool_backward_into, max_pool_forward, upconv_forward, upconv_input_grad,
+    channel_sums, conv_forward, conv_input_grad, conv_weight_grad, fast_path_for, map_planes,
+    max_pool_backward_into, max_pool_forward, upconv_forward, upconv_input_grad,
     upconv_weight_grad, write_from, BatchNormOp, Geom, UpGeom,
 };
 use crate::layers::{dropout_mask, BatchNorm2d, Conv2d, UpConv2x2, BN_EPS};
@@ -89,14 +89,7 @@ fn conv_stage(conv: &Conv2d, norm: Option<&BatchNorm2d>, x: &Map) -> Result<Stag
     };
     let (norm, y) = match norm {
         Some(bn) => {
-            let (mean, var) = batch_mean_var(&z.data, z.planes());
-            // As BatchNorm2d::forward_fast: the running statistics see this batch's.
-            let device = bn.weight.device();
-            bn.update_running(
-                &Tensor::from_slice(&mean, mean.len(), device)?,
-                &Tensor::from_slice(&var, var.len(), device)?,
-                z.data.len() / z.dims.1.max(1),
-            )?;
+            let (mean, var) = bn.train_statistics(&z.data, z.planes())?;
             let op = BatchNormOp::new(&mean, &var, BN_EPS, true, true);
             let y = op.apply(
                 &z.data,
