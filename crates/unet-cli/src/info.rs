@@ -1,17 +1,17 @@
 //! `unet info`: what a user wants to see first about the data.
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use unet_data::{locate_data_dir, IsbiData, Split};
+use unet_data::Split;
+
+use crate::data::DataArgs;
 
 /// Flags of `unet info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Directory holding train-volume.tif and train-labels.tif [default: $UNET_DATA, else data/isbi2012]
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    /// The sections to summarise.
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Fraction of sections (the first ones) that train; the rest validate.
     #[arg(long, default_value_t = 0.9, conflicts_with = "folds")]
     pub train_fraction: f64,
@@ -25,9 +25,7 @@ pub struct InfoArgs {
 
 /// Load the data, split it, print the summary.
 pub fn run(args: &InfoArgs) -> Result<()> {
-    let dir = locate_data_dir(args.data.as_deref())?;
-    let data =
-        IsbiData::load(&dir).with_context(|| format!("loading the data in {}", dir.display()))?;
+    let data = args.data.load()?;
     let n = data.train_images.pages();
     let split = match (args.folds, args.fold) {
         (Some(k), Some(i)) => Split::k_fold(n, k, i)?,

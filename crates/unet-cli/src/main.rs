@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod augment;
 mod bench;
+mod data;
 mod device;
 mod info;
 mod model;
@@ -40,7 +41,7 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Time a training step or a forward pass of a preset on random data (one JSON line).
     Bench(bench::BenchArgs),
-    /// Train a U-Net on the ISBI 2012 sections (recipes default, reference, paper; --resume).
+    /// Train a U-Net on the ISBI 2012 sections or your own (recipes default, reference, paper; --resume).
     Train(Box<train::TrainArgs>),
     /// Score a run's best checkpoint (or any checkpoint) on the validation sections.
     Evaluate(train::EvaluateArgs),

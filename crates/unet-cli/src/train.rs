@@ -1,14 +1,14 @@
 //! `unet train` and `unet evaluate`: train a U-Net on the ISBI 2012 sections with progress bars,
 //! and score a run or a checkpoint on the validation sections.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use unet_data::{locate_data_dir, IsbiData};
+use unet_data::IsbiData;
 use unet_model::calibrate::calibrate_checkpoint;
 use unet_model::train::{
     evaluate_checkpoint, evaluate_run, files, train, AugmentationConfig, Recipe, SplitConfig,
@@ -16,6 +16,7 @@ use unet_model::train::{
 };
 use unet_model::{Calibration, Precision, Preset};
 
+use crate::data::DataArgs;
 use crate::device::DeviceArg;
 
 /// Flags of `unet train`.
@@ -27,9 +28,9 @@ pub struct TrainArgs {
     /// A JSON training configuration (as written to runs/NAME/config.json); replaces the recipe.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// The ISBI 2012 data directory (default: $UNET_DATA, then data/isbi2012).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    /// The training and validation sections.
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Where the run writes config.json, log.jsonl and checkpoints. [default: runs/<recipe>]
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -207,16 +208,10 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
     Ok((cfg, resume))
 }
 
-fn load_data(flag: Option<&Path>) -> Result<IsbiData> {
-    let dir = locate_data_dir(flag)?;
-    IsbiData::load(&dir)
-        .with_context(|| format!("loading the ISBI 2012 data from {}", dir.display()))
-}
-
 /// Runs `unet train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let (cfg, resume) = config_from(args)?;
-    let data = load_data(args.data.as_deref())?;
+    let data = args.data.load()?;
     let control = TrainControl {
         device: args.device.open()?,
         resume,
@@ -489,9 +484,9 @@ pub struct CheckpointTarget {
     /// validation 27-29 to evaluate, training 0-26 to calibrate].
     #[arg(long, value_delimiter = ',')]
     pub sections: Vec<usize>,
-    /// The ISBI 2012 data directory (default: $UNET_DATA, then data/isbi2012).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    /// The sections to score on.
+    #[command(flatten)]
+    pub data: DataArgs,
     /// The compute device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
@@ -500,7 +495,7 @@ pub struct CheckpointTarget {
 impl CheckpointTarget {
     /// The data and the device.
     fn open(&self) -> Result<(IsbiData, Device)> {
-        Ok((load_data(self.data.as_deref())?, self.device.open()?))
+        Ok((self.data.load()?, self.device.open()?))
     }
 
     /// `--sections`, else `default`.

@@ -97,11 +97,39 @@ pub fn check_pair<A, B>(
     Ok(())
 }
 
-/// The ISBI 2012 stacks, loaded and checked.
+/// Where training sections were read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// A directory in the ISBI 2012 layout (`train-volume.tif`, `train-labels.tif`).
+    Directory(PathBuf),
+    /// A pair of stacks under any names.
+    Files {
+        /// The images.
+        images: PathBuf,
+        /// Their labels.
+        labels: PathBuf,
+    },
+}
+
+impl fmt::Display for DataSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataSource::Directory(dir) => write!(f, "ISBI 2012 data in {}", dir.display()),
+            DataSource::Files { images, labels } => write!(
+                f,
+                "sections {} with labels {}",
+                images.display(),
+                labels.display()
+            ),
+        }
+    }
+}
+
+/// The ISBI 2012 stacks (or a user's own pair in their place), loaded and checked.
 #[derive(Debug, Clone)]
 pub struct IsbiData {
     /// Where they were read from.
-    pub dir: PathBuf,
+    pub source: DataSource,
     /// Training images, 8-bit grey.
     pub train_images: Stack<u8>,
     /// Training labels, {0, 255}.
@@ -115,31 +143,38 @@ impl IsbiData {
     /// and check that images and labels pair up.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let (vol_path, lab_path, test_path) = (
-            dir.join(TRAIN_VOLUME),
-            dir.join(TRAIN_LABELS),
-            dir.join(TEST_VOLUME),
-        );
-        let train_images = read_u8_stack(&vol_path)?;
-        let train_labels = read_labels(&lab_path)?;
-        check_pair(&vol_path, &train_images, &lab_path, &train_labels)?;
+        let mut data = Self::load_files(dir.join(TRAIN_VOLUME), dir.join(TRAIN_LABELS))?;
+        data.source = DataSource::Directory(dir.to_path_buf());
+        let test_path = dir.join(TEST_VOLUME);
+        if test_path.exists() {
+            data.test_images = Some(read_u8_stack(&test_path)?);
+        }
+        Ok(data)
+    }
+
+    /// Load a training pair under any names (a user's own sections): 8-bit grey images and their
+    /// labels (0 = membrane or background, 255 or 1 = cell), checked to pair up page by page.
+    /// There is no test stack.
+    pub fn load_files(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Self> {
+        let (images, labels) = (images.as_ref(), labels.as_ref());
+        let train_images = read_u8_stack(images)?;
+        let train_labels = read_labels(labels)?;
+        check_pair(images, &train_images, labels, &train_labels)?;
         if train_images.samples() != 1 {
             return Err(Error::WrongPixelType {
-                path: vol_path,
+                path: images.to_path_buf(),
                 expected: "grey (one sample per pixel)",
                 found: "multi-sample",
             });
         }
-        let test_images = if test_path.exists() {
-            Some(read_u8_stack(&test_path)?)
-        } else {
-            None
-        };
         Ok(IsbiData {
-            dir: dir.to_path_buf(),
+            source: DataSource::Files {
+                images: images.to_path_buf(),
+                labels: labels.to_path_buf(),
+            },
             train_images,
             train_labels,
-            test_images,
+            test_images: None,
         })
     }
 
@@ -172,7 +207,7 @@ impl IsbiData {
             None => None,
         };
         Ok(DataSummary {
-            dir: self.dir.clone(),
+            source: self.source.clone(),
             pages: self.train_images.pages(),
             height: self.train_images.height(),
             width: self.train_images.width(),
@@ -198,8 +233,8 @@ pub struct SplitSummary {
 /// The summary `unet info` prints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataSummary {
-    /// The data directory.
-    pub dir: PathBuf,
+    /// Where the sections were read from.
+    pub source: DataSource,
     /// Training pages.
     pub pages: usize,
     /// Page height.
@@ -232,7 +267,7 @@ fn ranges(sections: &[usize]) -> String {
 
 impl fmt::Display for DataSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "ISBI 2012 data in {}", self.dir.display())?;
+        writeln!(f, "{}", self.source)?;
         writeln!(
             f,
             "  training stack: {} pages of {}x{}, 8-bit",

@@ -37,8 +37,9 @@ pub mod download;
 pub use error::{Error, Result};
 pub use fsutil::{temp_path_for, write_atomically};
 pub use isbi::{
-    check_pair, locate_data_dir, pixel_sha256, read_labels, DataSummary, IsbiData, SplitSummary,
-    CELL, DATA_ENV, DEFAULT_DATA_DIR, MEMBRANE, TEST_VOLUME, TRAIN_LABELS, TRAIN_VOLUME,
+    check_pair, locate_data_dir, pixel_sha256, read_labels, DataSource, DataSummary, IsbiData,
+    SplitSummary, CELL, DATA_ENV, DEFAULT_DATA_DIR, MEMBRANE, TEST_VOLUME, TRAIN_LABELS,
+    TRAIN_VOLUME,
 };
 pub use loader::{Batch, EpochBatches, Loader, LoaderConfig, SectionSet};
 pub use png_io::{decode_png_grey, encode_png_grey, read_png_grey, write_png_grey};

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use unet_data::{locate_data_dir, pixel_sha256, IsbiData, Split};
+use unet_data::{locate_data_dir, pixel_sha256, DataSource, IsbiData, Split};
 
 fn isbi_dir() -> PathBuf {
     let dir = std::env::var_os("UNET_DATA")
@@ -54,6 +54,31 @@ fn loads_and_summarises_isbi() {
     let text = summary.to_string();
     assert!(text.contains("30 pages of 512x512"), "{text}");
     assert!(text.contains("27-29"), "{text}");
+}
+
+#[test]
+fn the_pair_loads_under_its_own_names_as_from_the_directory() {
+    let dir = isbi_dir();
+    let (images, labels) = (dir.join("train-volume.tif"), dir.join("train-labels.tif"));
+    let pair = IsbiData::load_files(&images, &labels).unwrap();
+    let from_dir = IsbiData::load(&dir).unwrap();
+    assert_eq!(pair.train_images, from_dir.train_images);
+    assert_eq!(pair.train_labels, from_dir.train_labels);
+    assert!(pair.test_images.is_none());
+    assert_eq!(from_dir.source, DataSource::Directory(dir.clone()));
+    let summary = pair.summary(&Split::reference(30).unwrap()).unwrap();
+    let text = summary.to_string();
+    assert!(text.starts_with("sections "), "{text}");
+    assert!(text.contains("train-labels.tif"), "{text}");
+
+    // Images given as labels: refused, naming the file.
+    let err = IsbiData::load_files(&images, &images)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train-volume.tif") && err.contains("not a label"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1219,9 +1219,11 @@ pub fn train(
     let run_dir = config.run_dir.clone();
     let split = config.split.resolve(images.pages())?;
     if split.validation.is_empty() {
-        return Err(TrainError::Config(
-            "the split leaves no validation section".into(),
-        ));
+        return Err(TrainError::Config(format!(
+            "the split leaves no validation section: all {} sections train (a lower train \
+             fraction leaves some to validate)",
+            split.train.len()
+        )));
     }
     let device = &control.device;
     config.precision.check_device(device)?;
