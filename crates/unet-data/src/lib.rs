@@ -37,8 +37,8 @@ pub mod download;
 pub use error::{Error, Result};
 pub use fsutil::{temp_path_for, write_atomically};
 pub use isbi::{
-    check_pair, locate_data_dir, pixel_sha256, read_labels, DataSource, DataSummary, IsbiData,
-    SplitSummary, CELL, DATA_ENV, DEFAULT_DATA_DIR, MEMBRANE, TEST_VOLUME, TRAIN_LABELS,
+    check_pair, locate_data_dir, pair_sha256, pixel_sha256, read_labels, DataSource, DataSummary,
+    IsbiData, SplitSummary, CELL, DATA_ENV, DEFAULT_DATA_DIR, MEMBRANE, TEST_VOLUME, TRAIN_LABELS,
     TRAIN_VOLUME,
 };
 pub use loader::{Batch, EpochBatches, Loader, LoaderConfig, SectionSet};

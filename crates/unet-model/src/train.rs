@@ -823,6 +823,10 @@ pub struct TrainState {
     /// Steps of the unfinished epoch skipped by the loss scaler.
     #[serde(default)]
     pub partial_skipped: usize,
+    /// The training stacks' [`unet_data::pair_sha256`]: a resume on other sections is refused
+    /// (absent in runs written before it was kept).
+    #[serde(default)]
+    pub data_sha256: Option<String>,
 }
 
 /// How to run: the device, resume or not, and the stop flag (set it from a Ctrl-C handler; the
@@ -1256,8 +1260,9 @@ pub fn train(
     let best_path = run_dir.join(files::BEST);
     let config_path = run_dir.join(files::CONFIG);
     let log_path = run_dir.join(files::LOG);
+    let data_sha256 = unet_data::pair_sha256(images, labels);
     let mut state = if control.resume {
-        resume_state(config, &run_dir, &model, optimizer.as_mut())?
+        resume_state(config, &run_dir, &data_sha256, &model, optimizer.as_mut())?
     } else {
         if config_path.exists() || last_path.exists() {
             return Err(TrainError::Config(format!(
@@ -1265,7 +1270,10 @@ pub fn train(
                 run_dir.display()
             )));
         }
-        TrainState::default()
+        TrainState {
+            data_sha256: Some(data_sha256),
+            ..TrainState::default()
+        }
     };
     if config.precision.needs_loss_scaling() && state.loss_scaler.is_none() {
         state.loss_scaler = Some(config.loss_scale.scaler());
@@ -1533,6 +1541,7 @@ fn outcome(
 fn resume_state(
     config: &TrainConfig,
     run_dir: &Path,
+    data_sha256: &str,
     model: &UNet,
     optimizer: &mut dyn Optimizer,
 ) -> Result<TrainState> {
@@ -1560,8 +1569,19 @@ fn resume_state(
     if !load_optimizer_state(&last, optimizer)? {
         return Err(fail(format!("{} holds no optimizer state", last.display())));
     }
-    let state: TrainState = serde_json::from_value(meta.metrics["state"].clone())
+    let mut state: TrainState = serde_json::from_value(meta.metrics["state"].clone())
         .map_err(|e| fail(format!("the checkpoint holds no training state: {e}")))?;
+    match &state.data_sha256 {
+        Some(saved) if saved != data_sha256 => {
+            return Err(fail(format!(
+                "the training sections given are not the ones the run trained on (their \
+                 pixels' SHA-256 {data_sha256}, the run's {saved}); give the run the \
+                 sections it started with"
+            )))
+        }
+        Some(_) => {}
+        None => state.data_sha256 = Some(data_sha256.to_string()),
+    }
     if state.epochs_done >= config.epochs {
         return Err(fail(format!(
             "all {} epochs are done; give more epochs to continue",

@@ -1,5 +1,5 @@
 //! End-to-end training of a tiny net on three synthetic 64x64 sections: the run's files, exact
-//! resume after a mid-epoch stop, refusal of damaged checkpoints, a clear stop on a NaN loss,
+//! resume after a mid-epoch stop (and its refusal on other sections), refusal of damaged checkpoints, a clear stop on a NaN loss,
 //! the decision calibration of `best`.
 
 use std::path::Path;
@@ -261,6 +261,18 @@ fn resume_after_a_mid_epoch_stop_continues_exactly() {
     };
     let err = resume_quietly(&other, &images, &labels).unwrap_err();
     assert!(matches!(err, TrainError::Resume { .. }), "{err}");
+
+    // So are other sections (one pixel changed), leaving the run as it was.
+    let last = std::fs::read(split.join(files::LAST)).unwrap();
+    let mut pixels = images.as_slice().to_vec();
+    pixels[0] ^= 1;
+    let other_images = Stack::new(3, N, N, pixels).unwrap();
+    let err = resume_quietly(&tiny(&split, 4), &other_images, &labels).unwrap_err();
+    assert!(
+        err.to_string().contains("not the ones the run trained on"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(split.join(files::LAST)).unwrap(), last);
 }
 
 #[test]
