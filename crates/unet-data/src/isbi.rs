@@ -349,8 +349,7 @@ pub fn locate_data_dir(flag: Option<&Path>) -> Result<PathBuf> {
 /// SHA-256 (hex) of a stack's pixel bytes, page after page: the same for any lossless encoding
 /// of the same pixels (TIFF, PNG pages, compressed or not).
 pub fn pixel_sha256(stack: &Stack<u8>) -> String {
-    let digest = Sha256::digest(stack.as_slice());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(stack.as_slice()))
 }
 
 /// SHA-256 (hex) identifying a training pair: the images' and the labels' shapes and pixel
@@ -368,11 +367,11 @@ pub fn pair_sha256(images: &Stack<u8>, labels: &Stack<u8>) -> String {
         }
         hasher.update(stack.as_slice());
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&hasher.finalize())
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
