@@ -59,6 +59,11 @@ fn write_data(dir: &Path) {
     );
 }
 
+/// The three sections as a user's own pair, `em.tif` and `em-masks.tif` in `dir`.
+fn write_own_sections(dir: &Path) {
+    write_sections(&dir.join("em.tif"), &dir.join("em-masks.tif"), 3);
+}
+
 /// `unet train` for one quick epoch into runs/t, the data named by `data_flags`.
 fn train_args<'a>(data_flags: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["train"];
@@ -107,11 +112,7 @@ fn quiet_training_prints_its_epochs_to_a_pipe_and_evaluates() {
 #[test]
 fn own_stacks_under_any_names_summarise_train_and_evaluate() {
     let dir = tempfile::tempdir().unwrap();
-    write_sections(
-        &dir.path().join("em.tif"),
-        &dir.path().join("em-masks.tif"),
-        3,
-    );
+    write_own_sections(dir.path());
     let own = ["--images", "em.tif", "--labels", "em-masks.tif"];
 
     let mut info = vec!["info", "--train-fraction", "0.6"];
@@ -135,11 +136,7 @@ fn own_stacks_under_any_names_summarise_train_and_evaluate() {
 #[test]
 fn own_stacks_that_do_not_pair_up_are_refused_naming_the_files() {
     let dir = tempfile::tempdir().unwrap();
-    write_sections(
-        &dir.path().join("em.tif"),
-        &dir.path().join("em-masks.tif"),
-        3,
-    );
+    write_own_sections(dir.path());
     write_sections(
         &dir.path().join("two.tif"),
         &dir.path().join("two-masks.tif"),
