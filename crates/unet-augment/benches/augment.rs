@@ -81,7 +81,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let sample = sample();
-    let reference = Preset::reference().pipeline().unwrap();
+    let reference = Preset::Reference.pipeline().unwrap();
     let exact = reference_exact();
     let all_on = reference_all_on();
     let paper = Preset::Paper.pipeline().unwrap();

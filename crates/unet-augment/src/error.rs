@@ -55,6 +55,12 @@ pub enum Error {
         /// Height of the image at that step.
         height: usize,
     },
+    /// A preset name that [`Preset`](crate::Preset) does not know.
+    #[error("unknown augmentation preset {name:?}; known: none, reference, paper")]
+    UnknownPreset {
+        /// The name given.
+        name: String,
+    },
 }
 
 /// The crate's result type.

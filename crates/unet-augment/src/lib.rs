@@ -19,7 +19,7 @@
 //! let label: Vec<u8> = (0..w * h).map(|i| if i % w < 20 { 0 } else { 255 }).collect();
 //! let sample = Sample::grey(w, h, image, label, Some(vec![1.0; w * h])).unwrap();
 //!
-//! let pipeline = Preset::reference().pipeline().unwrap();
+//! let pipeline = Preset::Reference.pipeline().unwrap();
 //! let out = pipeline.apply(&sample, 7).unwrap();
 //! assert_eq!((out.width(), out.height()), (w, h));
 //! assert!(out.label().iter().all(|&l| l == 0 || l == 255));

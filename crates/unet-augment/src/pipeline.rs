@@ -774,24 +774,28 @@ fn affine_inverse(ranges: &AffineRanges, rng: &mut SplitMix64, w: usize, h: usiz
     ]
 }
 
-/// Ready-made pipelines.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Ready-made pipelines, by name: `"none"`, `"reference"`, `"paper"` ([`Preset::name`],
+/// [`std::str::FromStr`], [`std::fmt::Display`]; with the `serde` feature the same strings in
+/// serialised form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Preset {
+    /// No augmentation (an empty pipeline): samples come out unchanged, so tiles are plain crops.
+    None,
     /// The reference implementation's recipe (hayashimasa/UNet-PyTorch), with its faults fixed:
     /// horizontal flip p 0.5, a real vertical flip p 0.5, dense elastic (alpha U[100, 300],
     /// sigma U[10, 15]) p 0.5, brightness factor U[0.6, 1.4] (ColorJitter 0.4) then clamp to
-    /// [0, 1] (as ColorJitter on an 8-bit image), Gaussian noise of `noise_std` p 0.5. Expects
-    /// images in [0, 1] before normalisation: the reference's noise std 1 after normalising by
-    /// std 0.173 is `noise_std` 0.173 here ([`Preset::REFERENCE_NOISE_STD`]). The elastic step
-    /// comes after the flips (the reference warps first): the same distribution, since the
-    /// field's law is flip-invariant, and the composition is cheaper. The field is smoothed
-    /// by the recursive Gaussian ([`FieldSmoothing::Recursive`]: within 0.05 px of scipy's
-    /// exact field, several times faster); build the steps yourself with
-    /// [`FieldSmoothing::Exact`] for scipy's numbers.
-    Reference {
-        /// Standard deviation of the additive noise in the image's units.
-        noise_std: f32,
-    },
+    /// [0, 1] (as ColorJitter on an 8-bit image), Gaussian noise of std
+    /// [`Preset::REFERENCE_NOISE_STD`] p 0.5. Expects images in [0, 1] before normalisation:
+    /// the reference's noise std 1 after normalising by std 0.173 is a noise std of 0.173 here.
+    /// The elastic step comes after the flips (the reference warps first): the same
+    /// distribution, since the field's law is flip-invariant, and the composition is cheaper.
+    /// The field is smoothed by the recursive Gaussian ([`FieldSmoothing::Recursive`]: within
+    /// 0.05 px of scipy's exact field, several times faster). For another noise level, or
+    /// [`FieldSmoothing::Exact`] for scipy's numbers, build the same steps yourself with
+    /// [`Pipeline::builder`].
+    Reference,
     /// The paper's: shifts (translation U[-20, 20] px), rotations (U[-180, 180] degrees),
     /// coarse-grid elastic deformation (3 x 3 nodes, 10 px), all always; grey-value variation:
     /// brightness U[-0.1, 0.1] p 0.5, contrast U[0.8, 1.2] p 0.5 (for images in [0, 1]).
@@ -802,17 +806,25 @@ impl Preset {
     /// The reference's noise std (1 after normalisation) in [0, 1] units: the dataset std 0.173.
     pub const REFERENCE_NOISE_STD: f32 = 0.173;
 
-    /// [`Preset::Reference`] with [`Preset::REFERENCE_NOISE_STD`].
-    pub fn reference() -> Self {
-        Preset::Reference {
-            noise_std: Self::REFERENCE_NOISE_STD,
+    /// Every preset, in the order of [`Preset::name`]'s list.
+    pub const ALL: [Preset; 3] = [Preset::None, Preset::Reference, Preset::Paper];
+
+    /// The preset's name: `"none"`, `"reference"` or `"paper"` (what [`std::str::FromStr`]
+    /// parses and, with the `serde` feature, what it serialises to).
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::None => "none",
+            Preset::Reference => "reference",
+            Preset::Paper => "paper",
         }
     }
 
-    /// The pipeline (errors only for a bad `noise_std`).
+    /// The pipeline (the presets' parameters are valid, so this errors only if the builder's
+    /// checks do).
     pub fn pipeline(&self) -> Result<Pipeline> {
         match *self {
-            Preset::Reference { noise_std } => Pipeline::builder()
+            Preset::None => Pipeline::builder().build(),
+            Preset::Reference => Pipeline::builder()
                 .step(Transform::FlipHorizontal, 0.5)
                 .step(Transform::FlipVertical, 0.5)
                 .step(
@@ -829,7 +841,7 @@ impl Preset {
                 .always(Transform::Clamp { min: 0.0, max: 1.0 })
                 .step(
                     Transform::GaussianNoise {
-                        std: Range::fixed(noise_std),
+                        std: Range::fixed(Self::REFERENCE_NOISE_STD),
                     },
                     0.5,
                 )
@@ -860,5 +872,26 @@ impl Preset {
                 )
                 .build(),
         }
+    }
+}
+
+impl std::fmt::Display for Preset {
+    /// The preset's [name](Preset::name).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = Error;
+
+    /// A preset by its [name](Preset::name) (exact, lower case).
+    fn from_str(name: &str) -> Result<Self> {
+        Preset::ALL
+            .into_iter()
+            .find(|preset| preset.name() == name)
+            .ok_or_else(|| Error::UnknownPreset {
+                name: name.to_owned(),
+            })
     }
 }

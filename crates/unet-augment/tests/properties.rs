@@ -189,7 +189,7 @@ fn batches_do_not_depend_on_the_thread_count() {
             Sample::grey(40, 30, image, label, None).unwrap()
         })
         .collect();
-    let pipeline = Preset::reference().pipeline().unwrap();
+    let pipeline = Preset::Reference.pipeline().unwrap();
     let run = |threads| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -222,7 +222,7 @@ fn presets_build_and_keep_labels_binary() {
         Some(vec![1.0; 64 * 64]),
     )
     .unwrap();
-    for preset in [Preset::reference(), Preset::Paper] {
+    for preset in Preset::ALL {
         let pipeline = preset.pipeline().unwrap();
         for seed in 0..8 {
             let out = pipeline.apply(&sample, seed).unwrap();
@@ -231,12 +231,119 @@ fn presets_build_and_keep_labels_binary() {
         }
     }
     // The reference preset flips vertically for real (its source flipped horizontally twice).
-    let steps = Preset::reference().pipeline().unwrap();
+    let steps = Preset::Reference.pipeline().unwrap();
     assert!(steps
         .steps()
         .iter()
         .any(|s| s.transform == Transform::FlipVertical && s.probability == 0.5));
-    assert!(Preset::Reference { noise_std: -1.0 }.pipeline().is_err());
+    // Another noise level is built with the builder, which checks it.
+    assert!(matches!(
+        reference_with_noise(-1.0).unwrap_err(),
+        Error::InvalidParameter { name: "std", .. }
+    ));
+    // No augmentation: the sample comes back unchanged.
+    let none = Preset::None.pipeline().unwrap();
+    assert!(none.steps().is_empty());
+    assert_eq!(none.apply(&sample, 3).unwrap(), sample);
+}
+
+/// The reference recipe built step by step, with noise std `noise_std`.
+fn reference_with_noise(noise_std: f32) -> Result<Pipeline, Error> {
+    Pipeline::builder()
+        .step(Transform::FlipHorizontal, 0.5)
+        .step(Transform::FlipVertical, 0.5)
+        .step(
+            Transform::DenseElastic {
+                alpha: Range::new(100.0, 300.0),
+                sigma: Range::new(10.0, 15.0),
+                smoothing: FieldSmoothing::Recursive,
+            },
+            0.5,
+        )
+        .always(Transform::BrightnessFactor {
+            factor: Range::new(0.6, 1.4),
+        })
+        .always(Transform::Clamp { min: 0.0, max: 1.0 })
+        .step(
+            Transform::GaussianNoise {
+                std: Range::fixed(noise_std),
+            },
+            0.5,
+        )
+        .build()
+}
+
+#[test]
+fn reference_preset_is_the_step_by_step_recipe() {
+    let preset = Preset::Reference.pipeline().unwrap();
+    let by_hand = reference_with_noise(Preset::REFERENCE_NOISE_STD).unwrap();
+    assert_eq!(preset, by_hand);
+    let mut rng = unet_augment::SplitMix64::new(2015);
+    let (w, h) = (48, 40);
+    let sample = Sample::grey(
+        w,
+        h,
+        (0..w * h).map(|_| rng.uniform() as f32).collect(),
+        (0..w * h)
+            .map(|p| if (p % w) / 6 % 2 == 0 { 0 } else { 255 })
+            .collect(),
+        Some((0..w * h).map(|_| 1.0 + rng.uniform() as f32).collect()),
+    )
+    .unwrap();
+    let mut changed = 0;
+    for seed in [0, 1, 7, 42, 1234, u64::MAX] {
+        let a = preset.apply(&sample, seed).unwrap();
+        let b = by_hand.apply(&sample, seed).unwrap();
+        let bits = |s: &Sample| {
+            let image: Vec<u32> = s.image().iter().map(|v| v.to_bits()).collect();
+            let weight: Vec<u32> = s.weight().unwrap().iter().map(|v| v.to_bits()).collect();
+            (image, s.label().to_vec(), weight)
+        };
+        assert_eq!(bits(&a), bits(&b), "seed {seed}");
+        changed += usize::from(a != sample);
+    }
+    assert!(changed > 0);
+}
+
+#[test]
+fn presets_by_name() {
+    assert_eq!(
+        Preset::ALL.map(Preset::name),
+        ["none", "reference", "paper"]
+    );
+    for preset in Preset::ALL {
+        assert_eq!(preset.name().parse::<Preset>().unwrap(), preset);
+        assert_eq!(preset.to_string(), preset.name());
+    }
+    let err = "Reference".parse::<Preset>().unwrap_err();
+    assert_eq!(
+        err,
+        Error::UnknownPreset {
+            name: "Reference".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        r#"unknown augmentation preset "Reference"; known: none, reference, paper"#
+    );
+    // The message's list is the real one.
+    let known = Preset::ALL.map(Preset::name).join(", ");
+    assert!(err.to_string().ends_with(&format!("known: {known}")));
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn presets_serialise_as_their_names() {
+    for preset in Preset::ALL {
+        let json = serde_json::to_string(&preset).unwrap();
+        assert_eq!(json, format!("\"{}\"", preset.name()));
+        assert_eq!(serde_json::from_str::<Preset>(&json).unwrap(), preset);
+    }
+    assert_eq!(
+        serde_json::from_str::<Vec<Preset>>(r#"["none", "reference", "paper"]"#).unwrap(),
+        Preset::ALL
+    );
+    assert!(serde_json::from_str::<Preset>(r#""Paper""#).is_err());
 }
 
 #[test]

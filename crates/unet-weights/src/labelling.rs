@@ -2,8 +2,11 @@
 
 use crate::error::{check_shape, Result};
 
-/// Which neighbours join two foreground pixels into one cell.
+/// Which neighbours join two foreground pixels into one cell (with the `serde` feature:
+/// `"four"`, `"eight"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Connectivity {
     /// Edge neighbours only (up, down, left, right): the ISBI 2012 ground-truth definition.
     #[default]

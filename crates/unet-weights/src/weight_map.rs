@@ -11,8 +11,11 @@ use crate::scratch;
 /// it is set to 0, so every weight is within this (absolute) tolerance of the exact value.
 pub const BORDER_TOLERANCE: f32 = 1e-6;
 
-/// Which pixels receive the border term.
+/// Which pixels receive the border term (with the `serde` feature: `"background"`,
+/// `"all_pixels"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum BorderTerm {
     /// Background (label 0) pixels only: the gaps between cells, as the paper intends.
     #[default]
@@ -25,7 +28,11 @@ pub enum BorderTerm {
 ///
 /// A class that does not occur in a section gets weight 0; no pixel carries it, so the map never
 /// shows it, and a section of one class only gets w_c = 1 under both balanced schemes.
+///
+/// With the `serde` feature: `"balanced"`, `"mean1"`, `"none"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum ClassWeight {
     /// `H * W / (pixels of the class)`, per section (the reference implementation's definition).
     #[default]
@@ -39,7 +46,13 @@ pub enum ClassWeight {
 
 /// Settings of the weight map; [`Default`] gives the paper's values (w0 = 10, sigma = 5 px,
 /// 4-connected cells, border term on the background, balanced classes).
+///
+/// With the `serde` feature it is (de)serialised field by field; a missing field takes its
+/// [`Default`] value, so `{"class_weight": "none"}` is the paper's settings without class balance.
+/// Deserialising does not validate: call [`WeightMapParams::validate`].
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct WeightMapParams {
     /// Height of the border term, w0 (>= 0; 0 switches it off).
     pub w0: f32,
@@ -542,5 +555,61 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests {
+    use super::*;
+
+    fn json<T: serde::Serialize>(value: &T) -> String {
+        serde_json::to_string(value).unwrap()
+    }
+
+    #[test]
+    fn missing_fields_come_from_the_defaults() {
+        let params: WeightMapParams =
+            serde_json::from_str(r#"{"w0": 10.0, "sigma": 5.0, "class_weight": "none"}"#).unwrap();
+        assert_eq!(
+            params,
+            WeightMapParams {
+                class_weight: ClassWeight::None,
+                ..WeightMapParams::default()
+            }
+        );
+        let empty: WeightMapParams = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, WeightMapParams::default());
+    }
+
+    #[test]
+    fn enums_are_snake_case_strings() {
+        assert_eq!(json(&ClassWeight::Balanced), r#""balanced""#);
+        assert_eq!(json(&ClassWeight::Mean1), r#""mean1""#);
+        assert_eq!(json(&ClassWeight::None), r#""none""#);
+        assert_eq!(json(&Connectivity::Four), r#""four""#);
+        assert_eq!(json(&Connectivity::Eight), r#""eight""#);
+        assert_eq!(json(&BorderTerm::Background), r#""background""#);
+        assert_eq!(json(&BorderTerm::AllPixels), r#""all_pixels""#);
+        assert!(serde_json::from_str::<ClassWeight>(r#""Balanced""#).is_err());
+    }
+
+    #[test]
+    fn params_round_trip() {
+        let params = WeightMapParams {
+            w0: 7.5,
+            sigma: 3.25,
+            connectivity: Connectivity::Eight,
+            border_term: BorderTerm::AllPixels,
+            class_weight: ClassWeight::Mean1,
+        };
+        let text = serde_json::to_string(&params).unwrap();
+        assert_eq!(
+            text,
+            r#"{"w0":7.5,"sigma":3.25,"connectivity":"eight","border_term":"all_pixels","class_weight":"mean1"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<WeightMapParams>(&text).unwrap(),
+            params
+        );
     }
 }
