@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: the release `unet bench` next to PyTorch's CPU reference
-//! (`../shared/bench/torch_unet.py`), case by case and back to back so both see the same
+//! (`xtask/scripts/torch_unet.py`), case by case and back to back so both see the same
 //! machine load, then a table of the ratios (ours / PyTorch; below 1 is faster).
 
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "train-step,forward")]
     modes: Vec<String>,
     /// The PyTorch reference script [default: $UNET_TORCH_BENCH, else
-    /// ../shared/bench/torch_unet.py beside the checkout].
+    /// xtask/scripts/torch_unet.py in the checkout].
     #[arg(long)]
     torch_script: Option<PathBuf>,
     /// Also write the results as JSON here.
@@ -85,7 +85,7 @@ fn torch_script(args: &BenchArgs, root: &Path) -> PathBuf {
     args.torch_script
         .clone()
         .or_else(|| std::env::var_os("UNET_TORCH_BENCH").map(PathBuf::from))
-        .unwrap_or_else(|| root.join("../shared/bench/torch_unet.py"))
+        .unwrap_or_else(|| root.join("xtask/scripts/torch_unet.py"))
 }
 
 /// Why PyTorch cannot be run, if it cannot.

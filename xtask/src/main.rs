@@ -2,7 +2,8 @@
 //! shell scripts, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
 //!
 //! - `cargo xtask fetch-data`: download the ISBI 2012 stacks into `data/isbi2012/`, verified.
-//! - `cargo xtask test`: what CI runs: format check, clippy with `-D warnings`, the test suite.
+//! - `cargo xtask test`: what CI runs: format check, clippy with `-D warnings`, the test suite
+//!   (fetches the data first when it is missing).
 //! - `cargo xtask train`: the main job (fetches the data first when it is missing), then
 //!   `cargo xtask evaluate`.
 //! - `cargo xtask figures`: the weight-map and augmentation pictures under `docs/figures/`.
@@ -31,14 +32,23 @@ enum Task {
     FetchData(fetch::FetchArgs),
     /// Draw the project's figures (PNG) into docs/figures/.
     Figures(figures::FiguresArgs),
-    /// Run what CI runs: cargo fmt --check, cargo clippy -D warnings, cargo test.
-    Test,
+    /// Run what CI runs: cargo fmt --check, cargo clippy -D warnings, cargo test (fetching the
+    /// ISBI data first when none is found).
+    Test(TestArgs),
     /// Train U-Net on the ISBI 2012 data (default recipe), then evaluate the best checkpoint.
     Train(TrainArgs),
     /// Score a run's best checkpoint on the validation sections; writes <run>/scores.json.
     Evaluate(EvaluateArgs),
     /// Time train steps and forward passes against PyTorch's CPU reference; print the ratios.
     Bench(bench::BenchArgs),
+}
+
+/// Flags of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// Base URL of the mirror the data is fetched from when none is found (serving <dir>/<i>.png).
+    #[arg(long, default_value = unet_data::download::DEFAULT_MIRROR)]
+    mirror: String,
 }
 
 /// Flags of `cargo xtask train`.
@@ -77,7 +87,7 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match cli.command {
         Task::FetchData(args) => fetch::run(&root, &args),
-        Task::Test => test(&root),
+        Task::Test(args) => test(&root, &args),
         Task::Figures(args) => figures::run(&root, &args),
         Task::Train(args) => train(&root, &args),
         Task::Evaluate(args) => evaluate(&root, &args),
@@ -98,10 +108,16 @@ fn cargo() -> Command {
 }
 
 fn run_step(root: &Path, what: &str, args: &[&str]) -> Result<()> {
+    run_step_with(root, what, args, &[])
+}
+
+/// [`run_step`] with extra environment variables for cargo and what it runs.
+fn run_step_with(root: &Path, what: &str, args: &[&str], envs: &[(&str, &Path)]) -> Result<()> {
     eprintln!("==> {what}: cargo {}", args.join(" "));
     let status = cargo()
         .current_dir(root)
         .args(args)
+        .envs(envs.iter().copied())
         .status()
         .with_context(|| format!("starting cargo for {what}"))?;
     if !status.success() {
@@ -110,7 +126,23 @@ fn run_step(root: &Path, what: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn test(root: &Path) -> Result<()> {
+fn test(root: &Path, args: &TestArgs) -> Result<()> {
+    // The data first, so that a missing data set fails here in one line, not in the tests.
+    let dir = match data_dir_or_fetch_from(root, None, &args.mirror) {
+        Ok(dir) => dir,
+        Err(Fetch::Failed(e)) => bail!(
+            "no ISBI 2012 data found and fetching it failed ({}): run `cargo xtask fetch-data` \
+             when online, or set {} to a directory holding {} and {}",
+            fetch_cause(&e),
+            unet_data::DATA_ENV,
+            unet_data::TRAIN_VOLUME,
+            unet_data::TRAIN_LABELS
+        ),
+        Err(Fetch::NotFound(e)) => return Err(e.into()),
+    };
+    // Absolute, so that tests find it from any working directory.
+    let dir = dir.canonicalize().unwrap_or(dir);
+    eprintln!("ISBI 2012 data: {}", dir.display());
     run_step(root, "format check", &["fmt", "--all", "--check"])?;
     run_step(
         root,
@@ -124,7 +156,12 @@ fn test(root: &Path) -> Result<()> {
             "warnings",
         ],
     )?;
-    run_step(root, "tests", &["test", "--workspace"])
+    run_step_with(
+        root,
+        "tests",
+        &["test", "--workspace"],
+        &[(unet_data::DATA_ENV, &dir)],
+    )
 }
 
 /// `cargo run --release -p unet-cli -- <args>`: training and evaluation run in the optimised
@@ -143,17 +180,49 @@ fn run_unet(root: &Path, what: &str, args: &[String]) -> Result<()> {
     run_step(root, what, &refs)
 }
 
+/// Why no data directory came back from [`data_dir_or_fetch_from`].
+enum Fetch {
+    /// The flag or `UNET_DATA` named a directory without the data (nothing is fetched then).
+    NotFound(unet_data::Error),
+    /// Nothing was found and fetching it failed.
+    Failed(anyhow::Error),
+}
+
+/// Why a fetch failed, without the "fetching ... into" context the message around it repeats.
+fn fetch_cause(e: &anyhow::Error) -> String {
+    let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+    if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    }
+}
+
 /// The data directory, fetched into `data/isbi2012/` when nothing was named and nothing is there.
 fn data_dir_or_fetch(root: &Path, data: Option<&Path>) -> Result<PathBuf> {
+    data_dir_or_fetch_from(root, data, unet_data::download::DEFAULT_MIRROR).map_err(|e| match e {
+        Fetch::NotFound(e) => e.into(),
+        Fetch::Failed(e) => e,
+    })
+}
+
+/// [`data_dir_or_fetch`] from the given mirror.
+fn data_dir_or_fetch_from(
+    root: &Path,
+    data: Option<&Path>,
+    mirror: &str,
+) -> std::result::Result<PathBuf, Fetch> {
+    let named =
+        data.is_some() || std::env::var_os(unet_data::DATA_ENV).is_some_and(|v| !v.is_empty());
     match unet_data::locate_data_dir(data) {
         Ok(dir) => Ok(dir),
-        Err(_) if data.is_none() && std::env::var_os(unet_data::DATA_ENV).is_none() => {
+        Err(_) if !named => {
             let dest = root.join(unet_data::DEFAULT_DATA_DIR);
             eprintln!("no ISBI data found: fetching it into {}", dest.display());
-            fetch::fetch_into(&dest, unet_data::download::DEFAULT_MIRROR)?;
+            fetch::fetch_into(&dest, mirror).map_err(Fetch::Failed)?;
             Ok(dest)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(Fetch::NotFound(e)),
     }
 }
 

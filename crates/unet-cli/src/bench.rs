@@ -1,6 +1,6 @@
 //! `unet bench`: times a training step or a forward pass of a preset U-Net on random data and
 //! prints one JSON line (median / min / max milliseconds and the convolutions' GFLOP/s), the
-//! counterpart of `../shared/bench/torch_unet.py train|fwd big|small`.
+//! counterpart of `xtask/scripts/torch_unet.py train|fwd big|small`.
 
 use std::time::Instant;
 

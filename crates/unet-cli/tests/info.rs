@@ -3,15 +3,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The real stacks, found by the project's one rule (`UNET_DATA`, else `data/isbi2012/`).
 fn isbi_dir() -> PathBuf {
-    std::env::var_os("UNET_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/data/isbi2012"
-            ))
-        })
+    unet_data::locate_data_dir(None)
+        .unwrap_or_else(|e| panic!("the ISBI data is needed for this test: {e}"))
 }
 
 fn unet() -> Command {

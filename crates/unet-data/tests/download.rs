@@ -153,24 +153,15 @@ fn an_existing_file_with_other_pixels_is_never_overwritten() {
     );
 }
 
+/// The real stacks, found by the project's one rule (`UNET_DATA`, else `data/isbi2012/`).
 fn isbi_dir() -> PathBuf {
-    std::env::var_os("UNET_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/data/isbi2012"
-            ))
-        })
+    unet_data::locate_data_dir(None)
+        .unwrap_or_else(|e| panic!("the ISBI data is needed for this test: {e}"))
 }
 
 #[test]
 fn fetches_the_real_isbi_layout() {
     let src = isbi_dir();
-    assert!(
-        src.join("train-volume.tif").is_file(),
-        "ISBI data needed: set UNET_DATA"
-    );
     let mut files = HashMap::new();
     for remote in ISBI_STACKS {
         png_pages(

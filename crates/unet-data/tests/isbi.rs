@@ -1,24 +1,12 @@
-//! The real ISBI 2012 stacks (from `UNET_DATA`, or `../shared/data/isbi2012` beside the checkout,
-//! where CI keeps them).
+//! The real ISBI 2012 stacks, found by the project's one rule (`unet_data::locate_data_dir`:
+//! `UNET_DATA`, else `data/isbi2012/`; `cargo xtask test` fetches them when missing).
 
 use std::path::PathBuf;
 
 use unet_data::{locate_data_dir, pixel_sha256, DataSource, IsbiData, Split};
 
 fn isbi_dir() -> PathBuf {
-    let dir = std::env::var_os("UNET_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/data/isbi2012"
-            ))
-        });
-    assert!(
-        dir.join("train-volume.tif").is_file(),
-        "the ISBI data is needed for this test: set UNET_DATA or run `cargo xtask fetch-data`"
-    );
-    dir
+    locate_data_dir(None).unwrap_or_else(|e| panic!("the ISBI data is needed for this test: {e}"))
 }
 
 #[test]

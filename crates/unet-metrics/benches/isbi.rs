@@ -1,5 +1,6 @@
 //! The ISBI scores of the 30 training sections (real labels, a synthetic prediction) over the
-//! 10 thresholds. Needs the data: `UNET_DATA` or `../shared/data/isbi2012` next to the workspace.
+//! 10 thresholds. Needs the data: `$UNET_DATA`, else `data/isbi2012/` in the workspace
+//! (`cargo xtask fetch-data` puts it there).
 
 use std::fs::File;
 use std::io::BufReader;
@@ -9,16 +10,15 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tiff::decoder::{Decoder, DecodingResult};
 use unet_metrics::{isbi_scores, score_stack, IsbiOptions, ScoreOptions};
 
+/// The data directory by the project's one rule, `unet_data::locate_data_dir` (inline: this
+/// crate depends on no other unet crate): `$UNET_DATA`, else `data/isbi2012` in the workspace.
 fn data_dir() -> PathBuf {
-    std::env::var_os("UNET_DATA").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/data/isbi2012"
-            ))
-        },
-        PathBuf::from,
-    )
+    std::env::var_os("UNET_DATA")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/isbi2012"))
+        })
 }
 
 /// All pages of an 8-bit TIFF stack: (pixels, pages, height, width).

@@ -1,6 +1,7 @@
 //! w(x) for all 30 ISBI 2012 training label sections (512x512), on 1 and 2 threads.
 //!
-//! Reads `train-labels.tif` from `$UNET_DATA` or `../shared/data/isbi2012` beside the workspace.
+//! Reads `train-labels.tif` from `$UNET_DATA`, else `data/isbi2012/` in the workspace
+//! (`cargo xtask fetch-data` puts it there).
 //! Each iteration computes all 30 sections, so the per-section time is the reported time / 30
 //! (criterion's throughput line gives sections per second).
 
@@ -19,14 +20,14 @@ struct Stack {
     labels: Vec<u8>,
 }
 
+/// The data directory by the project's one rule, `unet_data::locate_data_dir` (inline: this
+/// crate depends on no other unet crate): `$UNET_DATA`, else `data/isbi2012` in the workspace.
 fn data_dir() -> PathBuf {
     std::env::var_os("UNET_DATA")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/data/isbi2012"
-            ))
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/isbi2012"))
         })
 }
 

@@ -8,9 +8,11 @@ and second-nearest connected component of label > 0, each from scipy.ndimage's e
   <name>.<config>.f32          its weight map per config, little-endian f32, row-major
 
 Run from anywhere: python3 crates/unet-weights/scripts/make_fixtures.py [path/to/train-labels.tif]
-(needs numpy, scipy, tifffile; the ISBI path defaults to ../shared/data/isbi2012 beside the repo).
+(needs numpy, scipy, tifffile; the ISBI path defaults to $UNET_DATA, else data/isbi2012 in the
+repo, the rule of unet_data::locate_data_dir).
 """
 
+import os
 import pathlib
 import sys
 
@@ -20,7 +22,11 @@ from scipy import ndimage as ndi
 
 HERE = pathlib.Path(__file__).resolve().parent
 OUT = HERE.parent / "tests" / "fixtures"
-DEFAULT_ISBI = HERE.parents[3] / "shared" / "data" / "isbi2012" / "train-labels.tif"
+DEFAULT_ISBI = (
+    pathlib.Path(os.environ["UNET_DATA"])
+    if os.environ.get("UNET_DATA")
+    else HERE.parents[2] / "data" / "isbi2012"
+) / "train-labels.tif"
 
 # name: (w0, sigma, connectivity, class weight, border term on all pixels?)
 CONFIGS = {
