@@ -1,8 +1,12 @@
 //! Architecture invariants of docs/ARCHITECTURE.md, checked on `cargo metadata`.
 //!
+//! - The layers: `unet-cli`, `xtask` -> `unet-train` -> `unet-model` -> `unet-data`, with
+//!   `unet-augment`, `unet-weights` and `unet-metrics` beside `unet-data` at the bottom. Arrows
+//!   point down only; `unet-model` uses no unet crate but `unet-data`.
 //! - unet-augment, unet-weights and unet-metrics depend on no candle crate and on no other unet
 //!   crate, so a user can take any one of them alone.
-//! - Only unet-model and what sits above it (unet-cli, xtask) use candle; unet-data does not.
+//! - Only unet-model and what sits above it (unet-train, unet-cli) use candle; unet-data and
+//!   xtask do not.
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -21,6 +25,23 @@ fn metadata() -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
+}
+
+/// The direct normal dependencies of a workspace crate.
+fn direct_deps(meta: &Value, crate_name: &str) -> BTreeSet<String> {
+    let package = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == crate_name)
+        .unwrap_or_else(|| panic!("{crate_name} is a workspace member"));
+    package["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"].is_null())
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Every package a workspace crate pulls in through normal (non-dev, non-build) dependencies.
@@ -81,6 +102,80 @@ fn lower_crates_stand_alone() {
     }
 }
 
+/// Each workspace crate's layer (0 is the bottom) and the unet crates it may use directly.
+const LAYERS: [(&str, usize, &[&str]); 8] = [
+    ("unet-augment", 0, &[]),
+    ("unet-weights", 0, &[]),
+    ("unet-metrics", 0, &[]),
+    ("unet-data", 0, &[]),
+    ("unet-model", 1, &["unet-data"]),
+    (
+        "unet-train",
+        2,
+        &[
+            "unet-model",
+            "unet-data",
+            "unet-augment",
+            "unet-weights",
+            "unet-metrics",
+        ],
+    ),
+    (
+        "unet-cli",
+        3,
+        &[
+            "unet-train",
+            "unet-model",
+            "unet-data",
+            "unet-augment",
+            "unet-weights",
+            "unet-metrics",
+        ],
+    ),
+    ("xtask", 3, &["unet-data", "unet-augment", "unet-weights"]),
+];
+
+#[test]
+fn every_crate_uses_only_the_layers_below_it() {
+    let meta = metadata();
+    let members: BTreeSet<String> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| {
+            let id = id.as_str().unwrap();
+            let package = meta["packages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["id"] == id)
+                .unwrap();
+            package["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let placed: BTreeSet<String> = LAYERS.iter().map(|(n, _, _)| n.to_string()).collect();
+    assert_eq!(
+        members, placed,
+        "every workspace crate has a place in LAYERS (and ARCHITECTURE.md)"
+    );
+    let layer: HashMap<&str, usize> = LAYERS.iter().map(|&(n, l, _)| (n, l)).collect();
+    for (name, level, allowed) in LAYERS {
+        for dep in direct_deps(&meta, name) {
+            let Some(&dep_level) = layer.get(dep.as_str()) else {
+                continue;
+            };
+            assert!(
+                allowed.contains(&dep.as_str()),
+                "{name} must not depend on {dep} (allowed: {allowed:?})"
+            );
+            assert!(
+                dep_level < level,
+                "{name} (layer {level}) depends on {dep} (layer {dep_level}): arrows point down"
+            );
+        }
+    }
+}
+
 #[test]
 fn data_sits_below_model() {
     let meta = metadata();
@@ -99,5 +194,11 @@ fn data_sits_below_model() {
         model.contains("candle-core"),
         "unet-model is where candle lives"
     );
-    assert!(!model.contains("unet-cli"));
+    assert!(!model.contains("unet-cli") && !model.contains("unet-train"));
+    for unwanted in ["unet-augment", "unet-weights", "unet-metrics"] {
+        assert!(
+            !model.contains(unwanted),
+            "unet-model must not pull in {unwanted}: training code belongs in unet-train"
+        );
+    }
 }

@@ -3,28 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
-use unet_augment::{Pipeline, Preset, Sample};
+use clap::Args;
+use unet_augment::{Preset, Sample};
 use unet_data::{check_pair, read_labels, read_stack, write_stack, Stack};
-
-/// The augmentation recipes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PresetArg {
-    /// The reference's: dense elastic, flips, brightness 0.4, noise.
-    Reference,
-    /// The paper's: coarse-grid elastic, shifts, rotations, grey-value variation.
-    Paper,
-}
-
-impl PresetArg {
-    /// The pipeline of this preset.
-    pub fn pipeline(self) -> unet_augment::Result<Pipeline> {
-        match self {
-            PresetArg::Reference => Preset::reference().pipeline(),
-            PresetArg::Paper => Preset::Paper.pipeline(),
-        }
-    }
-}
 
 /// Flags of `unet augment`.
 #[derive(Debug, Args)]
@@ -47,9 +28,10 @@ pub struct AugmentArgs {
     /// Seed; the same seed gives the same samples on every machine.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The recipe.
-    #[arg(long, value_enum, default_value = "reference")]
-    pub preset: PresetArg,
+    /// The recipe: reference (dense elastic, flips, brightness 0.4, noise), paper (coarse-grid
+    /// elastic, shifts, rotations, grey-value variation) or none.
+    #[arg(long, default_value = "reference")]
+    pub preset: Preset,
     /// Output directory: image.tif (float), labels.tif (8-bit) and weights.tif (float), n pages each.
     #[arg(long)]
     pub out: PathBuf,
@@ -124,7 +106,7 @@ pub fn run(args: &AugmentArgs) -> Result<()> {
         )?;
     }
     eprintln!(
-        "{} samples of page {} ({:?} preset, seed {}) written to {}",
+        "{} samples of page {} ({} preset, seed {}) written to {}",
         args.n,
         args.page,
         args.preset,

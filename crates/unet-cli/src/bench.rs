@@ -1,14 +1,16 @@
 //! `unet bench`: times a training step or a forward pass of a preset U-Net on random data and
 //! prints one JSON line (median / min / max milliseconds and the convolutions' GFLOP/s), the
-//! counterpart of `xtask/scripts/torch_unet.py train|fwd big|small`.
+//! counterpart of `xtask/scripts/torch_unet.py train|fwd big|small` (`cargo xtask bench` runs
+//! both). A training step is [`UNet::train_step`], the one the trainer takes.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use clap::{Args, Subcommand};
-use unet_model::precision::backward_with;
-use unet_model::{Adam, AdamParams, Loss, LossScaler, Optimizer, Padding, Precision, Preset, UNet};
+use unet_model::{
+    Adam, AdamParams, Loss, LossScaler, Padding, Precision, Preset, StepKind, StepOptions, UNet,
+};
 
 use crate::device::DeviceArg;
 
@@ -123,30 +125,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         },
     )?;
 
-    let direct_step = train && !opts.autograd && scaler.is_none() && model.direct_step_applies(&x);
+    let options = StepOptions {
+        grad_clip: None,
+        autograd: opts.autograd,
+    };
+    let mut step_kind = None;
     let mut once = || -> Result<()> {
         if train {
-            // unet_model's error is large, but only ever returned once.
-            #[allow(clippy::result_large_err)]
-            let loss_of =
-                |logits: &Tensor| Loss::CrossEntropy.compute(logits, &targets, Some(&weights));
-            let direct = match direct_step {
-                true => model.direct_train_step(&x, loss_of)?,
-                false => None,
-            };
-            let (loss, grads) = match direct {
-                Some((loss, grads)) => (loss, Some(grads)),
-                None => {
-                    let loss = loss_of(&model.forward_t(&x, true)?)?;
-                    let grads = backward_with(scaler.as_mut(), &loss, model.parameters())?;
-                    (loss, grads)
-                }
-            };
-            if let Some(grads) = grads {
-                optimizer.step(&grads)?;
-            }
-            // Wait for the value, as PyTorch's `loss.item()` does.
-            loss.to_scalar::<f32>()?;
+            // The step reads the loss value back, as PyTorch's `loss.item()` does.
+            let report = model.train_step(
+                &x,
+                |logits: &Tensor| Loss::CrossEntropy.compute(logits, &targets, Some(&weights)),
+                &mut optimizer,
+                scaler.as_mut(),
+                options,
+            )?;
+            step_kind = Some(report.kind);
         } else {
             model.forward_t(&x, false)?;
         }
@@ -183,7 +177,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "mode": if train { "train-step" } else { "forward" },
         "preset": preset.name(),
         "ops": if opts.stock { "stock" } else { "fast" },
-        "step": if !train { "-" } else if direct_step { "direct" } else { "autograd" },
+        "step": step_kind.map_or("-", StepKind::name),
         "precision": precision.name(),
         "device": format!("{:?}", opts.device).to_lowercase(),
         "threads": rayon::current_num_threads(),

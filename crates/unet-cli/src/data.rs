@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use unet_data::{locate_data_dir, IsbiData};
+use unet_data::{locate_data_dir, LabelledSections};
 
 /// Flags naming the training sections.
 #[derive(Debug, Args)]
@@ -26,9 +26,9 @@ pub struct DataArgs {
 
 impl DataArgs {
     /// Load and check the sections these flags name.
-    pub fn load(&self) -> Result<IsbiData> {
+    pub fn load(&self) -> Result<LabelledSections> {
         if let (Some(images), Some(labels)) = (&self.images, &self.labels) {
-            return IsbiData::load_files(images, labels).with_context(|| {
+            return LabelledSections::load_files(images, labels).with_context(|| {
                 format!(
                     "loading the sections {} and their labels {}",
                     images.display(),
@@ -37,6 +37,7 @@ impl DataArgs {
             });
         }
         let dir = locate_data_dir(self.data.as_deref())?;
-        IsbiData::load(&dir).with_context(|| format!("loading the data in {}", dir.display()))
+        LabelledSections::load(&dir)
+            .with_context(|| format!("loading the data in {}", dir.display()))
     }
 }

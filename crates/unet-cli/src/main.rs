@@ -8,12 +8,16 @@ use clap::{Parser, Subcommand};
 
 mod augment;
 mod bench;
+mod builtin;
+mod calibrate;
 mod data;
 mod device;
+mod evaluate;
 mod info;
 mod model;
 mod predict;
 mod score;
+mod target;
 mod train;
 mod weights;
 
@@ -44,15 +48,15 @@ enum Command {
     /// Train a U-Net on the ISBI 2012 sections or your own (recipes default, reference, paper; --resume).
     Train(Box<train::TrainArgs>),
     /// Score a run's best checkpoint (or any checkpoint) on the validation sections.
-    Evaluate(train::EvaluateArgs),
+    Evaluate(evaluate::EvaluateArgs),
     /// Move a checkpoint's decision point to P = 0.5 with a logit offset fitted on training sections.
-    Calibrate(train::CalibrateArgs),
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 /// Training allocates and frees tens of megabytes of activations and gradients every step;
 /// glibc's allocator hands such blocks back to the kernel and gets them again as fresh zeroed
-/// pages. mimalloc, told never to purge ([`keep_freed_memory`]), keeps and reuses them: a
-/// `small` train step at 4 x 256^2 took 949 ms against 1080 ms with glibc (docs/RESULTS.md).
+/// pages. mimalloc, told never to purge ([`keep_freed_memory`]), keeps and reuses them, which
+/// makes a step measurably faster (docs/RESULTS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -79,8 +83,8 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Predict(args) => predict::run(&args),
         Command::Train(args) => train::run(&args),
-        Command::Evaluate(args) => train::run_evaluate(&args),
-        Command::Calibrate(args) => train::run_calibrate(&args),
+        Command::Evaluate(args) => evaluate::run(&args),
+        Command::Calibrate(args) => calibrate::run(&args),
     }
 }
 

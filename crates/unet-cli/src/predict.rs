@@ -5,19 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use unet_data::{read_png_grey, read_stack, write_png_grey, write_stack, AnyStack, Stack};
 use unet_model::tiling::TileOptions;
-use unet_model::{load_checkpoint, overlap_tile_predict, read_checkpoint_meta, Blend, UNet};
+use unet_model::{overlap_tile_predict, Blend, Normalisation};
 
+use crate::builtin::open_model;
 use crate::device::DeviceArg;
-
-/// Where `--model` points when it is not given, relative to the checkout (or any directory
-/// above the working directory).
-pub const DEFAULT_MODEL: &str = "models/default.safetensors";
 
 /// Blending of overlapping tiles (same-padding models).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,7 +28,8 @@ pub enum BlendArg {
 /// Flags of `unet predict`.
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// The checkpoint: `*.safetensors` with its `*.json` sidecar [default: models/default.safetensors].
+    /// The checkpoint: `*.safetensors` with its `*.json` sidecar [default: the built-in default
+    /// model, models/default; `unet model --default` describes it].
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// The image: a TIFF stack (8-bit, 16-bit or 32-bit float grey), a PNG, or a directory of
@@ -58,8 +54,8 @@ pub struct PredictArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
     /// Output tile size in pixels (rounded down to a size the model takes). 512 covers an ISBI
-    /// section in one tile: for same-padding nets, fewer tile edges score better (V-Rand 0.976
-    /// against 0.958 with 256 tiles on sections 27-29, docs/RESULTS.md).
+    /// section in one tile: for same-padding nets, fewer tile edges score better
+    /// (docs/RESULTS.md).
     #[arg(long, default_value_t = 512)]
     pub tile: usize,
     /// Tiles per forward pass: bounds memory.
@@ -71,47 +67,6 @@ pub struct PredictArgs {
     /// Blending of overlapping tiles (same-padding models only).
     #[arg(long, value_enum, default_value_t = BlendArg::Gaussian)]
     pub blend: BlendArg,
-}
-
-/// The default model: `models/default.safetensors` in the working directory or a directory
-/// above it.
-fn default_model() -> Result<PathBuf> {
-    let cwd = std::env::current_dir().context("reading the working directory")?;
-    cwd.ancestors()
-        .map(|dir| dir.join(DEFAULT_MODEL))
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!(
-                "no --model given and no default model {DEFAULT_MODEL} in {} or above it: \
-                 train one with `cargo xtask train` or pass --model PATH.safetensors",
-                cwd.display()
-            )
-        })
-}
-
-/// Loads the checkpoint's net; returns it with the grey normalisation `(mean, std)` recorded by
-/// training, if any.
-fn load_model(path: &Path, device: &Device) -> Result<(UNet, Option<(f32, f32)>)> {
-    if !path.is_file() {
-        bail!("{}: no such checkpoint file", path.display());
-    }
-    let meta = read_checkpoint_meta(path)
-        .with_context(|| format!("reading the checkpoint description of {}", path.display()))?;
-    let varmap = VarMap::new();
-    let model = UNet::new(
-        &meta.config,
-        VarBuilder::from_varmap(&varmap, DType::F32, device),
-    )
-    .with_context(|| format!("building the net described by {}", path.display()))?;
-    load_checkpoint(path, &model).with_context(|| format!("loading {}", path.display()))?;
-    let n = &meta.metrics["normalisation"];
-    let stats = match (n["mean"].as_f64(), n["std"].as_f64()) {
-        (Some(mean), Some(std)) if std > 0.0 && mean.is_finite() && std.is_finite() => {
-            Some((mean as f32, std as f32))
-        }
-        _ => None,
-    };
-    Ok((model, stats))
 }
 
 /// Grey pages scaled to [0, 1] (8-bit / 255, 16-bit / 65535, float as stored), pixels
@@ -226,25 +181,6 @@ fn read_input(input: &Path) -> Result<Pages> {
     Ok(pages)
 }
 
-/// Standardises a page in place: with the training statistics, or its own mean and std.
-fn normalise(page: &mut [f32], stats: Option<(f32, f32)>) {
-    let (mean, std) = stats.unwrap_or_else(|| {
-        let n = page.len() as f64;
-        let mean = page.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-        let var = page
-            .iter()
-            .map(|&v| (f64::from(v) - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        // A constant page stays constant (zero) rather than dividing by zero.
-        let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
-        (mean as f32, std as f32)
-    });
-    for v in page {
-        *v = (*v - mean) / std;
-    }
-}
-
 fn write_binary(path: &Path, prob: &Stack<f32>, threshold: f32) -> Result<()> {
     let binary = prob.map(|p| if p > threshold { 255u8 } else { 0 });
     let is_png = path
@@ -271,15 +207,11 @@ fn write_binary(path: &Path, prob: &Stack<f32>, threshold: f32) -> Result<()> {
 
 /// Predict and write.
 pub fn run(args: &PredictArgs) -> Result<()> {
-    let model_path = match &args.model {
-        Some(p) => p.clone(),
-        None => default_model()?,
-    };
     if !(0.0..=1.0).contains(&args.threshold) {
         bail!("--threshold {} is not in [0, 1]", args.threshold);
     }
     let device = args.device.open()?;
-    let (model, stats) = load_model(&model_path, &device)?;
+    let (model, meta, model_name) = open_model(args.model.as_deref(), &device)?;
     let cfg = model.config().clone();
     let mut input = read_input(&args.input)?;
     if input.channels != cfg.in_channels {
@@ -287,7 +219,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             "{}: {} sample(s) per pixel, but the model {} takes {} input channel(s)",
             args.input.display(),
             input.channels,
-            model_path.display(),
+            model_name,
             cfg.in_channels
         );
     }
@@ -298,15 +230,18 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             args.input.display()
         );
     }
-    if stats.is_none() {
-        eprintln!(
-            "warning: {} records no grey normalisation (metrics.normalisation); standardising \
-             each page by its own mean and std",
-            model_path.display()
-        );
-    }
+    let normalisation = match meta.normalisation {
+        Some(n) => n,
+        None => {
+            eprintln!(
+                "warning: {model_name} records no input normalisation; standardising each page \
+                 by its own mean and std"
+            );
+            Normalisation::PerImage
+        }
+    };
     let opts = TileOptions {
-        tile_size: args.tile,
+        output_tile: args.tile,
         overlap: args.overlap,
         batch_size: args.batch,
         blend: match args.blend {
@@ -326,8 +261,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let started = Instant::now();
     let mut prob = Vec::with_capacity(n * h * w);
     for (p, page) in input.pages.iter_mut().enumerate() {
-        // Channels are standardised together, as training does with its grey statistics.
-        normalise(page, stats);
+        // Channels are normalised together, as training does with its grey statistics.
+        normalisation.apply(page);
         let cell = overlap_tile_predict(&model, page, h, w, &opts)
             .with_context(|| format!("{} page {p}", args.input.display()))?;
         prob.extend(cell);

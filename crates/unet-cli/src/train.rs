@@ -1,28 +1,23 @@
-//! `unet train` and `unet evaluate`: train a U-Net on the ISBI 2012 sections with progress bars,
-//! and score a run or a checkpoint on the validation sections.
+//! `unet train`: train a U-Net on the ISBI 2012 sections or a user's own, with progress bars.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use unet_data::IsbiData;
-use unet_model::calibrate::calibrate_checkpoint;
-use unet_model::train::{
-    evaluate_checkpoint, evaluate_run, files, train, AugmentationConfig, Recipe, SplitConfig,
-    TrainConfig, TrainControl, TrainEvent,
-};
-use unet_model::{Calibration, Precision, Preset};
+use unet_model::{Precision, Preset};
+use unet_train::{files, train, Recipe, SplitConfig, TrainConfig, TrainControl, TrainEvent};
 
+use crate::calibrate::describe_calibration;
 use crate::data::DataArgs;
 use crate::device::DeviceArg;
 
 /// Flags of `unet train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The recipe to start from: default (small net, ~1 h on 2 CPU cores), reference, paper.
+    /// The recipe to start from: default (the small net, sized for 2 CPU cores), reference,
+    /// paper.
     #[arg(long, default_value = "default")]
     pub recipe: String,
     /// A JSON training configuration (as written to runs/NAME/config.json); replaces the recipe.
@@ -44,10 +39,10 @@ pub struct TrainArgs {
     /// Tiles per batch. [default: the recipe's: default 4, reference 3, paper 1]
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Side of the network's input tile. [default: the recipe's: default 256, reference and
-    /// paper 572]
-    #[arg(long)]
-    pub tile_size: Option<usize>,
+    /// Side of the network's input tile in pixels. [default: the recipe's: default 256,
+    /// reference and paper 572]
+    #[arg(long, alias = "tile-size")]
+    pub input_tile: Option<usize>,
     /// Tiles per training section per epoch. [default: the recipe's: default 4, reference and
     /// paper 1]
     #[arg(long)]
@@ -89,10 +84,10 @@ pub struct TrainArgs {
     /// samples/s per epoch) under RUN_DIR/tb/.
     #[arg(long)]
     pub tensorboard: bool,
-    /// Validation sections per forward pass (memory against speed; the scores do not change).
-    /// [default: 1]
-    #[arg(long)]
-    pub test_batch_size: Option<usize>,
+    /// Validation sections per forward pass (memory against speed; the scores do not change;
+    /// the reference's `--test-batch-size`). [default: 1]
+    #[arg(long, alias = "test-batch-size")]
+    pub validation_batch_size: Option<usize>,
     /// Also print a line with the loss every this many steps (the reference's `--log-interval`).
     /// [default: only the per-epoch lines]
     #[arg(long)]
@@ -130,7 +125,7 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
     };
     if resume {
         let changed = args.batch_size.is_some()
-            || args.tile_size.is_some()
+            || args.input_tile.is_some()
             || args.crops_per_section.is_some()
             || args.lr.is_some()
             || args.preset.is_some()
@@ -142,7 +137,7 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
             || args.init.is_some()
             || args.encoder_weights.is_some()
             || args.tensorboard
-            || args.test_batch_size.is_some()
+            || args.validation_batch_size.is_some()
             || args.precision.is_some();
         if changed {
             bail!("--resume continues a run with its own settings; only --epochs may change");
@@ -157,8 +152,8 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
     if let Some(v) = args.batch_size {
         cfg.batch_size = v;
     }
-    if let Some(v) = args.tile_size {
-        cfg.tile_size = v;
+    if let Some(v) = args.input_tile {
+        cfg.input_tile = v;
     }
     if let Some(v) = args.crops_per_section {
         cfg.crops_per_section = v;
@@ -167,16 +162,11 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
         cfg.optimizer = cfg.optimizer.with_lr(v);
     }
     if let Some(p) = &args.preset {
-        let preset: Preset = p.parse().map_err(unet_model::Error::from)?;
+        let preset: Preset = p.parse()?;
         cfg = cfg.with_preset(preset);
     }
     if let Some(a) = &args.augmentation {
-        cfg.augmentation = match a.as_str() {
-            "none" => AugmentationConfig::None,
-            "reference" => AugmentationConfig::Reference,
-            "paper" => AugmentationConfig::Paper,
-            other => bail!("unknown augmentation {other:?}; known: none, reference, paper"),
-        };
+        cfg.augmentation = a.parse()?;
     }
     if let Some(f) = args.train_fraction {
         cfg.split = SplitConfig::Fraction { train_fraction: f };
@@ -199,7 +189,7 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
     if let Some(path) = &args.encoder_weights {
         cfg.encoder_weights = Some(path.clone());
     }
-    if let Some(n) = args.test_batch_size {
+    if let Some(n) = args.validation_batch_size {
         cfg.validation_batch_size = n;
     }
     if let Some(p) = &args.precision {
@@ -258,21 +248,6 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         println!("{}", describe_calibration(c));
     }
     Ok(())
-}
-
-/// One line on a decision calibration.
-pub fn describe_calibration(c: &Calibration) -> String {
-    format!(
-        "calibrated on {} training sections: logit offset {:+.2} (the uncalibrated net's P = {:.3} \
-         is now 0.5); training sections: accuracy {:.4} -> {:.4}, mean IoU {:.4} -> {:.4}",
-        c.sections.len(),
-        c.logit_offset,
-        c.equivalent_threshold,
-        c.before.pixel_accuracy,
-        c.after.pixel_accuracy,
-        c.before.mean_iou,
-        c.after.mean_iou
-    )
 }
 
 /// Progress bars: one for the epochs, one for the steps of the current epoch.
@@ -465,147 +440,6 @@ impl Bars {
             bar.finish_and_clear();
         }
     }
-}
-
-/// The checkpoint a command works on, the data and the device (`unet evaluate`, `unet calibrate`).
-#[derive(Debug, Args)]
-pub struct CheckpointTarget {
-    /// A run directory: its `best` checkpoint and the run's own split of the sections.
-    #[arg(
-        long,
-        conflicts_with = "checkpoint",
-        required_unless_present = "checkpoint"
-    )]
-    pub run: Option<PathBuf>,
-    /// A checkpoint's weights file (with its .json sidecar beside it).
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-    /// Sections to use with --checkpoint, e.g. 27,28,29 [default: the reference split's:
-    /// validation 27-29 to evaluate, training 0-26 to calibrate].
-    #[arg(long, value_delimiter = ',')]
-    pub sections: Vec<usize>,
-    /// The sections to score on.
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// The compute device.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
-}
-
-impl CheckpointTarget {
-    /// The data and the device.
-    fn open(&self) -> Result<(IsbiData, Device)> {
-        Ok((self.data.load()?, self.device.open()?))
-    }
-
-    /// `--sections`, else `default`.
-    fn sections_or(&self, default: Vec<usize>) -> Vec<usize> {
-        if self.sections.is_empty() {
-            default
-        } else {
-            self.sections.clone()
-        }
-    }
-}
-
-/// Flags of `unet evaluate`.
-#[derive(Debug, Args)]
-pub struct EvaluateArgs {
-    /// What to score.
-    #[command(flatten)]
-    pub target: CheckpointTarget,
-    /// Write the scores JSON here too (a run also gets runs/NAME/scores.json).
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-}
-
-/// Runs `unet evaluate`.
-pub fn run_evaluate(args: &EvaluateArgs) -> Result<()> {
-    let target = &args.target;
-    let (data, dev) = target.open()?;
-    let evaluation = match (&target.run, &target.checkpoint) {
-        (Some(run), _) => evaluate_run(run, &data.train_images, &data.train_labels, &dev)
-            .with_context(|| format!("evaluating run {}", run.display()))?,
-        (None, Some(ckpt)) => {
-            let sections = target
-                .sections_or(unet_data::Split::reference(data.train_images.pages())?.validation);
-            evaluate_checkpoint(
-                ckpt,
-                &data.train_images,
-                &data.train_labels,
-                &sections,
-                &dev,
-                Some(388),
-            )
-            .with_context(|| format!("evaluating {}", ckpt.display()))?
-        }
-        (None, None) => bail!("give --run DIR or --checkpoint FILE"),
-    };
-    let r = &evaluation.full;
-    println!(
-        "{} (epoch {}), sections {:?}, full {}x{}:",
-        evaluation.checkpoint.display(),
-        evaluation.epoch,
-        evaluation.sections,
-        r.height,
-        r.width
-    );
-    println!(
-        "  pixel accuracy {:.4}  mean IoU {:.4}  Dice {:.4}  V-Rand {:.4} (t {:.1})  V-Info {:.4} (t {:.1})",
-        r.pixel_accuracy, r.mean_iou, r.dice, r.v_rand, r.v_rand_threshold, r.v_info, r.v_info_threshold
-    );
-    if let Some((size, c)) = &evaluation.centre {
-        println!(
-            "  centre {size}x{size}: pixel accuracy {:.4}  mean IoU {:.4}  V-Rand {:.4}  V-Info {:.4}",
-            c.pixel_accuracy, c.mean_iou, c.v_rand, c.v_info
-        );
-    }
-    match &evaluation.calibration {
-        Some(c) => println!("  {}", describe_calibration(c)),
-        None => println!("  not calibrated: decides at the trained net's P = 0.5"),
-    }
-    if let Some(path) = &args.json {
-        unet_data::write_atomically(path, evaluation.to_json().as_bytes())?;
-        println!("scores written to {}", path.display());
-    }
-    Ok(())
-}
-
-/// Flags of `unet calibrate`.
-#[derive(Debug, Args)]
-pub struct CalibrateArgs {
-    /// What to calibrate (rewritten in place); fitted on training sections only, never on the
-    /// sections you score on.
-    #[command(flatten)]
-    pub target: CheckpointTarget,
-}
-
-/// Runs `unet calibrate`.
-pub fn run_calibrate(args: &CalibrateArgs) -> Result<()> {
-    let target = &args.target;
-    let (data, dev) = target.open()?;
-    let (checkpoint, sections) = match (&target.run, &target.checkpoint) {
-        (Some(run), _) => {
-            let cfg = TrainConfig::load(run.join(files::CONFIG))
-                .with_context(|| format!("--run {}: reading its configuration", run.display()))?;
-            let split = cfg.split.resolve(data.train_images.pages())?;
-            (run.join(files::BEST), split.train)
-        }
-        (None, Some(ckpt)) => {
-            let train = unet_data::Split::reference(data.train_images.pages())?.train;
-            (ckpt.clone(), target.sections_or(train))
-        }
-        (None, None) => bail!("give --run DIR or --checkpoint FILE"),
-    };
-    let c = calibrate_checkpoint(
-        &checkpoint,
-        &data.train_images,
-        &data.train_labels,
-        &sections,
-        &dev,
-    )?;
-    println!("{}: {}", checkpoint.display(), describe_calibration(&c));
-    Ok(())
 }
 
 #[cfg(test)]

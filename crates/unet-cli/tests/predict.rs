@@ -5,7 +5,9 @@ use std::process::{Command, Output};
 
 use candle_core::Device;
 use unet_data::{read_png_grey, read_stack, write_png_grey, write_stack, AnyStack, Stack};
-use unet_model::{overlap_tile_predict, save_checkpoint, Padding, TileOptions, UNet, UNetConfig};
+use unet_model::{
+    overlap_tile_predict, save_checkpoint, Normalisation, Padding, TileOptions, UNet, UNetConfig,
+};
 
 fn unet(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_unet"))
@@ -47,12 +49,16 @@ fn tiny_model(dir: &Path, with_normalisation: bool) -> UNet {
         ..UNetConfig::small()
     };
     let model = UNet::seeded(&cfg, 17, &Device::Cpu).unwrap();
-    let metrics = if with_normalisation {
-        serde_json::json!({ "normalisation": { "mean": MEAN, "std": STD } })
-    } else {
-        serde_json::json!({})
-    };
-    save_checkpoint(dir.join("m.safetensors"), &model, 1, metrics, None).unwrap();
+    let normalisation = with_normalisation.then(|| Normalisation::dataset(MEAN, STD).unwrap());
+    save_checkpoint(
+        dir.join("m.safetensors"),
+        &model,
+        1,
+        normalisation,
+        serde_json::json!({}),
+        None,
+    )
+    .unwrap();
     model
 }
 
@@ -268,14 +274,48 @@ fn bad_inputs_are_clear_errors() {
         "{err}"
     );
 
-    // No --model and no default model anywhere above the working directory.
-    let out = unet(&["predict", "--input", "in.tif", "--out", "p.tif"], d);
-    let err = fails(&out);
-    assert!(
-        err.contains("cargo xtask train") && err.contains("--model"),
-        "{err}"
-    );
     assert!(!d.join("p.tif").exists());
+}
+
+#[test]
+fn without_model_the_built_in_default_model_predicts_from_any_directory() {
+    // A directory with no models/ in it or above it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_stack(d.join("in.tif"), &pages()).unwrap();
+    let out = unet(&["predict", "--input", "in.tif", "--out", "p.tif"], d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../models/default.safetensors"
+    );
+    let args = ["predict", "--input", "in.tif", "--out", "q.tif", "--model"];
+    let out = unet(&[&args[..], &[committed]].concat(), d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(d.join("p.tif")).unwrap(),
+        std::fs::read(d.join("q.tif")).unwrap(),
+        "the built-in model is models/default"
+    );
+    let out = unet(&["model", "--default"], d);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("built-in default model") && text.contains("\"mode\":\"dataset\""),
+        "{text}"
+    );
 }
 
 #[test]

@@ -139,15 +139,6 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
-    /// Augmenting a training sample failed.
-    #[error("augmentation: {0}")]
-    Augment(#[from] unet_augment::Error),
-    /// Computing a weight map failed.
-    #[error("weight map: {0}")]
-    Weights(#[from] unet_weights::Error),
-    /// The data loader was set up with impossible settings, or its thread failed.
-    #[error("data loader: {0}")]
-    Loader(String),
 }
 
 /// `Result` with this crate's [`Error`].

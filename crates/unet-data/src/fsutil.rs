@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 /// Write `bytes` to `path` atomically: into a temporary file beside it, flushed to disk, then
-/// renamed over `path`. A crash or Ctrl-C leaves either the old file or the new one, never half
-/// of one. Creates the parent directory when missing.
+/// renamed over `path`, and the directory flushed so the rename survives a power cut. A crash or
+/// Ctrl-C leaves either the old file or the new one, never half of one. Creates the parent
+/// directory when missing.
 pub fn write_atomically(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();
     let tmp = temp_path_for(path);
@@ -25,7 +26,20 @@ pub fn write_atomically(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
+    sync_parent_dir(path);
     Ok(())
+}
+
+/// Flushes the directory entry of `path` (the rename) to disk. Best effort: some file systems
+/// and platforms cannot open or sync a directory, and the file itself is already durable.
+fn sync_parent_dir(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = fs::File::open(parent) {
+        let _ = dir.sync_all();
+    }
 }
 
 /// The temporary name used while writing `path`: a hidden sibling with the process id.

@@ -125,9 +125,10 @@ impl fmt::Display for DataSource {
     }
 }
 
-/// The ISBI 2012 stacks (or a user's own pair in their place), loaded and checked.
+/// Labelled sections for training and scoring, loaded and checked: the ISBI 2012 stacks
+/// ([`LabelledSections::load`]) or a user's own pair of stacks ([`LabelledSections::load_files`]).
 #[derive(Debug, Clone)]
-pub struct IsbiData {
+pub struct LabelledSections {
     /// Where they were read from.
     pub source: DataSource,
     /// Training images, 8-bit grey.
@@ -138,7 +139,7 @@ pub struct IsbiData {
     pub test_images: Option<Stack<u8>>,
 }
 
-impl IsbiData {
+impl LabelledSections {
     /// Load `train-volume.tif`, `train-labels.tif` and, if present, `test-volume.tif` from `dir`,
     /// and check that images and labels pair up.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
@@ -167,7 +168,7 @@ impl IsbiData {
                 found: "multi-sample",
             });
         }
-        Ok(IsbiData {
+        Ok(LabelledSections {
             source: DataSource::Files {
                 images: images.to_path_buf(),
                 labels: labels.to_path_buf(),

@@ -3,7 +3,7 @@
 //! A [`Stack`] is pages of equal-sized images kept as one plain `Vec`, so the other crates borrow
 //! pages as slices. [`read_stack`] / [`write_stack`] read and write 8-bit, 16-bit and 32-bit float
 //! multi-page TIFFs as ImageJ/Fiji and the ISBI challenge use them; [`read_labels`] checks that a
-//! label stack is binary; [`IsbiData`] loads and checks the challenge's stacks; [`Split`] picks
+//! label stack is binary; [`LabelledSections`] loads and checks the challenge's stacks; [`Split`] picks
 //! training and validation sections. Errors name the file and page and say what is wrong.
 //!
 //! ```
@@ -25,7 +25,6 @@
 mod error;
 mod fsutil;
 mod isbi;
-pub mod loader;
 mod png_io;
 mod split;
 mod stack;
@@ -38,10 +37,9 @@ pub use error::{Error, Result};
 pub use fsutil::{temp_path_for, write_atomically};
 pub use isbi::{
     check_pair, locate_data_dir, pair_sha256, pixel_sha256, read_labels, DataSource, DataSummary,
-    IsbiData, SplitSummary, CELL, DATA_ENV, DEFAULT_DATA_DIR, MEMBRANE, TEST_VOLUME, TRAIN_LABELS,
-    TRAIN_VOLUME,
+    LabelledSections, SplitSummary, CELL, DATA_ENV, DEFAULT_DATA_DIR, MEMBRANE, TEST_VOLUME,
+    TRAIN_LABELS, TRAIN_VOLUME,
 };
-pub use loader::{Batch, EpochBatches, Loader, LoaderConfig, SectionSet};
 pub use png_io::{decode_png_grey, encode_png_grey, read_png_grey, write_png_grey};
 pub use split::Split;
 pub use stack::{AnyStack, GreyStats, Stack};

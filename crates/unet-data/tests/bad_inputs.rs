@@ -160,7 +160,7 @@ fn isbi_load_reports_the_bad_file() {
         dir.path().join("train-labels.tif"),
     )
     .unwrap();
-    let e = unet_data::IsbiData::load(dir.path()).unwrap_err();
+    let e = unet_data::LabelledSections::load(dir.path()).unwrap_err();
     assert!(
         e.to_string().contains("train-labels.tif page 1: value 37"),
         "{e}"

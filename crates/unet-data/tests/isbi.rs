@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use unet_data::{locate_data_dir, pixel_sha256, DataSource, IsbiData, Split};
+use unet_data::{locate_data_dir, pixel_sha256, DataSource, LabelledSections, Split};
 
 fn isbi_dir() -> PathBuf {
     locate_data_dir(None).unwrap_or_else(|e| panic!("the ISBI data is needed for this test: {e}"))
@@ -11,7 +11,7 @@ fn isbi_dir() -> PathBuf {
 
 #[test]
 fn loads_and_summarises_isbi() {
-    let data = IsbiData::load(isbi_dir()).unwrap();
+    let data = LabelledSections::load(isbi_dir()).unwrap();
     assert_eq!(data.train_images.pages(), 30);
     assert_eq!(
         (data.train_images.height(), data.train_images.width()),
@@ -48,8 +48,8 @@ fn loads_and_summarises_isbi() {
 fn the_pair_loads_under_its_own_names_as_from_the_directory() {
     let dir = isbi_dir();
     let (images, labels) = (dir.join("train-volume.tif"), dir.join("train-labels.tif"));
-    let pair = IsbiData::load_files(&images, &labels).unwrap();
-    let from_dir = IsbiData::load(&dir).unwrap();
+    let pair = LabelledSections::load_files(&images, &labels).unwrap();
+    let from_dir = LabelledSections::load(&dir).unwrap();
     assert_eq!(pair.train_images, from_dir.train_images);
     assert_eq!(pair.train_labels, from_dir.train_labels);
     assert!(pair.test_images.is_none());
@@ -60,7 +60,7 @@ fn the_pair_loads_under_its_own_names_as_from_the_directory() {
     assert!(text.contains("train-labels.tif"), "{text}");
 
     // Images given as labels: refused, naming the file.
-    let err = IsbiData::load_files(&images, &images)
+    let err = LabelledSections::load_files(&images, &images)
         .unwrap_err()
         .to_string();
     assert!(

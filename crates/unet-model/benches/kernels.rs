@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use unet_model::kernels::{conv2d, conv2d_input_grad, conv2d_weight_grad, with_fast_ops};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
-    let mut rng = unet_model::layers::SplitMix64::new(seed);
+    let mut rng = unet_model::layers::InitRng::new(seed);
     let len: usize = shape.iter().product();
     let v: Vec<f32> = (0..len).map(|_| rng.next_normal() as f32).collect();
     Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")

@@ -104,7 +104,7 @@ fn report_memory(model: &UNet, size: usize, opts: &TileOptions) {
     eprintln!(
         "predict {size}x{size} (small preset, tile {}, overlap {}, batch {}): {secs:.2} s, \
          peak heap {:.0} MiB (image {:.1} MiB), process VmHWM so far {hwm}",
-        opts.tile_size,
+        opts.output_tile,
         opts.overlap,
         opts.batch_size,
         mib(peak),
@@ -127,7 +127,7 @@ fn predict(c: &mut Criterion) {
         b.iter(|| overlap_tile_predict(&model, black_box(&img), 512, 512, &opts).unwrap())
     });
     let single = TileOptions {
-        tile_size: 512,
+        output_tile: 512,
         batch_size: 1,
         ..opts
     };

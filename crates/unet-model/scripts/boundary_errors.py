@@ -4,7 +4,7 @@ the pixel accuracy when the prediction is moved by sub-pixel shifts (a systemati
 between prediction and labels would show as a better score off zero).
 
     unet predict --input VAL.tif --out P.tif          # P(cell), one page per section
-    python3 crates/unet-model/scripts/boundary_errors.py P.tif ../shared/data/isbi2012/train-labels.tif 27 28 29
+    python3 crates/unet-model/scripts/boundary_errors.py P.tif data/isbi2012/train-labels.tif 27 28 29
 
 Needs numpy, scipy and tifffile. An analysis aid for docs/RESULTS.md, not a test.
 """

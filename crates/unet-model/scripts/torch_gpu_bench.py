@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """PyTorch on a CUDA GPU for the same steps as `unet bench ... --device cuda`: the nets, loss and
-optimizer of ../shared/bench/torch_unet.py (the CPU reference), with cuDNN autotuning, timed
+optimizer of xtask/scripts/torch_unet.py (the CPU reference), with cuDNN autotuning, timed
 after three warm-up steps with the device synchronised (docs/RESULTS.md, "On a GPU").
 
 usage: torch_gpu_bench.py train|fwd big|small BATCH SIZE STEPS [bf16]
   big = the paper's net (valid, 64..1024), small = base 16, same padding;
   bf16 = torch.autocast to bfloat16 (the loss in f32).
-Set TORCH_UNET_DIR to the folder holding torch_unet.py if it is not ../shared/bench beside the
-checkout. Prints one JSON line.
+Set TORCH_UNET_DIR to the folder holding torch_unet.py if it is not the checkout's xtask/scripts.
+Prints one JSON line.
 """
 import json
 import os
@@ -19,7 +19,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.environ.get("TORCH_UNET_DIR",
-                                  os.path.join(HERE, "..", "..", "..", "..", "shared", "bench")))
+                                  os.path.join(HERE, "..", "..", "..", "xtask", "scripts")))
 from torch_unet import CFG, UNet, wce  # noqa: E402
 
 

@@ -1,7 +1,8 @@
 //! Checkpoints: the model's tensors as safetensors, the optimizer state as a second safetensors
-//! file, and a JSON sidecar with the config, epoch, free-form metrics and the size and checksum
-//! of each file. Every file is written to a temporary file in the same directory and renamed into
-//! place; the sidecar goes last, so a checkpoint with a sidecar is complete.
+//! file, and a JSON sidecar with the config, epoch, the input [`Normalisation`], free-form
+//! metrics and the size and checksum of each file. Every file is written to a temporary file in
+//! the same directory, flushed to disk and renamed into place ([`unet_data::write_atomically`]);
+//! the sidecar goes last, so a checkpoint with a sidecar is complete.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use candle_core::DType;
+use candle_nn::{VarBuilder, VarMap};
+
 use crate::config::UNetConfig;
+use crate::normalisation::Normalisation;
 use crate::optim::Optimizer;
 use crate::unet::UNet;
 use crate::{Error, Result};
@@ -39,6 +44,11 @@ pub struct CheckpointMeta {
     pub config: UNetConfig,
     /// Epochs completed.
     pub epoch: usize,
+    /// The input normalisation the model was trained with (`None`: none recorded). Sidecars
+    /// written before it was a field of its own keep it as `metrics.normalisation`
+    /// (`{"mean", "std"}`), which [`read_checkpoint_meta`] reads into this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalisation: Option<Normalisation>,
     /// Anything the trainer wants to keep (losses, scores, the training settings).
     pub metrics: serde_json::Value,
     /// The weights file.
@@ -82,16 +92,18 @@ fn file_name(path: &Path) -> Result<String> {
         })
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then a rename.
+/// Writes `bytes` to `path` atomically and durably ([`unet_data::write_atomically`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(format!(".{}.tmp-{}", file_name(path)?, std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    unet_data::write_atomically(path, bytes).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Serialises tensors as safetensors, atomically; returns the record for the sidecar.
 fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<FileRecord> {
-    let tmp = path.with_file_name(format!(
+    // candle serialises to a file only: a scratch file, read back, then the one atomic write.
+    let scratch = path.with_file_name(format!(
         ".{}.tensors-{}",
         file_name(path)?,
         std::process::id()
@@ -100,9 +112,11 @@ fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<FileR
         .iter()
         .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?)))
         .collect::<Result<_>>()?;
-    candle_core::safetensors::save(&cpu, &tmp)?;
-    let bytes = std::fs::read(&tmp).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
+    candle_core::safetensors::save(&cpu, &scratch)?;
+    let bytes = std::fs::read(&scratch).map_err(io(&scratch));
+    let _ = std::fs::remove_file(&scratch);
+    let bytes = bytes?;
+    write_atomic(path, &bytes)?;
     Ok(FileRecord {
         file: file_name(path)?,
         bytes: bytes.len() as u64,
@@ -111,11 +125,13 @@ fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<FileR
 }
 
 /// Saves `model` (parameters and buffers) to `weights` (e.g. `runs/a/epoch-010.safetensors`),
-/// the optimizer state (if any) beside it as `*.optim.safetensors`, and the sidecar `*.json`.
+/// the optimizer state (if any) beside it as `*.optim.safetensors`, and the sidecar `*.json`
+/// with the input normalisation the model expects.
 pub fn save_checkpoint(
     weights: impl AsRef<Path>,
     model: &UNet,
     epoch: usize,
+    normalisation: Option<Normalisation>,
     metrics: serde_json::Value,
     optimizer: Option<&dyn Optimizer>,
 ) -> Result<()> {
@@ -140,6 +156,7 @@ pub fn save_checkpoint(
         version: VERSION,
         config: model.config().clone(),
         epoch,
+        normalisation,
         metrics,
         weights: weights_record,
         optimizer,
@@ -155,18 +172,36 @@ pub fn save_checkpoint(
 pub fn read_checkpoint_meta(weights: impl AsRef<Path>) -> Result<CheckpointMeta> {
     let sidecar = sidecar_path(weights.as_ref());
     let text = std::fs::read(&sidecar).map_err(io(&sidecar))?;
-    let meta: CheckpointMeta = serde_json::from_slice(&text).map_err(|e| Error::Checkpoint {
-        path: sidecar.clone(),
-        reason: format!("the sidecar is not a valid checkpoint description: {e}"),
+    parse_meta(&text, &sidecar)
+}
+
+/// Parses and checks a sidecar's bytes; `sidecar` names it in errors.
+fn parse_meta(text: &[u8], sidecar: &Path) -> Result<CheckpointMeta> {
+    let fail = |reason: String| Error::Checkpoint {
+        path: sidecar.to_path_buf(),
+        reason,
+    };
+    let mut meta: CheckpointMeta = serde_json::from_slice(text).map_err(|e| {
+        fail(format!(
+            "the sidecar is not a valid checkpoint description: {e}"
+        ))
     })?;
     if meta.format != FORMAT || meta.version != VERSION {
-        return Err(Error::Checkpoint {
-            path: sidecar,
-            reason: format!(
-                "unknown format {:?} version {} (expected {FORMAT:?} version {VERSION})",
-                meta.format, meta.version
-            ),
-        });
+        return Err(fail(format!(
+            "unknown format {:?} version {} (expected {FORMAT:?} version {VERSION})",
+            meta.format, meta.version
+        )));
+    }
+    if meta.normalisation.is_none() {
+        // Sidecars of before the typed field: `metrics.normalisation = {mean, std}`.
+        let legacy = &meta.metrics["normalisation"];
+        if let (Some(mean), Some(std)) = (legacy["mean"].as_f64(), legacy["std"].as_f64()) {
+            meta.normalisation = Some(Normalisation::Dataset { mean, std });
+        }
+    }
+    if let Some(n) = meta.normalisation {
+        n.validated()
+            .map_err(|e| fail(format!("its normalisation: {e}")))?;
     }
     Ok(meta)
 }
@@ -179,8 +214,19 @@ fn read_tensors(
     record: &FileRecord,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    parse_tensors(&bytes, path, record, device)
+}
+
+/// Checks a tensor file's bytes against its sidecar record and parses them; `path` names it in
+/// errors.
+fn parse_tensors(
+    bytes: &[u8],
+    path: &Path,
+    record: &FileRecord,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
     let path = path.to_path_buf();
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
     let fail = |reason: String| Error::Checkpoint {
         path: path.clone(),
         reason,
@@ -192,14 +238,14 @@ fn read_tensors(
             record.bytes
         )));
     }
-    let sum = fnv1a64(&bytes);
+    let sum = fnv1a64(bytes);
     if sum != record.fnv1a64 {
         return Err(fail(format!(
             "corrupted: checksum {sum}, the sidecar records {}",
             record.fnv1a64
         )));
     }
-    candle_core::safetensors::load_buffer(&bytes, device)
+    candle_core::safetensors::load_buffer(bytes, device)
         .map_err(|e| fail(format!("not a readable safetensors file: {e}")))
 }
 
@@ -212,6 +258,40 @@ pub fn load_checkpoint(weights: impl AsRef<Path>, model: &UNet) -> Result<Checkp
     check_config(weights, &meta.config, model)?;
     model.load_state(&read_model_tensors(weights, &meta, model)?)?;
     Ok(meta)
+}
+
+/// The net of the checkpoint at `weights` (with its sidecar beside it), built from the
+/// sidecar's configuration on `device` and loaded; returns it with the sidecar.
+pub fn load_model(weights: impl AsRef<Path>, device: &Device) -> Result<(UNet, CheckpointMeta)> {
+    let weights = weights.as_ref();
+    let meta = read_checkpoint_meta(weights)?;
+    let model = build_model(&meta, device)?;
+    load_checkpoint(weights, &model)?;
+    Ok((model, meta))
+}
+
+/// [`load_model`] from a checkpoint held in memory (its sidecar's and its weights' bytes, as
+/// `include_bytes!` gives them); `name` stands for the checkpoint in errors.
+pub fn load_model_from_bytes(
+    name: &str,
+    sidecar: &[u8],
+    weights: &[u8],
+    device: &Device,
+) -> Result<(UNet, CheckpointMeta)> {
+    let path = PathBuf::from(name);
+    let meta = parse_meta(sidecar, &sidecar_path(&path))?;
+    let model = build_model(&meta, device)?;
+    model.load_state(&parse_tensors(weights, &path, &meta.weights, device)?)?;
+    Ok((model, meta))
+}
+
+/// A freshly initialised net of a sidecar's configuration.
+fn build_model(meta: &CheckpointMeta, device: &Device) -> Result<UNet> {
+    let varmap = VarMap::new();
+    UNet::new(
+        &meta.config,
+        VarBuilder::from_varmap(&varmap, DType::F32, device),
+    )
 }
 
 /// Refuses a checkpoint whose net (`found`) is not the model's, naming the fields.

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::{Error, Result};
+
 /// How the 3x3 convolutions treat the border.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,12 +121,12 @@ impl Preset {
 }
 
 impl std::str::FromStr for Preset {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> std::result::Result<Self, ConfigError> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
         Preset::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| ConfigError::UnknownPreset(s.to_string()))
+            .ok_or_else(|| Error::UnknownPreset(s.to_string()))
     }
 }
 
@@ -160,51 +162,6 @@ impl Default for UNetConfig {
     fn default() -> Self {
         Self::paper()
     }
-}
-
-/// Why a configuration is invalid.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ConfigError {
-    /// `in_channels` is 0.
-    #[error("in_channels must be at least 1")]
-    NoInputChannels,
-    /// Fewer than two classes.
-    #[error("n_classes must be at least 2 (softmax over classes), got {0}")]
-    TooFewClasses(usize),
-    /// Depth outside 1..=8.
-    #[error("depth must be between 1 and {max}, got {depth}")]
-    Depth {
-        /// The depth given.
-        depth: usize,
-        /// The largest depth allowed.
-        max: usize,
-    },
-    /// `base_width` is 0 or the widest level exceeds the limit.
-    #[error("base_width {base_width} at depth {depth} gives {widest} channels at the bottom; allowed: 1..={max}")]
-    Width {
-        /// The base width given.
-        base_width: usize,
-        /// The depth given.
-        depth: usize,
-        /// The channels of the deepest level.
-        widest: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Drop-out probability outside [0, 1).
-    #[error("dropout must be in [0, 1), got {0}")]
-    Dropout(f64),
-    /// A preset name that does not exist.
-    #[error("unknown preset {0:?}; known: paper, reference, small, resnet18, resnet34")]
-    UnknownPreset(String),
-    /// A setting a ResNet encoder does not allow.
-    #[error("a {encoder} encoder needs {needs}")]
-    Encoder {
-        /// The encoder.
-        encoder: &'static str,
-        /// What it needs.
-        needs: String,
-    },
 }
 
 /// The deepest depth accepted by [`UNetConfig::validate`].
@@ -259,22 +216,22 @@ impl UNetConfig {
     }
 
     /// Checks every field; the first problem found is returned.
-    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<()> {
         if self.in_channels == 0 {
-            return Err(ConfigError::NoInputChannels);
+            return Err(Error::NoInputChannels);
         }
         if self.n_classes < 2 {
-            return Err(ConfigError::TooFewClasses(self.n_classes));
+            return Err(Error::TooFewClasses(self.n_classes));
         }
         if self.depth == 0 || self.depth > MAX_DEPTH {
-            return Err(ConfigError::Depth {
+            return Err(Error::Depth {
                 depth: self.depth,
                 max: MAX_DEPTH,
             });
         }
         let widest = self.base_width.saturating_mul(1 << (self.depth - 1));
         if self.base_width == 0 || widest > MAX_WIDTH {
-            return Err(ConfigError::Width {
+            return Err(Error::Width {
                 base_width: self.base_width,
                 depth: self.depth,
                 widest,
@@ -282,11 +239,11 @@ impl UNetConfig {
             });
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(ConfigError::Dropout(self.dropout));
+            return Err(Error::Dropout(self.dropout));
         }
         if self.encoder != Encoder::Plain {
             let needs = |needs: String| {
-                Err(ConfigError::Encoder {
+                Err(Error::Encoder {
                     encoder: self.encoder.name(),
                     needs,
                 })
@@ -375,70 +332,70 @@ mod tests {
         }
         assert!(matches!(
             "huge".parse::<Preset>(),
-            Err(ConfigError::UnknownPreset(_))
+            Err(Error::UnknownPreset(_))
         ));
     }
 
     #[test]
     fn validate_rejects_bad_fields() {
         let ok = UNetConfig::small();
-        type IsExpected = fn(&ConfigError) -> bool;
+        type IsExpected = fn(&Error) -> bool;
         let cases: Vec<(UNetConfig, IsExpected)> = vec![
             (
                 UNetConfig {
                     n_classes: 1,
                     ..ok.clone()
                 },
-                |e| matches!(e, ConfigError::TooFewClasses(1)),
+                |e| matches!(e, Error::TooFewClasses(1)),
             ),
             (
                 UNetConfig {
                     in_channels: 0,
                     ..ok.clone()
                 },
-                |e| matches!(e, ConfigError::NoInputChannels),
+                |e| matches!(e, Error::NoInputChannels),
             ),
             (
                 UNetConfig {
                     depth: 0,
                     ..ok.clone()
                 },
-                |e| matches!(e, ConfigError::Depth { .. }),
+                |e| matches!(e, Error::Depth { .. }),
             ),
             (
                 UNetConfig {
                     depth: 9,
                     ..ok.clone()
                 },
-                |e| matches!(e, ConfigError::Depth { .. }),
+                |e| matches!(e, Error::Depth { .. }),
             ),
             (
                 UNetConfig {
                     base_width: 0,
                     ..ok.clone()
                 },
-                |e| matches!(e, ConfigError::Width { .. }),
+                |e| matches!(e, Error::Width { .. }),
             ),
             (
                 UNetConfig {
                     base_width: 4096,
                     ..ok.clone()
                 },
-                |e| matches!(e, ConfigError::Width { .. }),
+                |e| matches!(e, Error::Width { .. }),
             ),
             (
                 UNetConfig {
                     dropout: 1.0,
                     ..ok.clone()
                 },
-                |e| matches!(e, ConfigError::Dropout(_)),
+                |e| matches!(e, Error::Dropout(_)),
             ),
             (
                 UNetConfig {
                     dropout: f64::NAN,
                     ..ok.clone()
                 },
-                |e| matches!(e, ConfigError::Dropout(_)),
+                |e| matches!(e, Error::Dropout(_)),
             ),
         ];
         for (cfg, is_expected) in cases {

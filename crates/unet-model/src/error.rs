@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::config::ConfigError;
-
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -11,14 +9,54 @@ pub enum Error {
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
 
-    /// The network configuration is invalid.
-    #[error("invalid U-Net configuration: {0}")]
-    Config(#[from] ConfigError),
+    /// `in_channels` is 0.
+    #[error("invalid U-Net configuration: in_channels must be at least 1")]
+    NoInputChannels,
+    /// Fewer than two classes.
+    #[error(
+        "invalid U-Net configuration: n_classes must be at least 2 (softmax over classes), got {0}"
+    )]
+    TooFewClasses(usize),
+    /// Depth outside 1..=8.
+    #[error("invalid U-Net configuration: depth must be between 1 and {max}, got {depth}")]
+    Depth {
+        /// The depth given.
+        depth: usize,
+        /// The largest depth allowed.
+        max: usize,
+    },
+    /// `base_width` is 0 or the widest level exceeds the limit.
+    #[error("invalid U-Net configuration: base_width {base_width} at depth {depth} gives {widest} channels at the bottom; allowed: 1..={max}")]
+    Width {
+        /// The base width given.
+        base_width: usize,
+        /// The depth given.
+        depth: usize,
+        /// The channels of the deepest level.
+        widest: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Drop-out probability outside [0, 1).
+    #[error("invalid U-Net configuration: dropout must be in [0, 1), got {0}")]
+    Dropout(f64),
+    /// A preset name that does not exist.
+    #[error("invalid U-Net configuration: unknown preset {0:?}; known: paper, reference, small, resnet18, resnet34")]
+    UnknownPreset(String),
+    /// A setting a ResNet encoder does not allow.
+    #[error("invalid U-Net configuration: a {encoder} encoder needs {needs}")]
+    Encoder {
+        /// The encoder.
+        encoder: &'static str,
+        /// What it needs.
+        needs: String,
+    },
 
     /// An input size the network cannot take (a max-pool would see an odd size, or a map would
-    /// shrink to nothing). The message names the nearest sizes that work.
+    /// shrink to nothing). The message names the nearest sizes that work. (Boxed: it carries
+    /// the nearest sizes, and keeps every `Result` of this crate small.)
     #[error("{0}")]
-    InputSize(#[from] crate::size::SizeError),
+    InputSize(Box<crate::size::SizeError>),
 
     /// The input tensor has the wrong rank, channel count or dtype.
     #[error("bad input tensor: expected {expected}, got shape {got:?}")]
@@ -48,9 +86,48 @@ pub enum Error {
     #[error("precision: {0}")]
     Precision(String),
 
-    /// Bad input or settings for overlap-tile prediction.
-    #[error("tiling: {0}")]
-    Tiling(#[from] crate::tiling::TilingError),
+    /// Statistics that cannot normalise an input (a zero or non-finite standard deviation).
+    #[error("normalisation: {0}")]
+    Normalisation(String),
+
+    /// The image has no pixels.
+    #[error("tiling: the image is empty ({height}x{width}); it needs at least one pixel")]
+    EmptyImage {
+        /// Rows.
+        height: usize,
+        /// Columns.
+        width: usize,
+    },
+    /// The pixel buffer does not hold `channels` planes of `height` x `width`.
+    #[error(
+        "tiling: the image buffer holds {got} values; {channels} channel plane(s) of {height}x{width} need {expected}"
+    )]
+    ImageLength {
+        /// Values given.
+        got: usize,
+        /// Values needed.
+        expected: usize,
+        /// The model's input channels.
+        channels: usize,
+        /// Rows.
+        height: usize,
+        /// Columns.
+        width: usize,
+    },
+    /// A NaN or infinite pixel value.
+    #[error("tiling: the image has a non-finite value ({value}) at index {index}")]
+    NonFinite {
+        /// The index into the image buffer.
+        index: usize,
+        /// The value, as text.
+        value: String,
+    },
+    /// `output_tile` or `batch_size` is 0.
+    #[error("tiling: {what} must be at least 1")]
+    Zero {
+        /// The setting at fault.
+        what: &'static str,
+    },
 
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
@@ -82,6 +159,12 @@ pub enum Error {
         /// One line per differing field: `field: checkpoint value vs expected value`.
         differences: Vec<String>,
     },
+}
+
+impl From<crate::size::SizeError> for Error {
+    fn from(e: crate::size::SizeError) -> Self {
+        Error::InputSize(Box::new(e))
+    }
 }
 
 /// The crate's result type.

@@ -1,5 +1,5 @@
-//! The building blocks, each a small struct of our own so that its forward can later be swapped
-//! for a faster custom op without touching the network code.
+//! The building blocks, each a small struct of our own: its forward calls the fast custom ops of
+//! [`crate::kernels`] where they apply, without the network code knowing.
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 
@@ -319,12 +319,16 @@ pub fn log_softmax_channels(logits: &Tensor) -> Result<Tensor> {
     Ok(shifted.broadcast_sub(&lse)?)
 }
 
-/// A small deterministic generator (SplitMix64) for seeded initialisation: candle cannot seed
-/// its CPU generator.
+/// The seeded generator of He initialisation (SplitMix64 stepped from the raw seed): candle
+/// cannot seed its CPU generator.
+///
+/// It differs on purpose from `unet_augment::SplitMix64`, which mixes the seed before the first
+/// step: this stream is the one every committed model and parity fixture was initialised with,
+/// and `unet-model` depends on no augmentation crate.
 #[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
+pub struct InitRng(u64);
 
-impl SplitMix64 {
+impl InitRng {
     /// A generator from a seed.
     pub fn new(seed: u64) -> Self {
         Self(seed)
@@ -354,7 +358,7 @@ impl SplitMix64 {
 
 /// A tensor of `len` normal samples with standard deviation `std`, from `rng`.
 pub fn seeded_normal(
-    rng: &mut SplitMix64,
+    rng: &mut InitRng,
     shape: &[usize],
     std: f64,
     dtype: DType,
@@ -447,7 +451,7 @@ mod tests {
     #[test]
     fn seeded_normal_is_reproducible_and_standard() {
         let a = seeded_normal(
-            &mut SplitMix64::new(7),
+            &mut InitRng::new(7),
             &[10_000],
             2.0,
             DType::F32,
@@ -457,7 +461,7 @@ mod tests {
         .to_vec1::<f32>()
         .unwrap();
         let b = seeded_normal(
-            &mut SplitMix64::new(7),
+            &mut InitRng::new(7),
             &[10_000],
             2.0,
             DType::F32,

@@ -12,16 +12,18 @@
 //! - Losses ([`cross_entropy`] with optional per-pixel weights, [`dice_loss`],
 //!   [`cross_entropy_dice`]), optimizers ([`Adam`], [`Sgd`] with momentum or Nesterov), learning
 //!   rate schedules ([`LrSchedule`]), gradient clipping ([`clip_grad_norm`]).
-//! - Checkpoints ([`save_checkpoint`], [`load_checkpoint`]): safetensors plus a JSON sidecar,
-//!   written atomically, checked for config, truncation and corruption when loaded.
-//! - Decision calibration ([`calibrate`]): a logit offset fitted on the training sections and
-//!   folded into the classifier, so that `P(cell) = 0.5` is the net's best decision point.
+//! - One training step ([`UNet::train_step`]): the direct step or autograd, clipping and the
+//!   update, for the trainer (`unet-train`) and `unet bench` alike.
+//! - The input normalisation ([`Normalisation`]) a model is trained with and expects.
+//! - Checkpoints ([`save_checkpoint`], [`load_checkpoint`], [`load_model`]): safetensors plus a
+//!   JSON sidecar (config, normalisation, metrics), written atomically, checked for config,
+//!   truncation and corruption when loaded.
 //! - Overlap-tile prediction ([`overlap_tile_predict`], [`tiling`]): images of any size, tile by
 //!   tile with mirrored context, seamless for valid padding, blended for same padding, with
 //!   optional flip/rotation test-time augmentation.
 //!
-//! The forward pass is written from small layer structs ([`layers`]) so that individual ops can
-//! later be replaced by faster custom ones.
+//! The forward pass is written from small layer structs ([`layers`]); on the CPU the fast custom
+//! ops of [`kernels`] run them.
 //!
 //! # Example
 //!
@@ -52,38 +54,35 @@
 //! ```
 
 mod arch;
-pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
 mod error;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
+mod normalisation;
 pub mod optim;
 pub mod precision;
 pub mod resnet;
 pub mod size;
-pub mod tensorboard;
+mod step;
 pub mod tiling;
-pub mod train;
 mod unet;
 
 pub use arch::{
     buffer_count, conv_flops, layer_table, parameter_count, parameter_specs, ParamRole, ParamSpec,
 };
-pub use calibrate::{apply_calibration, calibrate_checkpoint, fit_calibration, Calibration};
 pub use checkpoint::{
-    load_checkpoint, load_optimizer_state, read_checkpoint_meta, save_checkpoint, CheckpointMeta,
+    load_checkpoint, load_model, load_model_from_bytes, load_optimizer_state, read_checkpoint_meta,
+    save_checkpoint, CheckpointMeta,
 };
-pub use config::{ConfigError, Encoder, Padding, Preset, UNetConfig, Upsampling};
+pub use config::{Encoder, Padding, Preset, UNetConfig, Upsampling};
 pub use error::{Error, Result};
 pub use loss::{cross_entropy, cross_entropy_dice, dice_loss, Loss};
+pub use normalisation::Normalisation;
 pub use optim::{clip_grad_norm, Adam, AdamParams, LrSchedule, Optimizer, Sgd, SgdParams};
 pub use precision::{LossScaler, Precision};
 pub use size::{nearest_valid_input_sizes, output_size, NearestSizes, SizeError};
+pub use step::{StepKind, StepOptions, StepReport};
 pub use tiling::{overlap_tile_predict, overlap_tile_predict_probs, Blend, TileOptions};
-pub use train::{
-    evaluate_checkpoint, evaluate_run, train, EpochRecord, Evaluation, Recipe, TrainConfig,
-    TrainControl, TrainError, TrainEvent, TrainOutcome,
-};
 pub use unet::UNet;

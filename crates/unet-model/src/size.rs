@@ -7,6 +7,7 @@
 //! `2^(depth-1)` and the output has the input's size. Height and width follow the rules separately.
 
 use crate::config::{Padding, UNetConfig};
+use crate::{Error, Result};
 
 /// Why a size does not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +43,8 @@ impl std::fmt::Display for SizeProblem {
     }
 }
 
-/// An input size the network cannot take, with the nearest sizes that work.
+/// The details of [`Error::InputSize`]: an input size the network cannot take, with the
+/// nearest sizes that work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} {size} does not fit a {padding}-padding U-Net of depth {depth}: {problem}; {}", nearest_text(self.nearest))]
 pub struct SizeError {
@@ -117,27 +119,26 @@ fn simulate(cfg: &UNetConfig, input: usize) -> std::result::Result<usize, SizePr
     Ok(s)
 }
 
-/// The output size for an input size (height or width), or a [`SizeError`] naming the nearest
-/// valid sizes. The paper's net maps 572 to 388.
-pub fn output_size(cfg: &UNetConfig, input: usize) -> std::result::Result<usize, SizeError> {
+/// The output size for an input size (height or width), or an [`Error::InputSize`] naming the
+/// nearest valid sizes. The paper's net maps 572 to 388.
+pub fn output_size(cfg: &UNetConfig, input: usize) -> Result<usize> {
     checked_output_size(cfg, input, "input size")
 }
 
-pub(crate) fn checked_output_size(
-    cfg: &UNetConfig,
-    input: usize,
-    what: &'static str,
-) -> std::result::Result<usize, SizeError> {
-    simulate(cfg, input).map_err(|problem| SizeError {
-        what,
-        size: input,
-        depth: cfg.depth,
-        padding: match cfg.padding {
-            Padding::Valid => "valid",
-            Padding::Same => "same",
-        },
-        problem,
-        nearest: nearest_valid_input_sizes(cfg, input),
+/// [`output_size`] with the error naming the size as `what` (e.g. "input tile").
+pub fn checked_output_size(cfg: &UNetConfig, input: usize, what: &'static str) -> Result<usize> {
+    simulate(cfg, input).map_err(|problem| {
+        Error::from(SizeError {
+            what,
+            size: input,
+            depth: cfg.depth,
+            padding: match cfg.padding {
+                Padding::Valid => "valid",
+                Padding::Same => "same",
+            },
+            problem,
+            nearest: nearest_valid_input_sizes(cfg, input),
+        })
     })
 }
 
@@ -214,7 +215,9 @@ mod tests {
         assert_eq!(output_size(&cfg, 188).unwrap(), 4);
         assert_eq!(input_size_for_output(&cfg, 388), 572);
         assert_eq!(input_size_for_output(&cfg, 389), 588);
-        let err = output_size(&cfg, 570).unwrap_err();
+        let Error::InputSize(err) = output_size(&cfg, 570).unwrap_err() else {
+            panic!("an input size error");
+        };
         assert_eq!(err.nearest.below, Some((556, 372)));
         assert_eq!(err.nearest.above, Some((572, 388)));
         let msg = err.to_string();

@@ -32,7 +32,7 @@
 //!
 //! // 37 x 70 fits no tile grid: the result still has one P(cell) per input pixel.
 //! let image: Vec<f32> = (0..37 * 70).map(|i| (i as f32 * 0.1).sin()).collect();
-//! let opts = TileOptions { tile_size: 16, ..TileOptions::default() };
+//! let opts = TileOptions { output_tile: 16, ..TileOptions::default() };
 //! let p_cell = overlap_tile_predict(&model, &image, 37, 70, &opts)?;
 //! assert_eq!(p_cell.len(), 37 * 70);
 //! assert!(p_cell.iter().all(|p| (0.0..=1.0).contains(p)));
@@ -45,7 +45,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{Padding, UNetConfig};
 use crate::size::{input_size_step, min_input_size, output_size};
 use crate::unet::UNet;
-use crate::Result;
+use crate::{Error, Result};
 
 /// How overlapping tiles of a same-padding model are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,7 +69,7 @@ pub struct TileOptions {
     /// `2^(depth-1)`; the input tile adds the context on each side; same padding: a multiple of
     /// `2^(depth-1)`, input tile = output tile). Images smaller than a tile are predicted in one
     /// tile of the smallest size that covers them.
-    pub tile_size: usize,
+    pub output_tile: usize,
     /// Pixels shared by neighbouring tiles of a same-padding model (clamped to leave a stride of
     /// at least `2^(depth-1)`). Ignored for valid padding, whose tiles need no overlap.
     pub overlap: usize,
@@ -86,56 +86,13 @@ impl Default for TileOptions {
     /// Tiles of 256 output pixels overlapping by 64 (25%), 4 per pass, Gaussian blending, no TTA.
     fn default() -> Self {
         Self {
-            tile_size: 256,
+            output_tile: 256,
             overlap: 64,
             batch_size: 4,
             blend: Blend::Gaussian,
             tta: false,
         }
     }
-}
-
-/// Bad tiling input or settings.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TilingError {
-    /// The image has no pixels.
-    #[error("the image is empty ({height}x{width}); it needs at least one pixel")]
-    EmptyImage {
-        /// Rows.
-        height: usize,
-        /// Columns.
-        width: usize,
-    },
-    /// The pixel buffer does not hold `channels` planes of `height` x `width`.
-    #[error(
-        "the image buffer holds {got} values; {channels} channel plane(s) of {height}x{width} need {expected}"
-    )]
-    ImageLength {
-        /// Values given.
-        got: usize,
-        /// Values needed.
-        expected: usize,
-        /// The model's input channels.
-        channels: usize,
-        /// Rows.
-        height: usize,
-        /// Columns.
-        width: usize,
-    },
-    /// A NaN or infinite pixel value.
-    #[error("the image has a non-finite value ({value}) at index {index}")]
-    NonFinite {
-        /// The index into the image buffer.
-        index: usize,
-        /// The value, as text.
-        value: String,
-    },
-    /// `tile_size` or `batch_size` is 0.
-    #[error("{what} must be at least 1")]
-    Zero {
-        /// The setting at fault.
-        what: &'static str,
-    },
 }
 
 /// The tiles along one axis.
@@ -212,19 +169,17 @@ pub fn predict_whole_logits(model: &UNet, sections: &Tensor) -> Result<Tensor> {
 
 /// The index into `0..n` of coordinate `i` mirrored at the borders without repeating the edge
 /// pixel (`... 2 1 | 0 1 ... n-1 | n-2 ...`), periodic with period `2n - 2`, so any `i` maps.
-/// `n` = 1 maps everything to 0. `n` must be positive.
+/// `n` = 1 maps everything to 0. `n` must be positive. The rule is scipy's `'mirror'`, the one
+/// the augmentation's border uses too (`unet-augment` keeps its own: the crates share no code).
 pub fn reflect_index(i: isize, n: usize) -> usize {
     debug_assert!(n > 0);
-    if n <= 1 {
+    let period = 2 * n.saturating_sub(1);
+    if period == 0 {
         return 0;
     }
-    let period = 2 * (n as isize - 1);
-    let r = i.rem_euclid(period);
-    if r < n as isize {
-        r as usize
-    } else {
-        (period - r) as usize
-    }
+    // Within a period, the way back down mirrors the way up.
+    let r = i.rem_euclid(period as isize) as usize;
+    r.min(period - r)
 }
 
 /// The smallest valid output size >= `wanted`: `first + k * step`.
@@ -237,7 +192,7 @@ fn output_at_least(first: usize, step: usize, wanted: usize) -> usize {
 }
 
 /// The tile layout along an axis of `n` pixels for a valid-padding model.
-fn valid_axis(cfg: &UNetConfig, n: usize, tile_size: usize) -> Result<AxisTiles> {
+fn valid_axis(cfg: &UNetConfig, n: usize, output_tile: usize) -> Result<AxisTiles> {
     let step = input_size_step(cfg);
     let min_in = min_input_size(cfg);
     let min_out = output_size(cfg, min_in)?;
@@ -245,10 +200,10 @@ fn valid_axis(cfg: &UNetConfig, n: usize, tile_size: usize) -> Result<AxisTiles>
     let context = (min_in - min_out) / 2;
     // Tiles of at least `step` output pixels, so the stride (a multiple of step) is positive.
     let floor_out = output_at_least(min_out, step, step);
-    let wanted = if tile_size < min_out {
+    let wanted = if output_tile < min_out {
         min_out
     } else {
-        min_out + (tile_size - min_out) / step * step
+        min_out + (output_tile - min_out) / step * step
     };
     let tile_out = wanted.max(floor_out);
     let fit = output_at_least(min_out, step, n);
@@ -271,9 +226,9 @@ fn valid_axis(cfg: &UNetConfig, n: usize, tile_size: usize) -> Result<AxisTiles>
 }
 
 /// The tile layout along an axis of `n` pixels for a same-padding model.
-fn same_axis(cfg: &UNetConfig, n: usize, tile_size: usize, overlap: usize) -> AxisTiles {
+fn same_axis(cfg: &UNetConfig, n: usize, output_tile: usize, overlap: usize) -> AxisTiles {
     let step = input_size_step(cfg);
-    let tile = (tile_size / step * step).max(step);
+    let tile = (output_tile / step * step).max(step);
     let fit = n.div_ceil(step) * step;
     let (output, count, stride) = if fit <= tile {
         (fit, 1, step)
@@ -302,12 +257,12 @@ pub fn tile_layout(
 ) -> Result<TileLayout> {
     check_options(opts)?;
     if height == 0 || width == 0 {
-        return Err(TilingError::EmptyImage { height, width }.into());
+        return Err(Error::EmptyImage { height, width });
     }
     let axis = |n: usize| -> Result<AxisTiles> {
         match cfg.padding {
-            Padding::Valid => valid_axis(cfg, n, opts.tile_size),
-            Padding::Same => Ok(same_axis(cfg, n, opts.tile_size, opts.overlap)),
+            Padding::Valid => valid_axis(cfg, n, opts.output_tile),
+            Padding::Same => Ok(same_axis(cfg, n, opts.output_tile, opts.overlap)),
         }
     };
     Ok(TileLayout {
@@ -317,11 +272,13 @@ pub fn tile_layout(
 }
 
 fn check_options(opts: &TileOptions) -> Result<()> {
-    if opts.tile_size == 0 {
-        return Err(TilingError::Zero { what: "tile_size" }.into());
+    if opts.output_tile == 0 {
+        return Err(Error::Zero {
+            what: "output_tile",
+        });
     }
     if opts.batch_size == 0 {
-        return Err(TilingError::Zero { what: "batch_size" }.into());
+        return Err(Error::Zero { what: "batch_size" });
     }
     Ok(())
 }
@@ -393,25 +350,23 @@ fn model_device_dtype(model: &UNet) -> (Device, DType) {
 
 fn check_image(cfg: &UNetConfig, image: &[f32], height: usize, width: usize) -> Result<()> {
     if height == 0 || width == 0 {
-        return Err(TilingError::EmptyImage { height, width }.into());
+        return Err(Error::EmptyImage { height, width });
     }
     let expected = cfg.in_channels * height * width;
     if image.len() != expected {
-        return Err(TilingError::ImageLength {
+        return Err(Error::ImageLength {
             got: image.len(),
             expected,
             channels: cfg.in_channels,
             height,
             width,
-        }
-        .into());
+        });
     }
     if let Some((index, value)) = image.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(TilingError::NonFinite {
+        return Err(Error::NonFinite {
             index,
             value: value.to_string(),
-        }
-        .into());
+        });
     }
     Ok(())
 }
@@ -682,7 +637,7 @@ mod tests {
                 padding: if same { Padding::Same } else { Padding::Valid },
                 ..valid_cfg(depth)
             };
-            let opts = TileOptions { tile_size: tile, overlap, ..TileOptions::default() };
+            let opts = TileOptions { output_tile: tile, overlap, ..TileOptions::default() };
             let layout = tile_layout(&cfg, n, 5, &opts).unwrap();
             let axis = &layout.rows;
             prop_assert_eq!(output_size(&cfg, axis.input).unwrap(), axis.output);
@@ -715,7 +670,7 @@ mod tests {
     fn paper_layout() {
         let cfg = UNetConfig::paper();
         let opts = TileOptions {
-            tile_size: 388,
+            output_tile: 388,
             ..TileOptions::default()
         };
         // A 512x512 section: 388 is not on the 16-pixel grid, so tiles step by 384.
@@ -740,7 +695,7 @@ mod tests {
             ..UNetConfig::small()
         };
         let opts = TileOptions {
-            tile_size: 16,
+            output_tile: 16,
             overlap: 6,
             ..TileOptions::default()
         };

@@ -11,7 +11,7 @@ use crate::arch::{parameter_specs, ParamRole};
 use crate::config::{Encoder, Padding, UNetConfig, Upsampling};
 use crate::layers::{
     centre_crop, dropout, max_pool2x2, seeded_normal, upsample_bilinear2x, BatchNorm2d, Conv2d,
-    SplitMix64, UpConv2x2,
+    InitRng, UpConv2x2,
 };
 use crate::precision::Precision;
 use crate::resnet::ResNetEncoder;
@@ -197,7 +197,7 @@ impl UNet {
     /// unit batch-norm scales, fresh running statistics). candle cannot seed its CPU generator,
     /// so [`UNet::new`]'s initialisation is not reproducible; this is.
     pub fn init_seeded(&self, seed: u64) -> Result<()> {
-        let mut rng = SplitMix64::new(seed);
+        let mut rng = InitRng::new(seed);
         let vars: HashMap<&str, &Var> = self
             .parameters
             .iter()

@@ -2,8 +2,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use unet_model::{
-    load_checkpoint, load_optimizer_state, read_checkpoint_meta, save_checkpoint, Adam, AdamParams,
-    Error, Loss, Optimizer, Sgd, SgdParams, UNet, UNetConfig,
+    load_checkpoint, load_model, load_model_from_bytes, load_optimizer_state, read_checkpoint_meta,
+    save_checkpoint, Adam, AdamParams, Error, Loss, Normalisation, Optimizer, Sgd, SgdParams, UNet,
+    UNetConfig,
 };
 
 fn config() -> UNetConfig {
@@ -56,7 +57,16 @@ fn save_load_forward_is_identical_and_resume_continues() {
     let mut opt = Adam::new(model.parameters(), AdamParams::default()).unwrap();
     one_step(&model, &mut opt); // moves weights and running statistics
     let metrics = serde_json::json!({ "loss": 0.5, "iou": [0.7, 0.8] });
-    save_checkpoint(&path, &model, 1, metrics.clone(), Some(&opt)).unwrap();
+    let normalisation = Normalisation::dataset(0.49, 0.17).unwrap();
+    save_checkpoint(
+        &path,
+        &model,
+        1,
+        Some(normalisation),
+        metrics.clone(),
+        Some(&opt),
+    )
+    .unwrap();
     // No temporary files are left behind.
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -70,10 +80,31 @@ fn save_load_forward_is_identical_and_resume_continues() {
     let loaded = load_checkpoint(&path, &restored).unwrap();
     assert_eq!(loaded.epoch, 1);
     assert_eq!(loaded.metrics, metrics);
+    assert_eq!(loaded.normalisation, Some(normalisation));
     let x = input();
     assert_eq!(
         flat(&model.forward_t(&x, false).unwrap()),
         flat(&restored.forward_t(&x, false).unwrap())
+    );
+    // The same checkpoint from memory (as the built-in model loads) and by path alone.
+    let sidecar = std::fs::read(path.with_extension("json")).unwrap();
+    let weights = std::fs::read(&path).unwrap();
+    let (in_memory, meta) =
+        load_model_from_bytes("in-memory", &sidecar, &weights, &Device::Cpu).unwrap();
+    assert_eq!(meta, loaded);
+    let (by_path, _) = load_model(&path, &Device::Cpu).unwrap();
+    for net in [&in_memory, &by_path] {
+        assert_eq!(
+            flat(&model.forward_t(&x, false).unwrap()),
+            flat(&net.forward_t(&x, false).unwrap())
+        );
+    }
+    let err = load_model_from_bytes("in-memory", &sidecar, &weights[1..], &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("in-memory") && err.contains("truncated"),
+        "{err}"
     );
 
     // Resuming the optimizer gives the same next step as continuing.
@@ -93,6 +124,30 @@ fn save_load_forward_is_identical_and_resume_continues() {
 }
 
 #[test]
+fn a_sidecar_of_before_the_typed_normalisation_still_gives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.safetensors");
+    let legacy = serde_json::json!({ "normalisation": { "mean": 0.5, "std": 0.2 } });
+    save_checkpoint(&path, &build(&config(), 1), 3, None, legacy, None).unwrap();
+    let meta = read_checkpoint_meta(&path).unwrap();
+    assert_eq!(
+        meta.normalisation,
+        Some(Normalisation::Dataset {
+            mean: 0.5,
+            std: 0.2
+        })
+    );
+    // Statistics that cannot normalise are named as the sidecar's fault.
+    let broken = serde_json::json!({ "normalisation": { "mean": 0.5, "std": 0.0 } });
+    save_checkpoint(&path, &build(&config(), 1), 3, None, broken, None).unwrap();
+    let err = read_checkpoint_meta(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("old.json") && err.contains("normalisation"),
+        "{err}"
+    );
+}
+
+#[test]
 fn another_config_is_refused_field_by_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
@@ -100,6 +155,7 @@ fn another_config_is_refused_field_by_field() {
         &path,
         &build(&config(), 1),
         0,
+        None,
         serde_json::Value::Null,
         None,
     )
@@ -124,7 +180,7 @@ fn damaged_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     let model = build(&config(), 1);
-    save_checkpoint(&path, &model, 0, serde_json::Value::Null, None).unwrap();
+    save_checkpoint(&path, &model, 0, None, serde_json::Value::Null, None).unwrap();
     let good = std::fs::read(&path).unwrap();
 
     std::fs::write(&path, &good[..good.len() / 2]).unwrap();
@@ -203,6 +259,7 @@ fn a_pair_copied_under_another_name_loads() {
         dir.path().join("best.safetensors"),
         &model,
         1,
+        None,
         serde_json::json!({}),
         Some(&opt),
     )

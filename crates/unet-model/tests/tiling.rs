@@ -4,7 +4,7 @@
 //! walking back and forth over it, run through the net once and cropped.
 
 use candle_core::{Device, Tensor};
-use unet_model::tiling::{predict_whole_logits, tile_layout, TilingError};
+use unet_model::tiling::{predict_whole_logits, tile_layout};
 use unet_model::{
     output_size, overlap_tile_predict, overlap_tile_predict_probs, Blend, Error, Padding,
     TileOptions, UNet, UNetConfig,
@@ -94,9 +94,9 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn opts(tile_size: usize, batch_size: usize) -> TileOptions {
+fn opts(output_tile: usize, batch_size: usize) -> TileOptions {
     TileOptions {
-        tile_size,
+        output_tile,
         batch_size,
         ..TileOptions::default()
     }
@@ -176,7 +176,7 @@ fn odd_sizes_come_out_at_the_input_size() {
     );
     for blend in [Blend::None, Blend::Linear, Blend::Gaussian] {
         let o = TileOptions {
-            tile_size: 16,
+            output_tile: 16,
             overlap: 8,
             batch_size: 5,
             blend,
@@ -259,7 +259,7 @@ fn blends_are_normalised() {
         .unwrap();
     for blend in [Blend::None, Blend::Linear, Blend::Gaussian] {
         let o = TileOptions {
-            tile_size: 10,
+            output_tile: 10,
             overlap: 4,
             batch_size: 7,
             blend,
@@ -296,7 +296,7 @@ fn same_padding_hard_cut_is_exact_inside() {
         .to_vec1::<f32>()
         .unwrap();
     let o = TileOptions {
-        tile_size: 12,
+        output_tile: 12,
         overlap: 4,
         batch_size: 4,
         blend: Blend::None,
@@ -354,19 +354,16 @@ fn bad_input_is_a_typed_error() {
     assert!(
         matches!(
             err,
-            Error::Tiling(TilingError::ImageLength {
+            Error::ImageLength {
                 got: 10,
                 expected: 12,
                 ..
-            })
+            }
         ),
         "{err}"
     );
     let err = overlap_tile_predict(&model, &[], 0, 4, &TileOptions::default()).unwrap_err();
-    assert!(
-        matches!(err, Error::Tiling(TilingError::EmptyImage { .. })),
-        "{err}"
-    );
+    assert!(matches!(err, Error::EmptyImage { .. }), "{err}");
     let err =
         overlap_tile_predict(&model, &[0.0, f32::NAN], 1, 2, &TileOptions::default()).unwrap_err();
     assert!(
@@ -375,12 +372,12 @@ fn bad_input_is_a_typed_error() {
         "{err}"
     );
     let zero = TileOptions {
-        tile_size: 0,
+        output_tile: 0,
         ..TileOptions::default()
     };
     let err = overlap_tile_predict(&model, &[0.0], 1, 1, &zero).unwrap_err();
     assert!(
-        err.to_string().contains("tile_size must be at least 1"),
+        err.to_string().contains("output_tile must be at least 1"),
         "{err}"
     );
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use unet_data::{locate_data_dir, IsbiData, Stack};
+use unet_data::{locate_data_dir, LabelledSections, Stack};
 
 use canvas::{grey, viridis, Canvas, Rgb, BLACK, WHITE};
 
@@ -69,7 +69,7 @@ pub fn run(root: &Path, args: &FiguresArgs) -> Result<()> {
         None
     } else {
         let dir = locate_data_dir(args.data.as_deref())?;
-        let data = IsbiData::load(&dir)?;
+        let data = LabelledSections::load(&dir)?;
         anyhow::ensure!(
             args.page < data.train_images.pages(),
             "--page {}: the training stack has {} pages",
@@ -142,7 +142,7 @@ fn blit_scaled(
     });
 }
 
-fn weights_figure(data: &IsbiData, page: usize, path: &Path) -> Result<()> {
+fn weights_figure(data: &LabelledSections, page: usize, path: &Path) -> Result<()> {
     // A 192 x 192 crop from the middle, shown 3x: the border term between touching cells is visible.
     let (n, scale, top, left) = (192usize, 3usize, 160usize, 160usize);
     let params = unet_weights::WeightMapParams::default().validate()?;
@@ -202,7 +202,7 @@ fn weights_figure(data: &IsbiData, page: usize, path: &Path) -> Result<()> {
     c.save_png(path)
 }
 
-fn augment_figure(data: &IsbiData, page: usize, seed: u64, path: &Path) -> Result<()> {
+fn augment_figure(data: &LabelledSections, page: usize, seed: u64, path: &Path) -> Result<()> {
     let (h, w) = (data.train_images.height(), data.train_images.width());
     let image: Vec<f32> = data
         .train_images
@@ -212,7 +212,7 @@ fn augment_figure(data: &IsbiData, page: usize, seed: u64, path: &Path) -> Resul
         .collect();
     let sample =
         unet_augment::Sample::grey(w, h, image, data.train_labels.page(page).to_vec(), None)?;
-    let pipeline = unet_augment::Preset::reference().pipeline()?;
+    let pipeline = unet_augment::Preset::Reference.pipeline()?;
     let augmented = pipeline.apply_batch(&vec![sample.clone(); 8], seed)?;
     let tiles: Vec<unet_augment::Sample> = std::iter::once(sample).chain(augmented).collect();
     // Each sample shown at half size, 3 x 3, the original first.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use unet_data::{IsbiData, Stack};
+use unet_data::{LabelledSections, Stack};
 
 use super::canvas::{grey, Canvas, Rgb, BLACK, WHITE};
 
@@ -198,7 +198,7 @@ pub fn curves_figure(log: &Path, out: &Path) -> Result<()> {
 
 /// Per validation section: image | P(cell) | truth | errors (false cell red, false membrane blue).
 pub fn predictions_figure(
-    data: &IsbiData,
+    data: &LabelledSections,
     prob: &Stack<f32>,
     pages: &[usize],
     out: &Path,

@@ -32,7 +32,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 pub use conv::{conv2d, conv2d_gemm, conv2d_input_grad, conv2d_weight_grad};
-pub use norm::{batch_norm, channel_mean_var};
+pub use norm::batch_norm;
 pub use pool::max_pool2x2;
 pub use upconv::upconv2x2;
 
@@ -299,7 +299,7 @@ pub(crate) mod tests {
 
     /// A tensor of standard normal samples.
     pub(crate) fn random(shape: &[usize], seed: u64) -> Tensor {
-        let mut rng = crate::layers::SplitMix64::new(seed);
+        let mut rng = crate::layers::InitRng::new(seed);
         let len: usize = shape.iter().product();
         let v: Vec<f32> = (0..len).map(|_| rng.next_normal() as f32).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()

@@ -281,14 +281,8 @@ impl CustomOp3 for BatchNormInputGradOp<'_> {
     }
 }
 
-/// Per-channel batch mean and biased variance of an f32 CPU NCHW tensor, accumulated in f64.
-pub fn channel_mean_var(x: &Tensor) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
-    let (n, c, h, w) = x.dims4()?;
-    let values = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    Ok(batch_mean_var(&values, (n, c, h * w)))
-}
-
-/// [`channel_mean_var`] of a contiguous `[n, c, plane]` slice.
+/// Per-channel batch mean and biased variance (accumulated in f64) of a contiguous
+/// `[n, c, plane]` slice.
 pub(crate) fn batch_mean_var(
     x: &[f32],
     (n, c, plane): (usize, usize, usize),

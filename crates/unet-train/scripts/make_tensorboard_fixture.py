@@ -1,11 +1,11 @@
-"""Golden TensorBoard event file for `crates/unet-model/tests/tensorboard.rs`.
+"""Golden TensorBoard event file for `crates/unet-train/tests/tensorboard.rs`.
 
-    python3 crates/unet-model/scripts/make_tensorboard_fixture.py          # write the fixture
-    python3 crates/unet-model/scripts/make_tensorboard_fixture.py RUN/tb   # check our files
+    python3 crates/unet-train/scripts/make_tensorboard_fixture.py          # write the fixture
+    python3 crates/unet-train/scripts/make_tensorboard_fixture.py RUN/tb   # check our files
 
 Writes `tests/fixtures/tensorboard/events.out.tfevents.*` with PyTorch's `SummaryWriter` (the
 writer the reference's `--tensorboard` used): the scalars listed in `EXPECTED`, which the Rust
-test reads back with `unet_model::tensorboard::read_scalars`. With a directory argument, reads
+test reads back with `unet_train::tensorboard::read_scalars`. With a directory argument, reads
 every event file there with TensorBoard's own `EventAccumulator` and prints the scalars, to
 check files written by unet-rs. Needs `pip install torch tensorboard`; the tests do not.
 """

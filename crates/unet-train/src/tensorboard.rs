@@ -8,7 +8,7 @@
 //! compiler at build time, which a fresh machine does not have.
 //!
 //! ```
-//! use unet_model::tensorboard::{read_scalars, EventWriter};
+//! use unet_train::tensorboard::{read_scalars, EventWriter};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = std::env::temp_dir().join(format!("unet-tb-doc-{}", std::process::id()));
@@ -28,30 +28,44 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// What can go wrong with an event file.
-#[derive(Debug, thiserror::Error)]
-pub enum TensorBoardError {
-    /// The file could not be created, written or read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is not a well-formed event file.
-    #[error("{}: not a TensorBoard event file: {reason} (record at byte {offset})", path.display())]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// Where the bad record starts.
-        offset: usize,
-        /// What is wrong.
-        reason: String,
-    },
-}
+use crate::{EpochRecord, Error, Result};
 
-type Result<T> = std::result::Result<T, TensorBoardError>;
+/// Writes an epoch's scalars (`train/*`, `val/*`, step = epoch) and flushes the file.
+pub fn write_epoch(writer: &mut EventWriter, record: &EpochRecord) -> Result<()> {
+    let step = record.epoch as i64;
+    let mut scalars = vec![
+        ("train/loss", record.train_loss),
+        ("train/lr", record.lr),
+        ("train/samples_per_second", record.samples_per_second),
+    ];
+    if let Some(scale) = record.loss_scale {
+        scalars.extend([
+            ("train/loss_scale", scale),
+            ("train/skipped_steps", record.skipped_steps as f64),
+        ]);
+    }
+    if let Some(v) = &record.validation {
+        scalars.extend([
+            ("val/loss", v.loss),
+            ("val/pixel_accuracy", v.pixel_accuracy),
+            ("val/mean_iou", v.mean_iou),
+            ("val/dice", v.dice),
+            ("val/v_rand", v.v_rand),
+            ("val/v_info", v.v_info),
+        ]);
+        if let Some(c) = &v.calibrated {
+            scalars.extend([
+                ("val/calibrated_threshold", c.threshold),
+                ("val/calibrated_pixel_accuracy", c.pixel_accuracy),
+                ("val/calibrated_mean_iou", c.mean_iou),
+            ]);
+        }
+    }
+    for (tag, value) in scalars {
+        writer.write_scalar(tag, step, value as f32)?;
+    }
+    writer.flush()
+}
 
 /// One scalar read back from an event file.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,7 +184,7 @@ impl EventWriter {
         let dir = dir.as_ref();
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| TensorBoardError::Io { path, source }
+            move |source| Error::Io { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let name = format!(
@@ -202,12 +216,10 @@ impl EventWriter {
         frame.extend_from_slice(&masked_crc(&len).to_le_bytes());
         frame.extend_from_slice(payload);
         frame.extend_from_slice(&masked_crc(payload).to_le_bytes());
-        self.file
-            .write_all(&frame)
-            .map_err(|source| TensorBoardError::Io {
-                path: self.path.clone(),
-                source,
-            })
+        self.file.write_all(&frame).map_err(|source| Error::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Appends one scalar.
@@ -217,7 +229,7 @@ impl EventWriter {
 
     /// Pushes what is buffered to the file (TensorBoard sees it from then on).
     pub fn flush(&mut self) -> Result<()> {
-        self.file.flush().map_err(|source| TensorBoardError::Io {
+        self.file.flush().map_err(|source| Error::Io {
             path: self.path.clone(),
             source,
         })
@@ -330,14 +342,14 @@ fn decode_scalars(payload: &[u8], out: &mut Vec<ScalarEvent>) -> std::result::Re
 /// `SummaryWriter`, or PyTorch's), checking each record's CRCs.
 pub fn read_scalars(path: impl AsRef<Path>) -> Result<Vec<ScalarEvent>> {
     let path = path.as_ref();
-    let data = std::fs::read(path).map_err(|source| TensorBoardError::Io {
+    let data = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let mut out = Vec::new();
     let mut at = 0;
     while at < data.len() {
-        let bad = |reason: String| TensorBoardError::Format {
+        let bad = |reason: String| Error::EventFile {
             path: path.to_path_buf(),
             offset: at,
             reason,

@@ -10,7 +10,8 @@
 //! 2. the weight map (unet-weights) is computed on the augmented label of the whole input tile,
 //!    then label and weights are centre-cropped to `output x output` (the paper's overlap-tile
 //!    geometry for valid-padding nets; for same padding input and output are equal);
-//! 3. the image is normalised with the training sections' mean and standard deviation.
+//! 3. the image is normalised with the model's [`Normalisation`] (by default the training
+//!    sections' mean and standard deviation).
 //!
 //! Sample `i` of epoch `e` uses the seed `derive_seed(derive_seed(seed, e), i)`, and each batch
 //! is assembled in order, so the batches depend on the seed only, never on the number of threads
@@ -22,9 +23,11 @@ use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 use unet_augment::{derive_seed, Pipeline, Sample, SplitMix64, Transform};
+use unet_data::{GreyStats, Stack};
+use unet_model::Normalisation;
 use unet_weights::{ValidWeightMapParams, WeightMapParams};
 
-use crate::{Error, GreyStats, Result, Stack};
+use crate::{Error, Result};
 
 /// Training sections in memory: grey values in [0, 1], labels as 0 / 255, the grey statistics
 /// of these sections (for normalisation).
@@ -95,6 +98,12 @@ impl SectionSet {
         self.stats
     }
 
+    /// The [`Normalisation`] by these sections' statistics (checked: a constant stack cannot
+    /// normalise).
+    pub fn normalisation(&self) -> Result<Normalisation> {
+        Ok(Normalisation::dataset(self.stats.mean, self.stats.std)?)
+    }
+
     /// Section `i`'s grey values in [0, 1].
     pub fn image(&self, i: usize) -> &[f32] {
         &self.images[i]
@@ -122,8 +131,9 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Weight-map settings; `None` gives weight 1 everywhere.
     pub weights: Option<WeightMapParams>,
-    /// Normalisation of the [0, 1] grey values; `None` uses the sections' own statistics.
-    pub normalisation: Option<GreyStats>,
+    /// Normalisation of the [0, 1] grey values; `None` uses the sections' own statistics
+    /// ([`SectionSet::normalisation`]).
+    pub normalisation: Option<Normalisation>,
     /// Batches prepared ahead of the trainer (at least 1).
     pub prefetch: usize,
     /// Worker threads for assembling a batch; 0 uses rayon's global pool.
@@ -184,7 +194,7 @@ pub struct Loader {
     config: LoaderConfig,
     pipeline: Arc<Pipeline>,
     weights: Option<ValidWeightMapParams>,
-    stats: GreyStats,
+    normalisation: Normalisation,
     pool: Option<Arc<rayon::ThreadPool>>,
 }
 
@@ -241,13 +251,10 @@ impl Loader {
             })
             .build()?;
         let weights = config.weights.map(|w| w.validate()).transpose()?;
-        let stats = config.normalisation.unwrap_or(data.stats());
-        if !(stats.std.is_finite() && stats.std > 0.0 && stats.mean.is_finite()) {
-            return bad(format!(
-                "cannot normalise by mean {} and standard deviation {}",
-                stats.mean, stats.std
-            ));
-        }
+        let normalisation = match config.normalisation {
+            Some(n) => n.validated()?,
+            None => data.normalisation()?,
+        };
         let pool = match config.threads {
             0 => None,
             threads => Some(Arc::new(
@@ -262,7 +269,7 @@ impl Loader {
             config,
             pipeline: Arc::new(pipeline),
             weights,
-            stats,
+            normalisation,
             pool,
         })
     }
@@ -273,8 +280,8 @@ impl Loader {
     }
 
     /// The normalisation applied to the [0, 1] grey values.
-    pub fn stats(&self) -> GreyStats {
-        self.stats
+    pub fn normalisation(&self) -> Normalisation {
+        self.normalisation
     }
 
     /// The sections.
@@ -329,8 +336,8 @@ impl Loader {
             Some(params) => params.weight_map(&label, n, n)?,
             None => vec![1.0; n * n],
         };
-        let (mean, std) = (self.stats.mean as f32, self.stats.std as f32);
-        let image = image.into_iter().map(|v| (v - mean) / std).collect();
+        let mut image = image;
+        self.normalisation.apply(&mut image);
         let margin = (n - self.config.output_size) / 2;
         let classes: Vec<u8> = centre_crop(&label, n, margin)
             .into_iter()

@@ -14,13 +14,14 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use unet_data::{GreyStats, Stack};
+use unet_data::Stack;
 use unet_metrics::{best_decision_threshold, sweep_decision_thresholds, ThresholdCandidate};
+use unet_model::tiling::predict_whole_logits;
+use unet_model::{load_model, read_checkpoint_meta, save_checkpoint, CheckpointMeta};
+use unet_model::{Normalisation, UNet};
 
-use crate::checkpoint::{read_checkpoint_meta, save_checkpoint, CheckpointMeta};
-use crate::tiling::predict_whole_logits;
-use crate::train::{model_from_checkpoint, normalised_section, Result, TrainError};
-use crate::UNet;
+use crate::evaluate::checkpoint_normalisation;
+use crate::{Error, Result};
 
 /// The key of the calibration in a checkpoint sidecar's `metrics`.
 pub const CALIBRATION_KEY: &str = "calibration";
@@ -73,19 +74,19 @@ impl Calibration {
 }
 
 /// The logit margins `z_cell - z_membrane` of `sections` of the 8-bit `images`, each predicted
-/// whole after the grey-value normalisation `stats`, page after page.
+/// whole after `normalisation`, page after page.
 pub fn logit_margins(
     model: &UNet,
     images: &Stack<u8>,
     sections: &[usize],
-    stats: GreyStats,
+    normalisation: Normalisation,
     device: &Device,
 ) -> Result<Vec<f32>> {
     let (h, w) = (images.height(), images.width());
     let tensors = sections
         .iter()
         .map(|&s| {
-            let page = normalised_section(images.page(s), stats);
+            let page = normalisation.apply_u8(images.page(s));
             Ok(Tensor::from_vec(page, (1, 1, h, w), device)?)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -132,7 +133,7 @@ pub(crate) fn fit_margin_threshold(
 fn check_binary(model: &UNet) -> Result<()> {
     match model.config().n_classes {
         2 => Ok(()),
-        n => Err(TrainError::Config(format!(
+        n => Err(Error::Config(format!(
             "decision calibration needs a two-class (membrane / cell) net, this one has {n} classes"
         ))),
     }
@@ -145,13 +146,13 @@ pub fn fit_calibration(
     images: &Stack<u8>,
     labels: &Stack<u8>,
     sections: &[usize],
-    stats: GreyStats,
+    normalisation: Normalisation,
     device: &Device,
 ) -> Result<Calibration> {
     if sections.is_empty() {
-        return Err(TrainError::Config("no section to calibrate on".into()));
+        return Err(Error::Config("no section to calibrate on".into()));
     }
-    let margins = logit_margins(model, images, sections, stats, device)?;
+    let margins = logit_margins(model, images, sections, normalisation, device)?;
     let truth: Vec<u8> = sections
         .iter()
         .flat_map(|&s| labels.page(s).iter().copied())
@@ -178,7 +179,7 @@ pub fn apply_calibration(model: &UNet, logit_offset: f64) -> Result<()> {
         .parameters()
         .iter()
         .find(|(name, _)| name == "classifier.bias")
-        .ok_or_else(|| TrainError::Config("the net has no classifier bias".into()))?;
+        .ok_or_else(|| Error::Config("the net has no classifier bias".into()))?;
     let half = (logit_offset / 2.0) as f32;
     let shift = Tensor::new(&[-half, half], bias.device())?.to_dtype(bias.dtype())?;
     let moved = (bias.as_tensor() + shift)?;
@@ -201,7 +202,7 @@ pub fn calibrate_checkpoint(
 ) -> Result<Calibration> {
     let checkpoint = checkpoint.as_ref();
     let meta = read_checkpoint_meta(checkpoint)?;
-    let refuse = |reason: String| TrainError::Calibration {
+    let refuse = |reason: String| Error::Calibration {
         checkpoint: checkpoint.to_path_buf(),
         reason,
     };
@@ -218,8 +219,9 @@ pub fn calibrate_checkpoint(
                 .into(),
         ));
     }
-    let (model, _, stats) = model_from_checkpoint(checkpoint, device)?;
-    let calibration = fit_calibration(&model, images, labels, sections, stats, device)?;
+    let (model, _) = load_model(checkpoint, device)?;
+    let normalisation = checkpoint_normalisation(checkpoint, &meta)?;
+    let calibration = fit_calibration(&model, images, labels, sections, normalisation, device)?;
     apply_calibration(&model, calibration.logit_offset)?;
     let mut metrics = meta.metrics.clone();
     let value = serde_json::to_value(&calibration).expect("a calibration serialises");
@@ -229,6 +231,13 @@ pub fn calibrate_checkpoint(
         }
         None => metrics = serde_json::json!({ CALIBRATION_KEY: value }),
     }
-    save_checkpoint(checkpoint, &model, meta.epoch, metrics, None)?;
+    save_checkpoint(
+        checkpoint,
+        &model,
+        meta.epoch,
+        Some(normalisation),
+        metrics,
+        None,
+    )?;
     Ok(calibration)
 }

@@ -2,7 +2,9 @@
 //! together), valid-padding geometry, determinism whatever the thread count, mid-epoch starts.
 
 use unet_augment::{Pipeline, Preset};
-use unet_data::{GreyStats, Loader, LoaderConfig, SectionSet, Stack};
+use unet_data::Stack;
+use unet_model::Normalisation;
+use unet_train::{Loader, LoaderConfig, SectionSet};
 use unet_weights::{ClassWeight, WeightMapParams};
 
 const H: usize = 40;
@@ -50,7 +52,7 @@ fn check_alignment(loader: &Loader, sections: &Stack<u8>, markers: [(usize, usiz
     let cfg = loader.config().clone();
     let (n_in, n_out) = (cfg.input_size, cfg.output_size);
     let margin = (n_in - n_out) / 2;
-    let stats = loader.stats();
+    let stats = loader.data().stats();
     let mut seen_markers = 0;
     for epoch in 0..3 {
         for batch in loader.epoch(epoch, 0) {
@@ -153,7 +155,7 @@ fn deterministic_whatever_the_threads_and_start() {
         }),
         ..LoaderConfig::new(32, 2, 2, 77)
     };
-    let pipeline = Preset::reference().pipeline().unwrap();
+    let pipeline = Preset::Reference.pipeline().unwrap();
     let run = |threads: usize, first: usize| -> Vec<_> {
         let cfg = LoaderConfig {
             threads,
@@ -195,10 +197,7 @@ fn normalisation_uses_the_given_statistics() {
     let own = data.stats();
     let mean: f64 = img.page(0).iter().map(|&v| v as f64 / 255.0).sum::<f64>() / (H * W) as f64;
     assert!((own.mean - mean).abs() < 1e-6);
-    let given = GreyStats {
-        mean: 0.5,
-        std: 0.25,
-    };
+    let given = Normalisation::dataset(0.5, 0.25).unwrap();
     let cfg = LoaderConfig {
         normalisation: Some(given),
         input_size: H,
@@ -217,7 +216,7 @@ fn normalisation_uses_the_given_statistics() {
         .expect("the first input pixel is a normalised section pixel");
     assert!(x0 <= W - H);
     let bad = LoaderConfig {
-        normalisation: Some(GreyStats {
+        normalisation: Some(Normalisation::Dataset {
             mean: 0.5,
             std: 0.0,
         }),

@@ -1,7 +1,7 @@
 //! Event files written by PyTorch's `SummaryWriter` (fixture from
 //! `scripts/make_tensorboard_fixture.py`) read back with `read_scalars`.
 
-use unet_model::tensorboard::read_scalars;
+use unet_train::tensorboard::read_scalars;
 
 #[test]
 fn reads_the_scalars_pytorch_wrote() {

@@ -7,16 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use candle_core::Device;
+use unet_augment::Preset as AugmentPreset;
 use unet_data::Stack;
-use unet_model::calibrate::{apply_calibration, calibrate_checkpoint, logit_margins, Calibration};
-use unet_model::tensorboard::read_scalars;
-use unet_model::train::LossScaleConfig;
-use unet_model::train::{
-    evaluate_checkpoint, evaluate_run, files, train, AugmentationConfig, EpochRecord,
-    OptimizerConfig, ScheduleConfig, SplitConfig, TrainConfig, TrainControl, TrainError,
-    TrainEvent, TrainOutcome, WeightsConfig,
-};
 use unet_model::{load_checkpoint, read_checkpoint_meta, Loss, Precision, UNet, UNetConfig};
+use unet_train::calibrate::{apply_calibration, calibrate_checkpoint, logit_margins, Calibration};
+use unet_train::tensorboard::read_scalars;
+use unet_train::{
+    evaluate_checkpoint, evaluate_run, files, train, EpochRecord, Error, LossScaleConfig,
+    OptimizerConfig, ScheduleConfig, SplitConfig, TrainConfig, TrainControl, TrainEvent,
+    TrainOutcome,
+};
+use unet_weights::WeightMapParams;
 
 const N: usize = 64;
 
@@ -56,7 +57,7 @@ fn tiny(run_dir: &Path, epochs: usize) -> TrainConfig {
         },
         epochs,
         batch_size: 2,
-        tile_size: 32,
+        input_tile: 32,
         crops_per_section: 2,
         optimizer: OptimizerConfig::Adam {
             lr: 1e-2,
@@ -65,8 +66,8 @@ fn tiny(run_dir: &Path, epochs: usize) -> TrainConfig {
         schedule: ScheduleConfig::Cosine { min_lr: 1e-4 },
         grad_clip: Some(5.0),
         loss: Loss::CrossEntropy,
-        weights: Some(WeightsConfig::paper()),
-        augmentation: AugmentationConfig::Reference,
+        weights: Some(WeightMapParams::default()),
+        augmentation: AugmentPreset::Reference,
         split: SplitConfig::Sections {
             train: vec![0, 1],
             validation: vec![2],
@@ -97,7 +98,7 @@ fn resume_quietly(
     cfg: &TrainConfig,
     images: &Stack<u8>,
     labels: &Stack<u8>,
-) -> Result<TrainOutcome, TrainError> {
+) -> Result<TrainOutcome, Error> {
     let control = TrainControl {
         resume: true,
         ..TrainControl::default()
@@ -260,7 +261,7 @@ fn resume_after_a_mid_epoch_stop_continues_exactly() {
         ..tiny(&split, 4)
     };
     let err = resume_quietly(&other, &images, &labels).unwrap_err();
-    assert!(matches!(err, TrainError::Resume { .. }), "{err}");
+    assert!(matches!(err, Error::Resume { .. }), "{err}");
 
     // So are other sections (one pixel changed), leaving the run as it was.
     let last = std::fs::read(split.join(files::LAST)).unwrap();
@@ -331,7 +332,7 @@ fn a_diverging_run_stops_with_a_clear_message() {
         &mut |_| {},
     )
     .unwrap_err();
-    assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
+    assert!(matches!(err, Error::NonFiniteLoss { .. }), "{err}");
     assert!(err.to_string().contains("checkpoints"), "{err}");
     assert!(run.join(files::CONFIG).is_file());
 }
@@ -404,7 +405,7 @@ fn a_finished_run_calibrates_best_on_its_training_sections() {
     ] {
         let err = calibrate_checkpoint(run.join(path), &images, &labels, &[0, 1], &Device::Cpu)
             .unwrap_err();
-        assert!(matches!(err, TrainError::Calibration { .. }), "{err}");
+        assert!(matches!(err, Error::Calibration { .. }), "{err}");
         assert!(err.to_string().contains(why), "{err}");
     }
 
@@ -427,7 +428,9 @@ fn the_calibration_offset_moves_every_logit_margin() {
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
     let model = UNet::new(&meta.config, vb).unwrap();
     load_checkpoint(run.join(files::BEST), &model).unwrap();
-    let stats = unet_model::train::checkpoint_normalisation(run.join(files::BEST)).unwrap();
+    let stats = meta
+        .normalisation
+        .expect("training records the normalisation");
     let before = logit_margins(&model, &images, &[2], stats, &Device::Cpu).unwrap();
     apply_calibration(&model, 1.25).unwrap();
     let after = logit_margins(&model, &images, &[2], stats, &Device::Cpu).unwrap();
@@ -525,7 +528,7 @@ fn fine_tune(run: &Path, n_classes: usize) -> TrainConfig {
             n_classes,
             ..UNetConfig::small()
         },
-        tile_size: 64,
+        input_tile: 64,
         crops_per_section: 1,
         optimizer: OptimizerConfig::Adam {
             lr: 1e-12,

@@ -1,0 +1,52 @@
+//! The model `unet predict` uses without `--model`: the committed `models/default`, built into
+//! the binary by the default-on `builtin-model` feature, so an installed `unet` works from any
+//! directory.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use unet_model::{load_model, load_model_from_bytes, CheckpointMeta, UNet};
+
+/// What `--model` names in messages when it was not given.
+pub const BUILTIN_NAME: &str = "the built-in default model (models/default)";
+
+/// The sidecar and weights of `models/default`, when built in.
+#[cfg(feature = "builtin-model")]
+const BUILTIN: Option<(&[u8], &[u8])> = Some((
+    include_bytes!("../../../models/default.json"),
+    include_bytes!("../../../models/default.safetensors"),
+));
+#[cfg(not(feature = "builtin-model"))]
+const BUILTIN: Option<(&[u8], &[u8])> = None;
+
+/// The net of the checkpoint `model` (weights file with its sidecar), or of the built-in model
+/// when `model` is `None`, on `device`; with its sidecar and a name for messages.
+pub fn open_model(model: Option<&Path>, device: &Device) -> Result<(UNet, CheckpointMeta, String)> {
+    match model {
+        Some(path) => {
+            if !path.is_file() {
+                bail!("{}: no such checkpoint file", path.display());
+            }
+            let (net, meta) =
+                load_model(path, device).with_context(|| format!("loading {}", path.display()))?;
+            Ok((net, meta, path.display().to_string()))
+        }
+        None => {
+            let (net, meta) = builtin_model(device)?;
+            Ok((net, meta, BUILTIN_NAME.to_string()))
+        }
+    }
+}
+
+/// The built-in model, or an error saying how to get one.
+pub fn builtin_model(device: &Device) -> Result<(UNet, CheckpointMeta)> {
+    let Some((sidecar, weights)) = BUILTIN else {
+        bail!(
+            "no --model given, and this unet was built without the built-in default model \
+             (the `builtin-model` feature): pass --model PATH.safetensors"
+        );
+    };
+    load_model_from_bytes("models/default.safetensors", sidecar, weights, device)
+        .context("loading the built-in default model")
+}

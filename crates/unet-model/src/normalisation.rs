@@ -1,0 +1,139 @@
+//! The input normalisation of a model: how grey values scaled to [0, 1] become the network's
+//! input. A trained model carries its normalisation in its checkpoint sidecar
+//! ([`crate::CheckpointMeta::normalisation`]), and training, validation, calibration and
+//! prediction all apply it through [`Normalisation::apply`], so the network sees the same
+//! numbers everywhere.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// How grey values in [0, 1] (8-bit / 255, 16-bit / 65535, float as stored) are mapped to the
+/// network's input.
+///
+/// ```
+/// use unet_model::Normalisation;
+///
+/// let n = Normalisation::dataset(0.5, 0.25).unwrap();
+/// let mut plane = vec![0.5f32, 0.75];
+/// n.apply(&mut plane);
+/// assert_eq!(plane, vec![0.0, 1.0]);
+/// assert!(Normalisation::dataset(0.5, 0.0).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Normalisation {
+    /// Fixed statistics of the training sections: `x = (v - mean) / std`.
+    Dataset {
+        /// Mean of the training sections' grey values in [0, 1].
+        mean: f64,
+        /// Their standard deviation (> 0).
+        std: f64,
+    },
+    /// Each image plane by its own mean and standard deviation (a constant plane becomes 0):
+    /// what `unet predict` falls back to for a checkpoint that records no normalisation.
+    PerImage,
+}
+
+impl Normalisation {
+    /// Fixed statistics, checked: the mean finite, the standard deviation finite and > 0.
+    pub fn dataset(mean: f64, std: f64) -> Result<Self> {
+        Normalisation::Dataset { mean, std }.validated()
+    }
+
+    /// `self` if its numbers can normalise, else an error naming them.
+    pub fn validated(self) -> Result<Self> {
+        match self {
+            Normalisation::Dataset { mean, std } => {
+                if mean.is_finite() && std.is_finite() && std > 0.0 {
+                    Ok(self)
+                } else {
+                    Err(Error::Normalisation(format!(
+                        "cannot normalise by mean {mean} and standard deviation {std} (the \
+                         mean must be finite, the standard deviation finite and > 0)"
+                    )))
+                }
+            }
+            Normalisation::PerImage => Ok(self),
+        }
+    }
+
+    /// Normalises one image plane of grey values in [0, 1], in place.
+    pub fn apply(&self, plane: &mut [f32]) {
+        match *self {
+            Normalisation::Dataset { mean, std } => {
+                // In f32, as the network computes: the same numbers in every caller.
+                let (mean, std) = (mean as f32, std as f32);
+                shift_and_scale(plane, mean, std);
+            }
+            Normalisation::PerImage => {
+                let n = plane.len().max(1) as f64;
+                let mean = plane.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+                let var = plane
+                    .iter()
+                    .map(|&v| (f64::from(v) - mean).powi(2))
+                    .sum::<f64>()
+                    / n;
+                // A constant plane stays constant (zero) rather than dividing by zero.
+                let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
+                shift_and_scale(plane, mean as f32, std as f32);
+            }
+        }
+    }
+
+    /// The 8-bit grey values of one plane, scaled to [0, 1] and normalised.
+    pub fn apply_u8(&self, plane: &[u8]) -> Vec<f32> {
+        let mut out: Vec<f32> = plane.iter().map(|&v| f32::from(v) / 255.0).collect();
+        self.apply(&mut out);
+        out
+    }
+}
+
+fn shift_and_scale(plane: &mut [f32], mean: f32, std: f32) {
+    for v in plane {
+        *v = (*v - mean) / std;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_statistics_round_trip_through_json_and_normalise() {
+        let n = Normalisation::dataset(0.4936, 0.1723).unwrap();
+        let json = serde_json::to_string(&n).unwrap();
+        assert_eq!(json, r#"{"mode":"dataset","mean":0.4936,"std":0.1723}"#);
+        assert_eq!(serde_json::from_str::<Normalisation>(&json).unwrap(), n);
+        let x = n.apply_u8(&[0, 255]);
+        assert_eq!(x[0], (0.0 - 0.4936f32) / 0.1723f32);
+        assert_eq!(x[1], (1.0 - 0.4936f32) / 0.1723f32);
+    }
+
+    #[test]
+    fn per_image_standardises_each_plane_and_keeps_a_constant_one_finite() {
+        let mut plane = vec![0.2f32, 0.4, 0.6, 0.8];
+        Normalisation::PerImage.apply(&mut plane);
+        let mean: f32 = plane.iter().sum::<f32>() / 4.0;
+        let var: f32 = plane.iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{plane:?}");
+        let mut flat = vec![0.5f32; 9];
+        Normalisation::PerImage.apply(&mut flat);
+        assert!(flat.iter().all(|&v| v == 0.0));
+        let json = serde_json::to_string(&Normalisation::PerImage).unwrap();
+        assert_eq!(json, r#"{"mode":"per_image"}"#);
+    }
+
+    #[test]
+    fn statistics_that_cannot_normalise_are_refused() {
+        for (mean, std) in [
+            (0.5, 0.0),
+            (0.5, -1.0),
+            (f64::NAN, 0.2),
+            (0.5, f64::INFINITY),
+        ] {
+            let err = Normalisation::dataset(mean, std).unwrap_err().to_string();
+            assert!(err.contains("cannot normalise"), "{err}");
+        }
+    }
+}

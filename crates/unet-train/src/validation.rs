@@ -1,0 +1,214 @@
+//! Validation on whole sections: the sections held in memory ([`Validation`]), their loss and
+//! scores each epoch ([`ValidationScores`]), with the pixel scores also at the decision point
+//! fitted on a few training sections when the run calibrates.
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use unet_data::Stack;
+use unet_metrics::{score_stack, sweep_decision_thresholds, IsbiOptions, ScoreOptions};
+use unet_model::tiling::predict_whole_logits;
+use unet_model::{Loss, Normalisation, UNet};
+use unet_weights::WeightMapParams;
+
+use crate::calibrate::{fit_margin_threshold, section_margins};
+use crate::Result;
+
+/// Validation scores of one epoch (on the full validation sections).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationScores {
+    /// The training loss (with the run's weights) over the validation sections.
+    pub loss: f64,
+    /// Pixel accuracy at P(cell) > 0.5, mean over sections.
+    pub pixel_accuracy: f64,
+    /// Mean over the two classes of IoU, mean over sections.
+    pub mean_iou: f64,
+    /// Dice of the cell class.
+    pub dice: f64,
+    /// ISBI V-Rand (thinned, best threshold).
+    pub v_rand: f64,
+    /// ISBI V-Info (thinned, best threshold).
+    pub v_info: f64,
+    /// The pixel scores at the decision point fitted on a few training sections, when the run
+    /// calibrates: what `best` is chosen by, since the trained net's own P = 0.5 drifts as
+    /// the border weights push it towards membrane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated: Option<CalibratedScores>,
+}
+
+/// Validation pixel scores at a decision threshold fitted on training sections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibratedScores {
+    /// The `P(cell)` threshold with the best mean IoU on the training sections used.
+    pub threshold: f64,
+    /// Pixel accuracy on the validation sections at that threshold.
+    pub pixel_accuracy: f64,
+    /// Mean IoU on the validation sections at that threshold.
+    pub mean_iou: f64,
+}
+
+impl ValidationScores {
+    /// What `best` is chosen by: the calibrated mean IoU when there is one, else the mean IoU
+    /// at P = 0.5.
+    pub fn selection_iou(&self) -> f64 {
+        self.calibrated
+            .as_ref()
+            .map_or(self.mean_iou, |c| c.mean_iou)
+    }
+}
+
+/// The training sections whose predictions fit the per-epoch decision point: about five,
+/// evenly spread (all of them when there are at most five).
+pub(crate) fn calibration_sections(train: &[usize]) -> Vec<usize> {
+    train
+        .iter()
+        .copied()
+        .step_by(train.len().div_ceil(5).max(1))
+        .collect()
+}
+
+/// Sections and their targets held in memory for validation (or calibration).
+pub(crate) struct Validation {
+    /// Normalised sections, each `[1, 1, h, w]`.
+    pub(crate) images: Vec<Tensor>,
+    /// Labels 0/255, all sections.
+    pub(crate) labels: Vec<u8>,
+    /// Class ids `[1, h, w]` u32.
+    targets: Vec<Tensor>,
+    /// Loss weights `[1, h, w]`, if the run uses weights.
+    weights: Vec<Option<Tensor>>,
+    height: usize,
+    width: usize,
+}
+
+impl Validation {
+    /// The `sections` of `images` (normalised by `normalisation`) and of `labels`, with the
+    /// weight maps of `weights` when given.
+    pub(crate) fn new(
+        images: &Stack<u8>,
+        labels: &Stack<u8>,
+        sections: &[usize],
+        normalisation: Normalisation,
+        weights: Option<&WeightMapParams>,
+        device: &Device,
+    ) -> Result<Self> {
+        let (h, w) = (images.height(), images.width());
+        let params = weights.map(|w| w.validate()).transpose()?;
+        let mut v = Validation {
+            images: Vec::new(),
+            labels: Vec::new(),
+            targets: Vec::new(),
+            weights: Vec::new(),
+            height: h,
+            width: w,
+        };
+        for &s in sections {
+            let image = normalisation.apply_u8(images.page(s));
+            v.images
+                .push(Tensor::from_vec(image, (1, 1, h, w), device)?);
+            let label = labels.page(s);
+            v.labels.extend_from_slice(label);
+            let ids: Vec<u32> = label.iter().map(|&l| u32::from(l > 0)).collect();
+            v.targets.push(Tensor::from_vec(ids, (1, h, w), device)?);
+            v.weights.push(match &params {
+                Some(p) => {
+                    let map = p.weight_map(label, h, w)?;
+                    Some(Tensor::from_vec(map, (1, h, w), device)?)
+                }
+                None => None,
+            });
+        }
+        Ok(v)
+    }
+}
+
+/// P(cell) (softmax channel 1) of logits `[1, C, h, w]`, as a flat vector.
+fn cell_probability(logits: &Tensor) -> Result<Vec<f32>> {
+    let p = candle_nn::ops::softmax(logits, 1)?.narrow(1, 1, 1)?;
+    Ok(p.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+}
+
+/// Predicts and scores the validation sections: (loss, P(cell) of all sections).
+/// Predicts the sections `batch` at a time; the loss is still averaged per section.
+pub(crate) fn predict_validation(
+    model: &UNet,
+    v: &Validation,
+    loss: Loss,
+    batch: usize,
+) -> Result<(f64, Vec<f32>)> {
+    let mut total = 0.0;
+    let mut probs = Vec::with_capacity(v.labels.len());
+    for (first, images) in v.images.chunks(batch.max(1)).enumerate() {
+        let logits = predict_whole_logits(model, &Tensor::cat(images, 0)?)?;
+        for i in 0..images.len() {
+            let k = first * batch.max(1) + i;
+            let one = logits.narrow(0, i, 1)?;
+            let value = loss.compute(&one, &v.targets[k], v.weights[k].as_ref())?;
+            total += value.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            probs.extend(cell_probability(&one)?);
+        }
+    }
+    Ok((total / v.images.len().max(1) as f64, probs))
+}
+
+fn validation_options() -> ScoreOptions {
+    ScoreOptions {
+        isbi: IsbiOptions {
+            unthinned: false,
+            ..IsbiOptions::default()
+        },
+        ..ScoreOptions::default()
+    }
+}
+
+/// Scores the validation sections; with `calibration` (some training sections), also at the
+/// decision threshold that is best on those.
+pub(crate) fn validate(
+    model: &UNet,
+    v: &Validation,
+    loss: Loss,
+    batch: usize,
+    calibration: Option<&Validation>,
+) -> Result<ValidationScores> {
+    let (loss, probs) = predict_validation(model, v, loss, batch)?;
+    let (pages, h, w) = (v.images.len(), v.height, v.width);
+    let report = score_stack(&probs, &v.labels, pages, h, w, &validation_options())?;
+    let calibrated = match calibration {
+        Some(c) => {
+            // The same fit as the final calibration, on a few training sections.
+            let margins = section_margins(model, &c.images)?;
+            let shape = (c.images.len(), h, w);
+            let best = fit_margin_threshold(&margins, &c.labels, shape)?;
+            // P(cell) > sigmoid(t) exactly where the margin is > t.
+            let threshold = 1.0 / (1.0 + (-best.threshold).exp());
+            let at = sweep_decision_thresholds(&probs, &v.labels, pages, h, w, &[threshold])?;
+            Some(CalibratedScores {
+                threshold,
+                pixel_accuracy: at[0].pixel_accuracy,
+                mean_iou: at[0].mean_iou,
+            })
+        }
+        None => None,
+    };
+    Ok(ValidationScores {
+        loss,
+        pixel_accuracy: report.pixel_accuracy,
+        mean_iou: report.mean_iou,
+        dice: report.dice,
+        v_rand: report.v_rand,
+        v_info: report.v_info,
+        calibrated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn about_five_evenly_spread_sections_fit_the_epoch_decision_point() {
+        let train: Vec<usize> = (0..27).collect();
+        assert_eq!(calibration_sections(&train), vec![0, 6, 12, 18, 24]);
+        assert_eq!(calibration_sections(&[3, 4]), vec![3, 4]);
+        assert!(calibration_sections(&[]).is_empty());
+    }
+}
