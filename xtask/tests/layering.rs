@@ -27,15 +27,19 @@ fn metadata() -> Value {
     serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
 }
 
-/// The direct normal dependencies of a workspace crate.
-fn direct_deps(meta: &Value, crate_name: &str) -> BTreeSet<String> {
-    let package = meta["packages"]
+/// The package whose `key` (`name` or `id`) is `value`.
+fn package<'a>(meta: &'a Value, key: &str, value: &str) -> &'a Value {
+    meta["packages"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["name"] == crate_name)
-        .unwrap_or_else(|| panic!("{crate_name} is a workspace member"));
-    package["dependencies"]
+        .find(|p| p[key] == value)
+        .unwrap_or_else(|| panic!("no package with {key} {value}"))
+}
+
+/// The direct normal dependencies of a workspace crate.
+fn direct_deps(meta: &Value, crate_name: &str) -> BTreeSet<String> {
+    package(meta, "name", crate_name)["dependencies"]
         .as_array()
         .unwrap()
         .iter()
@@ -143,14 +147,10 @@ fn every_crate_uses_only_the_layers_below_it() {
         .unwrap()
         .iter()
         .map(|id| {
-            let id = id.as_str().unwrap();
-            let package = meta["packages"]
-                .as_array()
+            package(&meta, "id", id.as_str().unwrap())["name"]
+                .as_str()
                 .unwrap()
-                .iter()
-                .find(|p| p["id"] == id)
-                .unwrap();
-            package["name"].as_str().unwrap().to_string()
+                .to_string()
         })
         .collect();
     let placed: BTreeSet<String> = LAYERS.iter().map(|(n, _, _)| n.to_string()).collect();

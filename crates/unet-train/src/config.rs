@@ -389,6 +389,7 @@ impl TrainConfig {
                 loss_scale: LossScaleConfig::default(),
                 run_dir: PathBuf::from("runs/default"),
             },
+            // The full-width recipes share the default's bookkeeping settings.
             Recipe::Reference => TrainConfig {
                 recipe: "reference".into(),
                 model: UNetConfig::reference(),
@@ -402,52 +403,23 @@ impl TrainConfig {
                 },
                 schedule: ScheduleConfig::Constant,
                 grad_clip: None,
-                loss: Loss::CrossEntropy,
                 weights: Some(WeightMapParams::default()),
-                augmentation: AugmentPreset::Reference,
-                split: SplitConfig::Reference,
-                seed: 2015,
-                validate_every: 1,
-                prefetch: 2,
-                calibrate: true,
-                init: None,
-                encoder_weights: None,
-                tensorboard: false,
-                validation_batch_size: 1,
-                precision: Precision::F32,
-                loss_scale: LossScaleConfig::default(),
                 run_dir: PathBuf::from("runs/reference"),
+                ..TrainConfig::recipe(Recipe::Default)
             },
             Recipe::Paper => TrainConfig {
                 recipe: "paper".into(),
                 model: UNetConfig::paper(),
-                epochs: 50,
-                batch_size: 1,
-                input_tile: 572,
-                crops_per_section: 1,
                 optimizer: OptimizerConfig::Sgd {
                     lr: 1e-2,
                     momentum: 0.99,
                     nesterov: false,
                     weight_decay: 0.0,
                 },
-                schedule: ScheduleConfig::Constant,
-                grad_clip: None,
-                loss: Loss::CrossEntropy,
-                weights: Some(WeightMapParams::default()),
+                batch_size: 1,
                 augmentation: AugmentPreset::Paper,
-                split: SplitConfig::Reference,
-                seed: 2015,
-                validate_every: 1,
-                prefetch: 2,
-                calibrate: true,
-                init: None,
-                encoder_weights: None,
-                tensorboard: false,
-                validation_batch_size: 1,
-                precision: Precision::F32,
-                loss_scale: LossScaleConfig::default(),
                 run_dir: PathBuf::from("runs/paper"),
+                ..TrainConfig::recipe(Recipe::Reference)
             },
         }
     }
@@ -517,5 +489,102 @@ impl TrainConfig {
     /// The configuration as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a TrainConfig always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configurations_of_earlier_versions_still_read() {
+        // `tile_size` was the input tile's name, and weights had only three fields.
+        let mut old: serde_json::Value =
+            serde_json::from_str(&TrainConfig::recipe(Recipe::Default).to_json()).unwrap();
+        let map = old.as_object_mut().unwrap();
+        let tile = map.remove("input_tile").unwrap();
+        map.insert("tile_size".into(), tile);
+        map.insert(
+            "weights".into(),
+            serde_json::json!({"w0": 10.0, "sigma": 5.0, "class_weight": "none"}),
+        );
+        let back: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(back, TrainConfig::recipe(Recipe::Default));
+    }
+
+    #[test]
+    fn recipes_validate_and_round_trip() {
+        for recipe in Recipe::ALL {
+            let cfg = TrainConfig::recipe(recipe);
+            cfg.validate().unwrap();
+            let back: TrainConfig = serde_json::from_str(&cfg.to_json()).unwrap();
+            assert_eq!(back, cfg);
+            assert_eq!(recipe.name().parse::<Recipe>().unwrap(), recipe);
+        }
+        let reference = TrainConfig::recipe(Recipe::Reference);
+        assert_eq!(reference.batch_size, 3);
+        assert_eq!(reference.optimizer.lr(), 5e-4);
+        assert!(matches!(
+            TrainConfig::recipe(Recipe::Paper).optimizer,
+            OptimizerConfig::Sgd { momentum, .. } if momentum == 0.99
+        ));
+        assert_eq!(
+            TrainConfig::recipe(Recipe::Default).model.padding,
+            unet_model::Padding::Same
+        );
+        assert!("fast".parse::<Recipe>().is_err());
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        let ok = TrainConfig::recipe(Recipe::Default);
+        let cases = [
+            TrainConfig {
+                epochs: 0,
+                ..ok.clone()
+            },
+            TrainConfig {
+                input_tile: 250,
+                ..ok.clone()
+            },
+            TrainConfig {
+                optimizer: ok.optimizer.with_lr(f64::NAN),
+                ..ok.clone()
+            },
+            TrainConfig {
+                weights: Some(WeightMapParams {
+                    sigma: 0.0,
+                    ..WeightMapParams::default()
+                }),
+                ..ok.clone()
+            },
+            TrainConfig {
+                grad_clip: Some(-1.0),
+                ..ok.clone()
+            },
+        ];
+        for cfg in cases {
+            assert!(cfg.validate().is_err(), "{cfg:?}");
+        }
+        let err = TrainConfig {
+            input_tile: 250,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("input tile 250"), "{err}");
+        let split = SplitConfig::Sections {
+            train: vec![0, 1],
+            validation: vec![1],
+        };
+        assert!(split.resolve(3).is_err());
+        assert!(SplitConfig::Sections {
+            train: vec![0],
+            validation: vec![5]
+        }
+        .resolve(3)
+        .is_err());
+        assert_eq!(SplitConfig::Reference.resolve(30).unwrap().train.len(), 27);
     }
 }

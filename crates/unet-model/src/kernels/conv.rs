@@ -9,7 +9,7 @@ use super::{
 };
 
 /// Output pixels per im2col tile: 576 x 512 floats (a 64-channel 3x3 tile) is ~1.2 MB, about
-/// one core's L2; REFERENCE.md measured 171 GFLOP/s on two threads with such tiles.
+/// one core's L2 (the tile sizes measured are in docs/RESULTS.md).
 const TILE_COLS: usize = 512;
 
 /// The shape of one convolution: input `[n, c, h, w]`, kernel `[o, c, k, k]`, zero padding `pad`,
@@ -232,7 +232,7 @@ pub(crate) fn conv_input_grad(dy: &[f32], weight: &[f32], g: &Geom) -> Vec<f32> 
 /// Both factors run along the pixels they sum over, which gemm packs slowly on the left. For
 /// layers of up to 64 output channels (and more than one input channel) the tile of `dY` is
 /// therefore transposed to `[pixels, o]` first and the product accumulated as `dW^T`: the
-/// same sums in the same order, 10-30% faster there (slower for 128+ channels).
+/// same sums in the same order, faster there and slower for 128+ channels (docs/RESULTS.md).
 pub(crate) fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let (cols, rows) = (g.cols(), g.rows());
     let tiles = tiles(g, rayon::current_num_threads());
