@@ -57,6 +57,17 @@ pub struct CheckpointMeta {
     pub optimizer: Option<(String, FileRecord)>,
 }
 
+impl CheckpointMeta {
+    /// The recorded input normalisation, or an error naming the sidecar of the checkpoint at
+    /// `weights` when it records none.
+    pub fn required_normalisation(&self, weights: &Path) -> Result<Normalisation> {
+        self.normalisation.ok_or_else(|| Error::Checkpoint {
+            path: sidecar_path(weights),
+            reason: "no input normalisation recorded (the `normalisation` field)".into(),
+        })
+    }
+}
+
 /// The sidecar path of a checkpoint whose weights are at `weights`: the same name with `.json`.
 pub fn sidecar_path(weights: &Path) -> PathBuf {
     weights.with_extension("json")

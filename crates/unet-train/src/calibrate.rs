@@ -20,7 +20,6 @@ use unet_model::tiling::predict_whole_logits;
 use unet_model::{load_model, read_checkpoint_meta, save_checkpoint, CheckpointMeta};
 use unet_model::{Normalisation, UNet};
 
-use crate::evaluate::checkpoint_normalisation;
 use crate::{Error, Result};
 
 /// The key of the calibration in a checkpoint sidecar's `metrics`.
@@ -220,7 +219,7 @@ pub fn calibrate_checkpoint(
         ));
     }
     let (model, _) = load_model(checkpoint, device)?;
-    let normalisation = checkpoint_normalisation(checkpoint, &meta)?;
+    let normalisation = meta.required_normalisation(checkpoint)?;
     let calibration = fit_calibration(&model, images, labels, sections, normalisation, device)?;
     apply_calibration(&model, calibration.logit_offset)?;
     let mut metrics = meta.metrics.clone();

@@ -54,17 +54,6 @@ impl Evaluation {
     }
 }
 
-/// The normalisation a checkpoint's sidecar records, or an error naming the sidecar.
-pub(crate) fn checkpoint_normalisation(
-    checkpoint: &Path,
-    meta: &unet_model::CheckpointMeta,
-) -> Result<unet_model::Normalisation> {
-    meta.normalisation.ok_or_else(|| Error::Json {
-        path: unet_model::checkpoint::sidecar_path(checkpoint),
-        reason: "no input normalisation recorded (the `normalisation` field)".into(),
-    })
-}
-
 /// The centre `size x size` of each `h x w` page of a stack.
 fn centre_pages<T: Copy>(data: &[T], pages: usize, h: usize, w: usize, size: usize) -> Vec<T> {
     let (top, left) = ((h - size) / 2, (w - size) / 2);
@@ -94,7 +83,7 @@ pub fn evaluate_checkpoint(
         return Err(Error::Config("no section to evaluate".into()));
     }
     let (model, meta) = load_model(checkpoint, device)?;
-    let normalisation = checkpoint_normalisation(checkpoint, &meta)?;
+    let normalisation = meta.required_normalisation(checkpoint)?;
     let validation = Validation::new(images, labels, sections, normalisation, None, device)?;
     let (_, probs) = predict_validation(&model, &validation, Loss::CrossEntropy, 1)?;
     let (h, w, n) = (images.height(), images.width(), sections.len());
