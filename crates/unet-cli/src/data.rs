@@ -1,11 +1,12 @@
 //! Where the training sections come from: the ISBI 2012 directory, or a user's own pair of
 //! stacks (`--images` and `--labels`), for every command that trains or scores on them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use unet_data::{locate_data_dir, LabelledSections};
+use unet_train::DataRecord;
 
 /// Flags naming the training sections.
 #[derive(Debug, Args)]
@@ -39,5 +40,22 @@ impl DataArgs {
         let dir = locate_data_dir(self.data.as_deref())?;
         LabelledSections::load(&dir)
             .with_context(|| format!("loading the data in {}", dir.display()))
+    }
+
+    /// Whether a data flag was given.
+    pub fn given(&self) -> bool {
+        self.data.is_some() || self.images.is_some()
+    }
+
+    /// The sections of the run in `run_dir`: those the flags name when given, else those the
+    /// run recorded (checked against its digest), else the default rule of [`DataArgs::load`]
+    /// (runs of before the record). The second value says whether they came from the record.
+    pub fn load_for_run(&self, run_dir: &Path) -> Result<(LabelledSections, bool)> {
+        if !self.given() {
+            if let Some(record) = DataRecord::read(run_dir)? {
+                return Ok((record.load(run_dir)?, true));
+            }
+        }
+        Ok((self.load()?, false))
     }
 }

@@ -48,7 +48,7 @@ pub struct PredictArgs {
     #[arg(long)]
     pub binary: Option<PathBuf>,
     /// Threshold of the binary map: cell where P(cell) > t.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub threshold: f32,
     /// The compute device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]

@@ -20,7 +20,7 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Threshold of the pixel scores (cell where P > t).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub threshold: f64,
 }
 

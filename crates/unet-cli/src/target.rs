@@ -37,9 +37,13 @@ pub struct CheckpointTarget {
 }
 
 impl CheckpointTarget {
-    /// The data and the device.
+    /// The data (with `--run` and no data flag, the sections the run recorded) and the device.
     pub fn open(&self) -> Result<(LabelledSections, Device)> {
-        Ok((self.data.load()?, self.device.open()?))
+        let data = match &self.run {
+            Some(run) => self.data.load_for_run(run)?.0,
+            None => self.data.load()?,
+        };
+        Ok((data, self.device.open()?))
     }
 
     /// `--sections`, else `default`.

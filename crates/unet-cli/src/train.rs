@@ -49,7 +49,7 @@ pub struct TrainArgs {
     pub crops_per_section: Option<usize>,
     /// Base learning rate. [default: the recipe's: default 1e-3 (Adam, cosine), reference 5e-4
     /// (Adam), paper 1e-2 (SGD, momentum 0.99)]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// The network preset (paper, reference, small, resnet18, resnet34). [default: the
     /// recipe's: default small, reference reference, paper paper]
@@ -61,7 +61,7 @@ pub struct TrainArgs {
     pub augmentation: Option<String>,
     /// Fraction of the sections that train (the first ones); the rest validate. [default:
     /// sections 0-26 train, 27-29 validate, as the reference]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub train_fraction: Option<f64>,
     /// Seed of the initialisation and the data stream. [default: 2015]
     #[arg(long)]
@@ -201,10 +201,15 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
 /// Runs `unet train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let (cfg, resume) = config_from(args)?;
-    let data = args.data.load()?;
+    let (data, recorded) = match &args.resume {
+        Some(run) => args.data.load_for_run(run)?,
+        None => (args.data.load()?, false),
+    };
     let control = TrainControl {
         device: args.device.open()?,
         resume,
+        // Sections read from the run's record keep that record as it is.
+        data: (!recorded).then(|| data.source.clone()),
         ..TrainControl::default()
     };
     let stop = control.stop.clone();

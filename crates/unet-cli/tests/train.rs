@@ -71,7 +71,7 @@ fn train_args<'a>(data_flags: &[&'a str]) -> Vec<&'a str> {
     args.extend_from_slice(&[
         "--epochs",
         "1",
-        "--tile-size",
+        "--input-tile",
         "32",
         "--crops-per-section",
         "1",
@@ -172,4 +172,177 @@ fn own_stacks_that_do_not_pair_up_are_refused_naming_the_files() {
     ]));
     assert!(err.contains("cannot be used with"), "{err}");
     assert!(!dir.path().join("runs/t").exists());
+}
+
+/// `unet train` on the own pair (`em.tif`, `em-masks.tif`) for `epochs` epochs into runs/r.
+fn own_run_args(epochs: &str) -> Vec<&str> {
+    let mut args = vec!["train", "--images", "em.tif", "--labels", "em-masks.tif"];
+    args.extend_from_slice(&[
+        "--epochs",
+        epochs,
+        "--input-tile",
+        "32",
+        "--crops-per-section",
+        "2",
+        "--batch-size",
+        "1",
+        "--train-fraction",
+        "0.6",
+        "--run-dir",
+        "runs/r",
+        "--quiet",
+    ]);
+    args
+}
+
+/// Lines in `runs/r/log.jsonl` (epochs logged) in `dir`.
+fn epochs_logged(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("runs/r/log.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Starts `unet args` in `dir` and waits until it has logged `epochs` epochs.
+fn spawn_until_logged(args: &[&str], dir: &Path, epochs: usize) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unet"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while epochs_logged(dir) < epochs {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the training ended ({status}) before logging {epochs} epochs");
+        }
+        assert!(
+            start.elapsed().as_secs() < 300,
+            "no epoch logged in 5 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child
+}
+
+/// The train losses of `runs/r/log.jsonl` (the timings differ from run to run).
+fn train_losses(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("runs/r/log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["train_loss"].to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_own_stacks_run_resumes_by_its_path_alone_and_ends_as_an_uninterrupted_one() {
+    let whole = tempfile::tempdir().unwrap();
+    write_own_sections(whole.path());
+    // Ten epochs: time enough to kill the second run after its first.
+    stdout_of(&unet(&own_run_args("10"), whole.path()));
+    let text = stdout_of(&unet(&["info", "--run", "runs/r"], whole.path()));
+    assert!(text.contains("state: finished, 10 of 10 epochs"), "{text}");
+    assert!(
+        text.contains("em.tif") && text.contains("SHA-256"),
+        "{text}"
+    );
+
+    let killed = tempfile::tempdir().unwrap();
+    let d = killed.path();
+    write_own_sections(d);
+    let mut child = spawn_until_logged(&own_run_args("10"), d, 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logged = epochs_logged(d);
+    assert!((1..10).contains(&logged), "killed after {logged} epochs");
+    // The lock of the killed process is left behind, and seen to be stale.
+    assert!(d.join("runs/r/train.lock").exists());
+    let text = stdout_of(&unet(&["info", "--run", "runs"], d));
+    assert!(text.contains("state: interrupted after"), "{text}");
+    assert!(text.contains("unet train --resume runs/r"), "{text}");
+
+    // No data flag: the run's own record finds the stacks.
+    let text = stdout_of(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
+    assert!(text.contains("done: 10 epochs"), "{text}");
+    for file in ["last.safetensors", "best.safetensors"] {
+        assert_eq!(
+            std::fs::read(d.join("runs/r").join(file)).unwrap(),
+            std::fs::read(whole.path().join("runs/r").join(file)).unwrap(),
+            "{file} differs from the uninterrupted run's"
+        );
+    }
+    assert_eq!(train_losses(d), train_losses(whole.path()));
+    assert!(
+        !d.join("runs/r/train.lock").exists(),
+        "the lock is released"
+    );
+
+    // Evaluation by the run's path alone, too; then the stacks move away.
+    let text = stdout_of(&unet(&["evaluate", "--run", "runs/r"], d));
+    assert!(text.contains("pixel accuracy"), "{text}");
+    std::fs::rename(d.join("em.tif"), d.join("moved.tif")).unwrap();
+    let out = unet(&["evaluate", "--run", "runs/r"], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let recorded = std::path::absolute(d.join("em.tif")).unwrap();
+    assert!(
+        err.contains(&recorded.display().to_string())
+            && err.contains("SHA-256")
+            && err.contains("--images STACK --labels STACK"),
+        "{err}"
+    );
+    let moved = ["--images", "moved.tif", "--labels", "em-masks.tif"];
+    let text = stdout_of(&unet(
+        &[&["evaluate", "--run", "runs/r"][..], &moved].concat(),
+        d,
+    ));
+    assert!(text.contains("pixel accuracy"), "{text}");
+    // Other pixels under the recorded name are refused too: one pixel changed.
+    let mut pixels = unet_data::read_u8_stack(d.join("moved.tif"))
+        .unwrap()
+        .into_vec();
+    pixels[0] ^= 1;
+    write_stack(d.join("em.tif"), &Stack::new(3, 64, 64, pixels).unwrap()).unwrap();
+    let out = unet(&["evaluate", "--run", "runs/r"], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has changed"), "{err}");
+}
+
+#[test]
+fn a_run_in_progress_is_shown_and_a_second_training_there_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_own_sections(d);
+    let mut child = spawn_until_logged(&own_run_args("500"), d, 1);
+    let pid = child.id();
+    let text = stdout_of(&unet(&["info", "--run", "runs/r"], d));
+    let second = unet(&["train", "--resume", "runs/r", "--quiet"], d);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        text.contains(&format!("state: training now (process {pid})")),
+        "{text}"
+    );
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        err.contains(&format!("process {pid} trains there")),
+        "{err}"
+    );
+}
+
+#[test]
+fn negative_numbers_reach_the_settings_own_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    write_own_sections(dir.path());
+    let mut args = own_run_args("1");
+    args.extend_from_slice(&["--lr", "-1"]);
+    let out = unet(&args, dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("learning rate -1 must be"), "{err}");
+    assert!(!dir.path().join("runs/r").exists(), "nothing is written");
 }

@@ -11,22 +11,49 @@ use crate::{Error, Result};
 /// Ctrl-C leaves either the old file or the new one, never half of one. Creates the parent
 /// directory when missing.
 pub fn write_atomically(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    let path = path.as_ref();
-    let tmp = temp_path_for(path);
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    write_all_atomically(&[(path.as_ref(), bytes)])
+}
+
+/// Write several files that belong together (a checkpoint's weights, optimizer state and
+/// sidecar): every one goes to its temporary file and is flushed to disk before the first
+/// rename, so a write that fails (a full disk, a file-size limit) replaces none of them; then
+/// they are renamed in order, the last one last (the file that says the set is complete).
+pub fn write_all_atomically(files: &[(&Path, &[u8])]) -> Result<()> {
+    let mut written: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
+    let remove_written = |written: &[(PathBuf, &Path)]| {
+        for (tmp, _) in written {
+            let _ = fs::remove_file(tmp);
+        }
+    };
+    for &(path, bytes) in files {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Err(e) = fs::create_dir_all(parent) {
+                remove_written(&written);
+                return Err(Error::io(parent, e));
+            }
+        }
+        let tmp = temp_path_for(path);
+        let result = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            remove_written(&written);
+            return Err(Error::io(path, e));
+        }
+        written.push((tmp, path));
     }
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+    for (i, (tmp, path)) in written.iter().enumerate() {
+        if let Err(e) = fs::rename(tmp, path) {
+            remove_written(&written[i..]);
+            return Err(Error::io(*path, e));
+        }
     }
-    sync_parent_dir(path);
+    for (_, path) in &written {
+        sync_parent_dir(path);
+    }
     Ok(())
 }
 
@@ -63,5 +90,23 @@ mod tests {
         write_atomically(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_set_whose_second_write_fails_replaces_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.bin"), dir.path().join("b.bin"));
+        write_all_atomically(&[(&a, b"a1"), (&b, b"b1")]).unwrap();
+        // The second file's temporary cannot be created (a directory stands there), as when
+        // the disk fills up while writing it.
+        fs::create_dir(temp_path_for(&b)).unwrap();
+        let err = write_all_atomically(&[(&a, b"a2"), (&b, b"b2")]).unwrap_err();
+        assert!(err.to_string().contains("b.bin"), "{err}");
+        assert_eq!(fs::read(&a).unwrap(), b"a1");
+        assert_eq!(fs::read(&b).unwrap(), b"b1");
+        assert!(
+            !temp_path_for(&a).exists(),
+            "the first temporary is removed"
+        );
     }
 }

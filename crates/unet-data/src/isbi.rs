@@ -99,6 +99,11 @@ pub fn check_pair<A, B>(
 
 /// Where training sections were read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum DataSource {
     /// A directory in the ISBI 2012 layout (`train-volume.tif`, `train-labels.tif`).
     Directory(PathBuf),
@@ -109,6 +114,30 @@ pub enum DataSource {
         /// Their labels.
         labels: PathBuf,
     },
+}
+
+impl DataSource {
+    /// The same source with its paths made absolute (against the working directory; links are
+    /// kept as they are), so a record of it still finds the files from another directory.
+    pub fn absolute(&self) -> std::io::Result<DataSource> {
+        let abs = |p: &Path| std::path::absolute(p);
+        Ok(match self {
+            DataSource::Directory(dir) => DataSource::Directory(abs(dir)?),
+            DataSource::Files { images, labels } => DataSource::Files {
+                images: abs(images)?,
+                labels: abs(labels)?,
+            },
+        })
+    }
+
+    /// Loads the sections from this source ([`LabelledSections::load`] or
+    /// [`LabelledSections::load_files`]).
+    pub fn load(&self) -> Result<LabelledSections> {
+        match self {
+            DataSource::Directory(dir) => LabelledSections::load(dir),
+            DataSource::Files { images, labels } => LabelledSections::load_files(images, labels),
+        }
+    }
 }
 
 impl fmt::Display for DataSource {

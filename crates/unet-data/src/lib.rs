@@ -34,7 +34,7 @@ mod tiff_io;
 pub mod download;
 
 pub use error::{Error, Result};
-pub use fsutil::{temp_path_for, write_atomically};
+pub use fsutil::{temp_path_for, write_all_atomically, write_atomically};
 pub use isbi::{
     check_pair, locate_data_dir, pair_sha256, pixel_sha256, read_labels, DataSource, DataSummary,
     LabelledSections, SplitSummary, CELL, DATA_ENV, DEFAULT_DATA_DIR, MEMBRANE, TEST_VOLUME,

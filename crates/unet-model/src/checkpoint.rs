@@ -103,17 +103,10 @@ fn file_name(path: &Path) -> Result<String> {
         })
 }
 
-/// Writes `bytes` to `path` atomically and durably ([`unet_data::write_atomically`]).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    unet_data::write_atomically(path, bytes).map_err(|e| Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
-}
-
-/// Serialises tensors as safetensors, atomically; returns the record for the sidecar.
-fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<FileRecord> {
-    // candle serialises to a file only: a scratch file, read back, then the one atomic write.
+/// Serialises tensors as safetensors in memory; returns the bytes and their sidecar record
+/// under the file name of `path`.
+fn tensor_bytes(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<(Vec<u8>, FileRecord)> {
+    // candle serialises to a file only: a scratch file, read back and removed.
     let scratch = path.with_file_name(format!(
         ".{}.tensors-{}",
         file_name(path)?,
@@ -123,16 +116,18 @@ fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<FileR
         .iter()
         .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?)))
         .collect::<Result<_>>()?;
-    candle_core::safetensors::save(&cpu, &scratch)?;
-    let bytes = std::fs::read(&scratch).map_err(io(&scratch));
+    let saved = candle_core::safetensors::save(&cpu, &scratch);
+    let bytes = saved
+        .map_err(Error::from)
+        .and_then(|()| std::fs::read(&scratch).map_err(io(&scratch)));
     let _ = std::fs::remove_file(&scratch);
     let bytes = bytes?;
-    write_atomic(path, &bytes)?;
-    Ok(FileRecord {
+    let record = FileRecord {
         file: file_name(path)?,
         bytes: bytes.len() as u64,
         fnv1a64: fnv1a64(&bytes),
-    })
+    };
+    Ok((bytes, record))
 }
 
 /// Saves `model` (parameters and buffers) to `weights` (e.g. `runs/a/epoch-010.safetensors`),
@@ -154,14 +149,15 @@ pub fn save_checkpoint(
             reason: "the weights file must not end in .json (that name is the sidecar's)".into(),
         });
     }
-    let weights_record = write_tensors(weights, &model.state())?;
-    let optimizer = match optimizer {
-        Some(opt) => Some((
-            opt.kind().to_string(),
-            write_tensors(&optimizer_path(weights), &opt.state()?)?,
-        )),
+    let (weights_bytes, weights_record) = tensor_bytes(weights, &model.state())?;
+    let optim_path = optimizer_path(weights);
+    let optimizer_state = match optimizer {
+        Some(opt) => Some((opt.kind(), tensor_bytes(&optim_path, &opt.state()?)?)),
         None => None,
     };
+    let optimizer = optimizer_state
+        .as_ref()
+        .map(|(kind, (_, record))| (kind.to_string(), record.clone()));
     let meta = CheckpointMeta {
         format: FORMAT.into(),
         version: VERSION,
@@ -176,7 +172,16 @@ pub fn save_checkpoint(
         path: sidecar.clone(),
         reason: format!("cannot serialise the sidecar: {e}"),
     })?;
-    write_atomic(&sidecar, &json)
+    // One unit: all files flushed before the first rename, the sidecar renamed last.
+    let mut set: Vec<(&Path, &[u8])> = vec![(weights, &weights_bytes)];
+    if let Some((_, (bytes, _))) = &optimizer_state {
+        set.push((&optim_path, bytes));
+    }
+    set.push((&sidecar, &json));
+    unet_data::write_all_atomically(&set).map_err(|e| Error::Checkpoint {
+        path: weights.to_path_buf(),
+        reason: format!("the checkpoint was not written, the previous one is kept: {e}"),
+    })
 }
 
 /// Reads the sidecar of the checkpoint at `weights` (to build a model from its config).

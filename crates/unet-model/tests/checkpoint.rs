@@ -124,6 +124,34 @@ fn save_load_forward_is_identical_and_resume_continues() {
 }
 
 #[test]
+fn a_checkpoint_whose_optimizer_state_cannot_be_written_keeps_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("last.safetensors");
+    let model = build(&config(), 2);
+    let mut opt = Adam::new(model.parameters(), AdamParams::default()).unwrap();
+    save_checkpoint(&path, &model, 1, None, serde_json::json!({}), Some(&opt)).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    one_step(&model, &mut opt);
+    // The optimizer file's temporary cannot be created, as when the disk fills up or a
+    // file-size limit is reached while writing it.
+    let optim = dir.path().join("last.optim.safetensors");
+    std::fs::create_dir(unet_data::temp_path_for(&optim)).unwrap();
+    let err = save_checkpoint(&path, &model, 2, None, serde_json::json!({}), Some(&opt))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the previous one is kept"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the weights were not replaced"
+    );
+    let restored = build(&config(), 9);
+    assert_eq!(load_checkpoint(&path, &restored).unwrap().epoch, 1);
+    let mut resumed = Adam::new(restored.parameters(), AdamParams::default()).unwrap();
+    assert!(load_optimizer_state(&path, &mut resumed).unwrap());
+}
+
+#[test]
 fn a_sidecar_of_before_the_typed_normalisation_still_gives_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.safetensors");

@@ -71,6 +71,28 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// The sections a run recorded are gone or changed.
+    #[error("the run {}: {reason}", run_dir.display())]
+    RecordedData {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// What is wrong, and the flags to pass.
+        reason: String,
+    },
+    /// Another process trains in the run directory.
+    #[error(
+        "{} is in use: process {pid} trains there (its lock {}); wait for it or stop it",
+        run_dir.display(),
+        lock.display()
+    )]
+    RunLocked {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// The process that holds the lock.
+        pid: u32,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// The loss became NaN or infinite; the step was not applied and the checkpoints on disk
     /// are those of the last good epoch.
     #[error(

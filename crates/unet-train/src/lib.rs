@@ -9,7 +9,8 @@
 //!   checkpoints, exact resume, a clean stop, a clear stop on a NaN loss).
 //! - [`validation`]: whole-section scores every epoch; [`calibrate`]: the decision point of
 //!   `best` fitted on the training sections; [`evaluate_run`] / [`evaluate_checkpoint`]: the
-//!   scores of a run or a checkpoint; [`tensorboard`]: event files.
+//!   scores of a run or a checkpoint; [`tensorboard`]: event files; [`RunSummary`]: a run
+//!   directory at a glance.
 //!
 //! The input normalisation is the model's ([`unet_model::Normalisation`]): fitted on the
 //! training sections, applied by the loader, validation and calibration, stored in every
@@ -21,6 +22,7 @@ mod error;
 mod evaluate;
 pub mod loader;
 pub mod run_dir;
+mod summary;
 pub mod tensorboard;
 mod trainer;
 pub mod validation;
@@ -32,6 +34,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use evaluate::{evaluate_checkpoint, evaluate_run, Evaluation};
 pub use loader::{Batch, Loader, LoaderConfig, SectionSet};
-pub use run_dir::{files, EpochRecord, TrainState};
+pub use run_dir::{files, lock_holder, DataRecord, EpochRecord, RunLock, TrainState};
+pub use summary::{RunState, RunSummary};
 pub use trainer::{best_or_last, train, TrainControl, TrainEvent, TrainOutcome};
 pub use validation::{CalibratedScores, ValidationScores};

@@ -17,9 +17,10 @@
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use unet_data::{DataSource, LabelledSections};
 use unet_model::{load_checkpoint, load_optimizer_state, LossScaler, Optimizer, UNet};
 
 use crate::error::io_error;
@@ -100,6 +101,158 @@ pub mod files {
     pub const TENSORBOARD: &str = "tb";
     /// The evaluation's scores.
     pub const SCORES: &str = "scores.json";
+    /// Where the run's sections came from ([`super::DataRecord`]).
+    pub const DATA: &str = "data.json";
+    /// Held while a process trains in the directory ([`super::RunLock`]): its process id.
+    pub const LOCK: &str = "train.lock";
+}
+
+/// Where a run's training sections came from, kept as `data.json`: the source as given (the
+/// `--data` directory or the `--images` / `--labels` pair), the same made absolute, and the
+/// stacks' [`unet_data::pair_sha256`]. `unet train --resume`, `unet evaluate --run` and
+/// `unet calibrate --run` read the sections from it when no data flag is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataRecord {
+    /// The source as it was given.
+    pub given: DataSource,
+    /// The source with absolute paths.
+    pub absolute: DataSource,
+    /// SHA-256 of the training stacks' shapes and pixels.
+    pub sha256: String,
+}
+
+impl DataRecord {
+    /// The record of `source`, whose stacks hash to `sha256`.
+    pub fn new(source: &DataSource, sha256: &str) -> Result<Self> {
+        let absolute = source.absolute().map_err(|e| {
+            Error::Config(format!(
+                "cannot make the data paths of {source} absolute: {e}"
+            ))
+        })?;
+        Ok(DataRecord {
+            given: source.clone(),
+            absolute,
+            sha256: sha256.to_string(),
+        })
+    }
+
+    /// The record in `run_dir`, if the run keeps one (runs of before it was kept do not).
+    pub fn read(run_dir: &Path) -> Result<Option<Self>> {
+        let path = run_dir.join(files::DATA);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(&path)(e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Json {
+                path,
+                reason: format!("not a data record: {e}"),
+            })
+    }
+
+    /// Writes the record into `run_dir` (atomically).
+    pub fn write(&self, run_dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("a data record serialises");
+        write_json_atomically(&run_dir.join(files::DATA), &text)
+    }
+
+    /// Loads the recorded sections (from the absolute paths) and checks that they are the ones
+    /// the run trained on. When they are gone or changed, the error names the recorded place,
+    /// the digest and the flags that give the sections' new place.
+    pub fn load(&self, run_dir: &Path) -> Result<LabelledSections> {
+        let flags = match &self.given {
+            DataSource::Directory(_) => "--data DIR",
+            DataSource::Files { .. } => "--images STACK --labels STACK",
+        };
+        let fail = |what: String| Error::RecordedData {
+            run_dir: run_dir.to_path_buf(),
+            reason: format!(
+                "it trained on {} (SHA-256 {}), which {what}; give the sections' new place with \
+                 {flags}",
+                self.absolute, self.sha256
+            ),
+        };
+        let data = self
+            .absolute
+            .load()
+            .map_err(|e| fail(format!("cannot be read ({e})")))?;
+        let digest = unet_data::pair_sha256(&data.train_images, &data.train_labels);
+        if digest != self.sha256 {
+            return Err(fail(format!("has changed (its SHA-256 is now {digest})")));
+        }
+        Ok(data)
+    }
+}
+
+/// The lock of a run directory while a process trains there: `train.lock` holds the process id
+/// and is removed when the lock is dropped. A second training on the same directory is refused
+/// with the first one's process id; a lock left by a killed process (its id no longer runs) is
+/// taken over.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock of `run_dir` (which must exist) for this process.
+    pub fn acquire(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join(files::LOCK);
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    write!(file, "{}", std::process::id())
+                        .and_then(|_| file.sync_all())
+                        .map_err(io_error(&path))?;
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    match lock_holder(run_dir) {
+                        Some(pid) => {
+                            return Err(Error::RunLocked {
+                                run_dir: run_dir.to_path_buf(),
+                                pid,
+                                lock: path,
+                            })
+                        }
+                        // Stale: its process is gone.
+                        None => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(io_error(&path)(e)),
+            }
+        }
+        Err(Error::Config(format!(
+            "cannot take the lock {} (another process keeps creating it)",
+            path.display()
+        )))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The id of the live process that holds `run_dir`'s lock, if any.
+pub fn lock_holder(run_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(run_dir.join(files::LOCK)).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    process_is_running(pid).then_some(pid)
+}
+
+/// Whether a process of this id runs (on Linux, by `/proc`; elsewhere every id counts as
+/// running, so a stale lock is refused there, naming the file to remove).
+fn process_is_running(pid: u32) -> bool {
+    let proc_dir = Path::new("/proc");
+    if !proc_dir.join("self").exists() {
+        return true;
+    }
+    proc_dir.join(pid.to_string()).exists()
 }
 
 /// Writes a JSON text to `path` atomically and durably.

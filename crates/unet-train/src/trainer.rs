@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use unet_data::{Split, Stack};
+use unet_data::{DataSource, Split, Stack};
 use unet_model::checkpoint::load_checkpoint_for_fine_tuning;
 use unet_model::{
     read_checkpoint_meta, save_checkpoint, LrSchedule, Normalisation, Optimizer, StepOptions,
@@ -20,8 +20,8 @@ use unet_model::{
 use crate::calibrate::{calibrate_checkpoint, Calibration};
 use crate::loader::{Loader, LoaderConfig, SectionSet};
 use crate::run_dir::{
-    append_log, checkpoint_metrics, files, resume_state, write_json_atomically, EpochRecord,
-    TrainState,
+    append_log, checkpoint_metrics, files, resume_state, write_json_atomically, DataRecord,
+    EpochRecord, RunLock, TrainState,
 };
 use crate::tensorboard::{write_epoch, EventWriter};
 use crate::validation::{calibration_sections, validate, Validation, ValidationScores};
@@ -37,6 +37,9 @@ pub struct TrainControl {
     pub resume: bool,
     /// Set to stop cleanly.
     pub stop: Arc<AtomicBool>,
+    /// Where the sections came from, recorded in the run's `data.json` ([`DataRecord`]) so a
+    /// resume or an evaluation finds them by the run's path alone (`None`: not recorded).
+    pub data: Option<DataSource>,
 }
 
 impl Default for TrainControl {
@@ -45,6 +48,7 @@ impl Default for TrainControl {
             device: Device::Cpu,
             resume: false,
             stop: Arc::new(AtomicBool::new(false)),
+            data: None,
         }
     }
 }
@@ -213,6 +217,8 @@ enum EpochProgress {
 
 /// A run in progress: everything [`train`]'s steps share.
 struct Trainer<'a> {
+    /// Held for the whole run: no second process trains here meanwhile.
+    _lock: RunLock,
     config: &'a TrainConfig,
     images: &'a Stack<u8>,
     labels: &'a Stack<u8>,
@@ -282,6 +288,8 @@ impl<'a> Trainer<'a> {
             .schedule(config.epochs * steps_per_epoch, steps_per_epoch);
 
         let data_sha256 = unet_data::pair_sha256(images, labels);
+        std::fs::create_dir_all(run_dir).map_err(crate::error::io_error(run_dir))?;
+        let lock = RunLock::acquire(run_dir)?;
         let mut state = if control.resume {
             resume_state(config, run_dir, &data_sha256, &model, optimizer.as_mut())?
         } else {
@@ -292,7 +300,7 @@ impl<'a> Trainer<'a> {
                 )));
             }
             TrainState {
-                data_sha256: Some(data_sha256),
+                data_sha256: Some(data_sha256.clone()),
                 ..TrainState::default()
             }
         };
@@ -316,8 +324,10 @@ impl<'a> Trainer<'a> {
             )),
             _ => None,
         };
-        std::fs::create_dir_all(run_dir).map_err(crate::error::io_error(run_dir))?;
         write_json_atomically(&run_dir.join(files::CONFIG), &config.to_json())?;
+        if let Some(source) = &control.data {
+            DataRecord::new(source, &data_sha256)?.write(run_dir)?;
+        }
         let tensorboard = match config.tensorboard {
             true => Some(EventWriter::create(run_dir.join(files::TENSORBOARD))?),
             false => None,
@@ -364,6 +374,7 @@ impl<'a> Trainer<'a> {
         }
         let lr = schedule.lr(config.optimizer.lr(), state.global_step);
         Ok(Trainer {
+            _lock: lock,
             config,
             images,
             labels,
