@@ -8,6 +8,7 @@
 //!   `cargo xtask evaluate`.
 //! - `cargo xtask figures`: the weight-map and augmentation pictures under `docs/figures/`.
 //! - `cargo xtask bench`: `unet bench` against PyTorch's CPU reference, with the ratios.
+//! - `cargo xtask fuzz`: every reader fed many mutated inputs (the test suite runs few).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,6 +42,16 @@ enum Task {
     Evaluate(EvaluateArgs),
     /// Time train steps and forward passes against PyTorch's CPU reference; print the ratios.
     Bench(bench::BenchArgs),
+    /// Fuzz every reader (TIFF, labels, PNG, checkpoints, run files) with mutated inputs.
+    Fuzz(FuzzArgs),
+}
+
+/// Flags of `cargo xtask fuzz`.
+#[derive(Debug, clap::Args)]
+struct FuzzArgs {
+    /// Mutated inputs per reader (eight readers).
+    #[arg(long, default_value_t = 20_000)]
+    cases: usize,
 }
 
 /// Flags of `cargo xtask test`.
@@ -92,6 +103,7 @@ fn main() -> Result<()> {
         Task::Train(args) => train(&root, &args),
         Task::Evaluate(args) => evaluate(&root, &args),
         Task::Bench(args) => bench::run(&root, &args),
+        Task::Fuzz(args) => fuzz(&root, &args),
     }
 }
 
@@ -268,6 +280,46 @@ fn evaluate(root: &Path, args: &EvaluateArgs) -> Result<()> {
             path_arg(&dir),
         ],
     )
+}
+
+/// The fuzzing tests of the readers' crates, optimised and one at a time, with many inputs;
+/// failing inputs are saved under `target/fuzz-failures/`.
+fn fuzz(root: &Path, args: &FuzzArgs) -> Result<()> {
+    let out = root.join("target").join("fuzz-failures");
+    eprintln!(
+        "==> fuzzing: {} inputs per reader (failures go to {})",
+        args.cases,
+        out.display()
+    );
+    let status = cargo()
+        .current_dir(root)
+        .env("UNET_FUZZ_CASES", args.cases.to_string())
+        .env("UNET_FUZZ_OUT", &out)
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "unet-data",
+            "-p",
+            "unet-model",
+            "-p",
+            "unet-train",
+            "--test",
+            "fuzz",
+            "--",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .status()
+        .context("starting cargo for the fuzzing tests")?;
+    if !status.success() {
+        bail!(
+            "fuzzing found failures ({status}); the inputs are in {}",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 fn path_arg(p: &Path) -> String {

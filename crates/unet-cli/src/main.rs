@@ -27,6 +27,10 @@ mod weights;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The most pixel values one image file may declare (all pages and samples); a larger or
+    /// damaged file is refused before it is read. [default: $UNET_MAX_PIXELS, else 2^31]
+    #[arg(long, global = true, value_name = "N")]
+    max_pixels: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,9 +75,24 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// A write past the process's file-size limit (`ulimit -f`) raises SIGXFSZ, which ends the
+/// process by default; ignored, the write fails with "File too large" and the command reports
+/// which file, leaving the previous checkpoints as they were.
+fn write_errors_instead_of_dying_at_the_file_size_limit() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 fn main() -> Result<()> {
     keep_freed_memory();
+    write_errors_instead_of_dying_at_the_file_size_limit();
     let cli = Cli::parse();
+    if let Some(n) = cli.max_pixels {
+        unet_data::set_max_pixels(n);
+    }
     match cli.command {
         Command::Info(args) => info::run(&args),
         Command::Weights(args) => weights::run(&args),

@@ -40,6 +40,10 @@ pub struct PredictArgs {
     /// submission format).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace `--out` (and `--binary`) when they exist [default: an existing output is
+    /// refused].
+    #[arg(long)]
+    pub overwrite: bool,
     /// Test-time augmentation: average over the 8 flips and 90-degree rotations (8x slower).
     #[arg(long)]
     pub tta: bool,
@@ -205,8 +209,39 @@ fn write_binary(path: &Path, prob: &Stack<f32>, threshold: f32) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an output that exists (unless `overwrite`), and one that cannot be written, before
+/// any work is done: its directory is created if missing and a probe file written there.
+fn check_output(path: &Path, overwrite: bool) -> Result<()> {
+    if path.exists() && !overwrite {
+        bail!(
+            "{} exists; pass --overwrite to replace it, or choose another --out",
+            path.display()
+        );
+    }
+    if path.is_dir() {
+        bail!("{} is a directory; --out names a file", path.display());
+    }
+    let probe = unet_data::temp_path_for(path);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot write {}: creating its directory", path.display()))?;
+    }
+    std::fs::write(&probe, b"").with_context(|| {
+        format!(
+            "cannot write {} (its directory is not writable)",
+            path.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Predict and write.
 pub fn run(args: &PredictArgs) -> Result<()> {
+    check_output(&args.out, args.overwrite)?;
+    if let Some(binary) = &args.binary {
+        check_output(binary, args.overwrite)?;
+    }
     if !(0.0..=1.0).contains(&args.threshold) {
         bail!("--threshold {} is not in [0, 1]", args.threshold);
     }

@@ -270,7 +270,15 @@ fn bad_inputs_are_clear_errors() {
     .unwrap();
     let err = fails(&predict("in.tif"));
     assert!(
-        err.contains("loading m.safetensors") && err.contains("shape"),
+        err.contains("loading m.safetensors") && err.contains("bytes its weights file holds"),
+        "{err}"
+    );
+    // A smaller net than the weights: the tensors that do not fit are named.
+    std::fs::write(&sidecar, text.replace("\"depth\": 2", "\"depth\": 1")).unwrap();
+    let err = fails(&predict("in.tif"));
+    assert!(
+        err.contains("loading m.safetensors")
+            && err.contains("unexpected tensor down1.conv0.weight"),
         "{err}"
     );
 
@@ -391,4 +399,69 @@ fn calibrate_moves_every_prediction_by_the_fitted_logit_offset() {
         "{compared} pixels compared"
     );
     assert!(fails(&unet(&calibrate, dir.path())).contains("already calibrated"));
+}
+
+#[test]
+fn outputs_are_never_lost_or_left_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_model(d, true);
+    write_stack(d.join("in.tif"), &pages()).unwrap();
+    let predict = |out: &str, extra: &[&str]| {
+        let args = [
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            "in.tif",
+            "--out",
+            out,
+        ];
+        unet(&[&args[..], extra].concat(), d)
+    };
+    ok(&predict("p.tif", &[]));
+    let first = std::fs::read(d.join("p.tif")).unwrap();
+    // An existing output is refused, and left as it was, unless --overwrite.
+    std::fs::write(d.join("p.tif"), b"the user's own file").unwrap();
+    let err = fails(&predict("p.tif", &[]));
+    assert!(
+        err.contains("p.tif exists") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(d.join("p.tif")).unwrap(),
+        b"the user's own file"
+    );
+    ok(&predict("p.tif", &["--overwrite"]));
+    assert_eq!(std::fs::read(d.join("p.tif")).unwrap(), first);
+    // A directory that cannot be made is refused before any prediction.
+    std::fs::write(d.join("a-file"), b"").unwrap();
+    let err = fails(&predict("a-file/p.tif", &[]));
+    assert!(err.contains("cannot write a-file/p.tif"), "{err}");
+    // A killed prediction leaves nothing under the output's name.
+    let big = Stack::new(100, 160, 160, vec![100u8; 100 * 160 * 160]).unwrap();
+    write_stack(d.join("big.tif"), &big).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unet"))
+        .current_dir(d)
+        .args([
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            "big.tif",
+            "--out",
+            "k.tif",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the prediction ended before the kill"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!d.join("k.tif").exists());
 }

@@ -346,3 +346,247 @@ fn negative_numbers_reach_the_settings_own_checks() {
     assert!(err.contains("learning rate -1 must be"), "{err}");
     assert!(!dir.path().join("runs/r").exists(), "nothing is written");
 }
+
+/// The records of `runs/r/log.jsonl` without their timings (which differ between runs).
+fn log_without_timings(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("runs/r/log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let map = v.as_object_mut().unwrap();
+            for timing in ["train_seconds", "validation_seconds", "samples_per_second"] {
+                map.remove(timing);
+            }
+            v
+        })
+        .collect()
+}
+
+/// A checkpoint sidecar without the wall times its metrics record.
+fn sidecar_without_timings(path: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let metrics = v["metrics"].as_object_mut().unwrap();
+    if let Some(record) = metrics.get_mut("record").and_then(|r| r.as_object_mut()) {
+        for timing in ["train_seconds", "validation_seconds", "samples_per_second"] {
+            record.remove(timing);
+        }
+    }
+    if let Some(state) = metrics.get_mut("state").and_then(|s| s.as_object_mut()) {
+        state.remove("partial_seconds");
+    }
+    v
+}
+
+/// Every checkpoint in `runs/r` loads (`unet model --checkpoint`).
+fn every_checkpoint_loads(dir: &Path) {
+    for name in ["last", "best"] {
+        let weights = dir.join(format!("runs/r/{name}.safetensors"));
+        if weights.exists() {
+            let path = weights.display().to_string();
+            stdout_of(&unet(&["model", "--checkpoint", &path], dir));
+        }
+    }
+}
+
+#[test]
+fn twenty_kills_at_random_moments_lose_nothing() {
+    let epochs = "30";
+    let whole = tempfile::tempdir().unwrap();
+    write_own_sections(whole.path());
+    stdout_of(&unet(&own_run_args(epochs), whole.path()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_own_sections(d);
+    // A seeded linear congruential stream of kill delays, 20 to 400 ms after each start.
+    let mut state = 2015u64;
+    let mut kills = 0;
+    for round in 0..20 {
+        let args: Vec<&str> = match round {
+            0 => own_run_args(epochs),
+            _ => vec!["train", "--resume", "runs/r", "--quiet"],
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_unet"))
+            .current_dir(d)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = 20 + (state >> 33) % 380;
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before this kill
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        every_checkpoint_loads(d);
+        // A kill before the first checkpoint leaves no `last` to resume: start again.
+        if !d.join("runs/r/last.safetensors").exists() {
+            std::fs::remove_dir_all(d.join("runs")).unwrap();
+            let mut child = spawn_until_logged(&own_run_args(epochs), d, 1);
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+    assert!(
+        kills >= 10,
+        "only {kills} kills landed before the run ended"
+    );
+    println!("{kills} kills landed; every checkpoint loaded after each");
+    let out = unet(&["train", "--resume", "runs/r", "--quiet"], d);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The last kill may have come after the last epoch was saved.
+    assert!(
+        out.status.success() || err.contains("all 30 epochs are done"),
+        "{text}{err}"
+    );
+    every_checkpoint_loads(d);
+    for file in [
+        "last.safetensors",
+        "last.optim.safetensors",
+        "best.safetensors",
+    ] {
+        assert!(
+            std::fs::read(d.join("runs/r").join(file)).unwrap()
+                == std::fs::read(whole.path().join("runs/r").join(file)).unwrap(),
+            "{file} differs from the uninterrupted run's after {kills} kills"
+        );
+    }
+    // The sidecars too, but for the wall times they record.
+    for file in ["last.json", "best.json"] {
+        assert_eq!(
+            sidecar_without_timings(&d.join("runs/r").join(file)),
+            sidecar_without_timings(&whole.path().join("runs/r").join(file)),
+            "{file} after {kills} kills"
+        );
+    }
+    assert_eq!(log_without_timings(d), log_without_timings(whole.path()));
+}
+
+#[test]
+fn ctrl_c_mid_epoch_saves_last_and_the_run_resumes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_own_sections(d);
+    let mut args = own_run_args("3");
+    args.extend_from_slice(&["--log-interval", "1"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unet"))
+        .current_dir(d)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first_step = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("step    1"));
+    assert!(first_step.is_some(), "no step line");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let text = rest.join("\n");
+    assert!(status.success(), "{status}: {text}");
+    assert!(text.contains("`last` saved"), "{text}");
+    assert!(
+        text.contains("continue with: unet train --resume runs/r"),
+        "{text}"
+    );
+    let text = stdout_of(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
+    assert!(text.contains("done: 3 epochs"), "{text}");
+}
+
+#[test]
+fn a_full_disk_while_saving_keeps_the_previous_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_own_sections(d);
+    let mut child = spawn_until_logged(&own_run_args("4"), d, 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = std::fs::read(d.join("runs/r/last.safetensors")).unwrap();
+    // Files of at most 64 blocks (32-64 KB): the run's small files fit, a checkpoint does not.
+    let out = Command::new("sh")
+        .current_dir(d)
+        .args(["-c", "ulimit -f 64 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_unet"))
+        .args(["train", "--resume", "runs/r", "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("the previous checkpoint is kept") && err.contains("File too large"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(d.join("runs/r/last.safetensors")).unwrap(),
+        before
+    );
+    every_checkpoint_loads(d);
+    let text = stdout_of(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
+    assert!(text.contains("done: 4 epochs"), "{text}");
+}
+
+#[test]
+fn nonsense_settings_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_own_sections(d);
+    let cases: [(&[&str], &str); 6] = [
+        (&["--epochs", "0"], "must be positive"),
+        (&["--batch-size", "0"], "must be positive"),
+        (&["--lr", "nan"], "learning rate NaN must be"),
+        (&["--input-tile", "8"], "input tile 8"),
+        (
+            &["--input-tile", "256"],
+            "does not fit in the 64x64 sections",
+        ),
+        (&["--crops-per-section", "0"], "must be positive"),
+    ];
+    for (flags, message) in cases {
+        // The flag's value in place of the helper's.
+        let mut args = own_run_args("2");
+        match args.iter().position(|a| *a == flags[0]) {
+            Some(i) => args[i + 1] = flags[1],
+            None => args.extend_from_slice(flags),
+        }
+        let out = unet(&args, d);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} was accepted");
+        assert!(err.contains(message), "{flags:?}: {err}");
+        assert!(!d.join("runs/r").exists(), "{flags:?} left a run directory");
+    }
+    // A misspelt key in a configuration file (a run's own config.json, one key changed).
+    stdout_of(&unet(&own_run_args("1"), d));
+    let saved = std::fs::read_to_string(d.join("runs/r/config.json")).unwrap();
+    std::fs::write(d.join("bad.json"), saved.replace("\"epochs\"", "\"epoch\"")).unwrap();
+    let own = ["--images", "em.tif", "--labels", "em-masks.tif"];
+    let args = [
+        &["train", "--config", "bad.json", "--run-dir", "runs/y"][..],
+        &own,
+    ]
+    .concat();
+    let out = unet(&args, d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("bad.json") && err.contains("unknown field `epoch`"),
+        "{err}"
+    );
+    assert!(!d.join("runs/y").exists());
+}

@@ -30,6 +30,22 @@ pub enum Error {
         /// Its first bytes.
         magic: Vec<u8>,
     },
+    /// The file declares more pixels than the readers' bound, or than its size can hold.
+    #[error(
+        "{} page {page}: declares {declared} pixel values, more than {why}; refused before \
+         reading (raise the bound with --max-pixels or UNET_MAX_PIXELS if the file is real)",
+        path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The page that went over.
+        page: usize,
+        /// Pixel values (all pages so far, all samples) it declares.
+        declared: u64,
+        /// The bound it exceeds, in words.
+        why: String,
+    },
     /// The file ends before the data its header promises.
     #[error("{} page {page}: the file is truncated ({detail})", path.display())]
     Truncated {

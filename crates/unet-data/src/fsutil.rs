@@ -69,6 +69,29 @@ fn sync_parent_dir(path: &Path) {
     }
 }
 
+/// Whether a process of this id runs (on Linux, by `/proc`; elsewhere every id counts as
+/// running, so nothing a live writer may still own is ever taken over there).
+pub fn process_is_running(pid: u32) -> bool {
+    let proc_dir = Path::new("/proc");
+    if !proc_dir.join("self").exists() {
+        return true;
+    }
+    proc_dir.join(pid.to_string()).exists()
+}
+
+/// The process id in a temporary name of [`temp_path_for`]'s form for `path`, if `candidate` is
+/// one: `.NAME.PID.tmp` beside it.
+pub fn temp_path_pid(path: &Path, candidate: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    let other = candidate.file_name()?.to_str()?;
+    let pid = other
+        .strip_prefix('.')?
+        .strip_prefix(name)?
+        .strip_prefix('.')?
+        .strip_suffix(".tmp")?;
+    pid.parse().ok()
+}
+
 /// The temporary name used while writing `path`: a hidden sibling with the process id.
 pub fn temp_path_for(path: &Path) -> PathBuf {
     let name = path

@@ -29,7 +29,13 @@ pub const MEMBRANE: u8 = 0;
 /// is accepted too. Any other value is an error naming the file, page and value.
 pub fn read_labels(path: impl AsRef<Path>) -> Result<Stack<u8>> {
     let path = path.as_ref();
-    let stack = match crate::read_stack(path)? {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_labels(&bytes, path)
+}
+
+/// [`read_labels`] of TIFF bytes; `path` is only used in error messages.
+pub fn decode_labels(bytes: &[u8], path: &Path) -> Result<Stack<u8>> {
+    let stack = match crate::decode_stack(bytes, path)? {
         crate::AnyStack::U8(s) => s.map(u16::from),
         crate::AnyStack::U16(s) => s,
         other => {

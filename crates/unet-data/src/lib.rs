@@ -25,6 +25,7 @@
 mod error;
 mod fsutil;
 mod isbi;
+mod limits;
 mod png_io;
 mod split;
 mod stack;
@@ -33,12 +34,20 @@ mod tiff_io;
 #[cfg(feature = "download")]
 pub mod download;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
+
 pub use error::{Error, Result};
-pub use fsutil::{temp_path_for, write_all_atomically, write_atomically};
+pub use fsutil::{
+    process_is_running, temp_path_for, temp_path_pid, write_all_atomically, write_atomically,
+};
 pub use isbi::{
-    check_pair, locate_data_dir, pair_sha256, pixel_sha256, read_labels, DataSource, DataSummary,
-    LabelledSections, SplitSummary, CELL, DATA_ENV, DEFAULT_DATA_DIR, MEMBRANE, TEST_VOLUME,
-    TRAIN_LABELS, TRAIN_VOLUME,
+    check_pair, decode_labels, locate_data_dir, pair_sha256, pixel_sha256, read_labels, DataSource,
+    DataSummary, LabelledSections, SplitSummary, CELL, DATA_ENV, DEFAULT_DATA_DIR, MEMBRANE,
+    TEST_VOLUME, TRAIN_LABELS, TRAIN_VOLUME,
+};
+pub use limits::{
+    max_pixels, set_max_pixels, DEFAULT_MAX_PIXELS, MAX_COMPRESSION_RATIO, MAX_PIXELS_ENV,
 };
 pub use png_io::{decode_png_grey, encode_png_grey, read_png_grey, write_png_grey};
 pub use split::Split;

@@ -17,10 +17,21 @@ pub fn decode_png_grey(bytes: &[u8], source_name: &str) -> Result<(usize, usize,
         source_name: source_name.to_string(),
         detail,
     };
-    let decoder = png::Decoder::new(Cursor::new(bytes));
+    let max = crate::max_pixels();
+    let limits = png::Limits {
+        bytes: usize::try_from(max.saturating_mul(4)).unwrap_or(usize::MAX),
+    };
+    let decoder = png::Decoder::new_with_limits(Cursor::new(bytes), limits);
     let mut reader = decoder
         .read_info()
         .map_err(|e| err(format!("not a readable PNG: {e}")))?;
+    let declared = u64::from(reader.info().width) * u64::from(reader.info().height);
+    if declared > max {
+        return Err(err(format!(
+            "declares {declared} pixels, more than the bound of {max}; refused before reading \
+             (raise it with --max-pixels or UNET_MAX_PIXELS if the file is real)"
+        )));
+    }
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| err("image too large".into()))?;

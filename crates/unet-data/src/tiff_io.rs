@@ -157,9 +157,19 @@ pub fn decode_stack(bytes: &[u8], path: &Path) -> Result<AnyStack> {
             }
         }
     };
+    check_directories(bytes, path)?;
+    let max = crate::max_pixels();
+    // The decoder's own buffers stay within the bound too (4 bytes for the widest sample).
+    let mut limits = Limits::default();
+    limits.decoding_buffer_size = usize::try_from(max.saturating_mul(4)).unwrap_or(usize::MAX);
+    // A strip's compressed bytes lie in the file: a count beyond its size is damage, and
+    // would otherwise allocate up to the decoder's default of 128 MiB for a few bytes of input.
+    limits.intermediate_buffer_size = bytes.len();
     let mut decoder = Decoder::new(Cursor::new(bytes))
         .map_err(|e| tiff_err(0, e))?
-        .with_limits(Limits::unlimited());
+        .with_limits(limits);
+    let file_bound = (bytes.len() as u64).saturating_mul(crate::MAX_COMPRESSION_RATIO);
+    let mut declared_so_far = 0u64;
 
     let mut first: Option<(u32, u32, ColorType)> = None;
     let mut pages: Vec<DecodingResult> = Vec::new();
@@ -195,6 +205,24 @@ pub fn decode_stack(bytes: &[u8], path: &Path) -> Result<AnyStack> {
                 });
             }
             Some(_) => {}
+        }
+        let page_values = u64::from(w) * u64::from(h) * samples as u64;
+        declared_so_far = declared_so_far.saturating_add(page_values);
+        let too_large = |why: String| Error::TooLarge {
+            path: path.to_path_buf(),
+            page,
+            declared: declared_so_far,
+            why,
+        };
+        if declared_so_far > max {
+            return Err(too_large(format!("the bound of {max}")));
+        }
+        // A page's bytes cannot exceed what its compressed data could expand to.
+        if page_values > file_bound.max(1 << 20) {
+            return Err(too_large(format!(
+                "a file of {} bytes can hold",
+                bytes.len()
+            )));
         }
         let image = decoder.read_image().map_err(|e| tiff_err(page, e))?;
         let expected = w as usize * h as usize * samples;
@@ -239,6 +267,106 @@ pub fn decode_stack(bytes: &[u8], path: &Path) -> Result<AnyStack> {
         DecodingResult::F32(_) => AnyStack::F32(collect!(F32, f32)),
         other => return Err(unsupported(other)),
     })
+}
+
+/// Walks the TIFF's chain of image directories before the decoder sees it, refusing a tag whose
+/// values, by its count, would lie beyond the end of the file, a directory outside the file, and
+/// a chain that loops. The decoder would allocate such a tag's values (and their expanded
+/// copies, many times the file's size) before finding out.
+fn check_directories(bytes: &[u8], path: &Path) -> Result<()> {
+    let bad = |page: usize, detail: String| Error::Tiff {
+        path: path.to_path_buf(),
+        page,
+        detail,
+    };
+    let little = bytes.starts_with(b"II");
+    let u16_at = |at: usize| -> Option<u64> {
+        let b: [u8; 2] = bytes.get(at..at + 2)?.try_into().ok()?;
+        Some(u64::from(if little {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        }))
+    };
+    let u32_at = |at: usize| -> Option<u64> {
+        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(u64::from(if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }))
+    };
+    let u64_at = |at: usize| -> Option<u64> {
+        let b: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+        Some(if little {
+            u64::from_le_bytes(b)
+        } else {
+            u64::from_be_bytes(b)
+        })
+    };
+    let big = u16_at(2) == Some(43);
+    let (mut next, count_len, entry_len, inline) = match big {
+        true => (u64_at(8), 8usize, 20usize, 8u64),
+        false => (u32_at(4), 2, 12, 4),
+    };
+    let len = bytes.len() as u64;
+    let mut seen = std::collections::HashSet::new();
+    let mut page = 0;
+    while let Some(offset) = next.filter(|&o| o != 0) {
+        if !seen.insert(offset) {
+            return Err(bad(
+                page,
+                format!("the directory chain loops back to byte {offset}"),
+            ));
+        }
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        let entries = match big {
+            true => u64_at(at),
+            false => u16_at(at),
+        };
+        let Some(entries) = entries else {
+            // The decoder names a directory beyond the end as truncation.
+            return Ok(());
+        };
+        let first = at.saturating_add(count_len);
+        let table = entries.saturating_mul(entry_len as u64);
+        if (first as u64).saturating_add(table) > len {
+            return Ok(());
+        }
+        for e in 0..entries as usize {
+            let entry = first + e * entry_len;
+            let tag = u16_at(entry).unwrap_or(0);
+            let size = match u16_at(entry + 2).unwrap_or(0) {
+                1 | 2 | 6 | 7 => 1,
+                3 | 8 => 2,
+                4 | 9 | 11 | 13 => 4,
+                5 | 10 | 12 | 16 | 17 | 18 => 8,
+                // Unknown types are the decoder's to refuse.
+                _ => continue,
+            };
+            let (count, value) = match big {
+                true => (u64_at(entry + 4), u64_at(entry + 12)),
+                false => (u32_at(entry + 4), u32_at(entry + 8)),
+            };
+            let (count, value) = (count.unwrap_or(0), value.unwrap_or(0));
+            let value_bytes = count.saturating_mul(size);
+            if value_bytes > inline && value.saturating_add(value_bytes) > len {
+                return Err(bad(
+                    page,
+                    format!(
+                        "tag {tag} declares {count} values ({value_bytes} bytes at byte {value}), \
+                         beyond the end of the {len}-byte file"
+                    ),
+                ));
+            }
+        }
+        next = match big {
+            true => u64_at(first + table as usize),
+            false => u32_at(first + table as usize),
+        };
+        page += 1;
+    }
+    Ok(())
 }
 
 fn samples_of(color: ColorType) -> Option<usize> {

@@ -142,6 +142,27 @@ pub fn save_checkpoint(
     optimizer: Option<&dyn Optimizer>,
 ) -> Result<()> {
     let weights = weights.as_ref();
+    write_checkpoint(weights, model, epoch, normalisation, metrics, optimizer).map_err(|e| {
+        let cause = match e {
+            Error::Checkpoint { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        Error::Checkpoint {
+            path: weights.to_path_buf(),
+            reason: format!("not written, the previous checkpoint is kept: {cause}"),
+        }
+    })
+}
+
+/// [`save_checkpoint`]'s work; nothing is renamed into place unless every file was written.
+fn write_checkpoint(
+    weights: &Path,
+    model: &UNet,
+    epoch: usize,
+    normalisation: Option<Normalisation>,
+    metrics: serde_json::Value,
+    optimizer: Option<&dyn Optimizer>,
+) -> Result<()> {
     let sidecar = sidecar_path(weights);
     if sidecar == weights {
         return Err(Error::Checkpoint {
@@ -180,12 +201,14 @@ pub fn save_checkpoint(
     set.push((&sidecar, &json));
     unet_data::write_all_atomically(&set).map_err(|e| Error::Checkpoint {
         path: weights.to_path_buf(),
-        reason: format!("the checkpoint was not written, the previous one is kept: {e}"),
+        reason: e.to_string(),
     })
 }
 
-/// Reads the sidecar of the checkpoint at `weights` (to build a model from its config).
+/// Reads the sidecar of the checkpoint at `weights` (to build a model from its config), after
+/// completing a save that a killed process left half done ([`complete_interrupted_save`]).
 pub fn read_checkpoint_meta(weights: impl AsRef<Path>) -> Result<CheckpointMeta> {
+    complete_interrupted_save(weights.as_ref());
     let sidecar = sidecar_path(weights.as_ref());
     let text = std::fs::read(&sidecar).map_err(io(&sidecar))?;
     parse_meta(&text, &sidecar)
@@ -220,6 +243,105 @@ fn parse_meta(text: &[u8], sidecar: &Path) -> Result<CheckpointMeta> {
             .map_err(|e| fail(format!("its normalisation: {e}")))?;
     }
     Ok(meta)
+}
+
+/// Whether the file at `path` is the one `record` describes (its length and checksum).
+fn file_matches(path: &Path, record: &FileRecord) -> bool {
+    std::fs::read(path)
+        .map(|b| b.len() as u64 == record.bytes && fnv1a64(&b) == record.fnv1a64)
+        .unwrap_or(false)
+}
+
+/// Whether the checkpoint at `weights` is whole: its sidecar parses and its weights and
+/// optimizer files are the ones the sidecar records.
+fn checkpoint_is_whole(weights: &Path, sidecar: &Path) -> bool {
+    let Ok(text) = std::fs::read(sidecar) else {
+        return false;
+    };
+    let Ok(meta) = parse_meta(&text, sidecar) else {
+        return false;
+    };
+    file_matches(weights, &meta.weights)
+        && meta
+            .optimizer
+            .as_ref()
+            .is_none_or(|(_, r)| file_matches(&optimizer_path(weights), r))
+}
+
+/// Completes the save of the checkpoint at `weights` that a killed process left half renamed.
+///
+/// [`save_checkpoint`] writes all files of the new checkpoint to temporaries (`.NAME.PID.tmp`)
+/// and flushes them before it renames the weights, the optimizer state and, last, the sidecar
+/// into place; a kill between those renames leaves new weights beside the old sidecar. When the
+/// checkpoint is not whole and the temporaries of a process that no longer runs hold a whole
+/// checkpoint, their remaining renames are done now. Best effort: nothing happens when the
+/// checkpoint is whole, a writer still runs, or the directory cannot be written. Returns whether
+/// a save was completed.
+pub fn complete_interrupted_save(weights: &Path) -> bool {
+    let sidecar = sidecar_path(weights);
+    let dir = match weights.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return false;
+    };
+    let mut pending: Vec<(u32, PathBuf)> = entries
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            Some((unet_data::temp_path_pid(&sidecar, &path)?, path))
+        })
+        .filter(|(pid, _)| !unet_data::process_is_running(*pid))
+        .collect();
+    if pending.is_empty() || checkpoint_is_whole(weights, &sidecar) {
+        return false;
+    }
+    pending.sort();
+    let optim = optimizer_path(weights);
+    for (pid, temp_sidecar) in pending {
+        let Ok(text) = std::fs::read(&temp_sidecar) else {
+            continue;
+        };
+        let Ok(meta) = parse_meta(&text, &sidecar) else {
+            continue;
+        };
+        let temp_of = |path: &Path| {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            path.with_file_name(format!(".{name}.{pid}.tmp"))
+        };
+        // Each file is in place already, or waits as this process's temporary.
+        let mut renames = Vec::new();
+        let mut whole = true;
+        let mut records = vec![(weights.to_path_buf(), meta.weights.clone())];
+        if let Some((_, record)) = &meta.optimizer {
+            records.push((optim.clone(), record.clone()));
+        }
+        for (path, record) in records {
+            if file_matches(&path, &record) {
+                continue;
+            }
+            let temp = temp_of(&path);
+            if file_matches(&temp, &record) {
+                renames.push((temp, path));
+            } else {
+                whole = false;
+            }
+        }
+        if !whole {
+            continue;
+        }
+        renames.push((temp_sidecar, sidecar.clone()));
+        if renames
+            .iter()
+            .all(|(from, to)| std::fs::rename(from, to).is_ok())
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Reads the file at `path` and checks its length and checksum against its sidecar record,
@@ -281,7 +403,7 @@ pub fn load_checkpoint(weights: impl AsRef<Path>, model: &UNet) -> Result<Checkp
 pub fn load_model(weights: impl AsRef<Path>, device: &Device) -> Result<(UNet, CheckpointMeta)> {
     let weights = weights.as_ref();
     let meta = read_checkpoint_meta(weights)?;
-    let model = build_model(&meta, device)?;
+    let model = build_model(&meta, weights, device)?;
     load_checkpoint(weights, &model)?;
     Ok((model, meta))
 }
@@ -296,13 +418,28 @@ pub fn load_model_from_bytes(
 ) -> Result<(UNet, CheckpointMeta)> {
     let path = PathBuf::from(name);
     let meta = parse_meta(sidecar, &sidecar_path(&path))?;
-    let model = build_model(&meta, device)?;
+    let model = build_model(&meta, &path, device)?;
     model.load_state(&parse_tensors(weights, &path, &meta.weights, device)?)?;
     Ok((model, meta))
 }
 
-/// A freshly initialised net of a sidecar's configuration.
-fn build_model(meta: &CheckpointMeta, device: &Device) -> Result<UNet> {
+/// A freshly initialised net of a sidecar's configuration, refused before it is built when its
+/// tensors would not fit in the weights file the sidecar records (a damaged sidecar must not
+/// make the loader allocate a net of any size).
+fn build_model(meta: &CheckpointMeta, weights: &Path, device: &Device) -> Result<UNet> {
+    meta.config.validate()?;
+    let values = crate::parameter_count(&meta.config) + crate::buffer_count(&meta.config);
+    let needed = (values as u64).saturating_mul(4);
+    if needed > meta.weights.bytes {
+        return Err(Error::Checkpoint {
+            path: sidecar_path(weights),
+            reason: format!(
+                "its net has {values} parameters and buffers ({needed} bytes as f32), more \
+                 than the {} bytes its weights file holds",
+                meta.weights.bytes
+            ),
+        });
+    }
     let varmap = VarMap::new();
     UNet::new(
         &meta.config,

@@ -134,6 +134,7 @@ impl std::str::FromStr for Preset {
 ///
 /// [`validate`]: UNetConfig::validate
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UNetConfig {
     /// Channels of the input image (1 for EM sections).
     pub in_channels: usize,

@@ -139,7 +139,7 @@ fn a_checkpoint_whose_optimizer_state_cannot_be_written_keeps_the_previous_one()
     let err = save_checkpoint(&path, &model, 2, None, serde_json::json!({}), Some(&opt))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("the previous one is kept"), "{err}");
+    assert!(err.contains("the previous checkpoint is kept"), "{err}");
     assert_eq!(
         std::fs::read(&path).unwrap(),
         before,
@@ -149,6 +149,45 @@ fn a_checkpoint_whose_optimizer_state_cannot_be_written_keeps_the_previous_one()
     assert_eq!(load_checkpoint(&path, &restored).unwrap().epoch, 1);
     let mut resumed = Adam::new(restored.parameters(), AdamParams::default()).unwrap();
     assert!(load_optimizer_state(&path, &mut resumed).unwrap());
+}
+
+#[test]
+fn a_save_killed_between_its_renames_is_completed_on_the_next_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let model = build(&config(), 2);
+    let mut opt = Adam::new(model.parameters(), AdamParams::default()).unwrap();
+    let last = dir.path().join("last.safetensors");
+    save_checkpoint(&last, &model, 1, None, serde_json::json!({}), Some(&opt)).unwrap();
+    one_step(&model, &mut opt);
+    let newer = other.path().join("last.safetensors");
+    save_checkpoint(&newer, &model, 2, None, serde_json::json!({}), Some(&opt)).unwrap();
+    // The newer save, killed after renaming its weights: the optimizer state and the sidecar
+    // still wait as temporaries of a process (an id above Linux's largest) that is gone.
+    let dead = 4_194_305;
+    let copy = |name: &str, to: &str| {
+        std::fs::copy(other.path().join(name), dir.path().join(to)).unwrap();
+    };
+    copy("last.safetensors", "last.safetensors");
+    copy(
+        "last.optim.safetensors",
+        &format!(".last.optim.safetensors.{dead}.tmp"),
+    );
+    copy("last.json", &format!(".last.json.{dead}.tmp"));
+    let restored = build(&config(), 9);
+    let meta = load_checkpoint(&last, &restored).unwrap();
+    assert_eq!(meta.epoch, 2, "the newer save is completed");
+    let mut resumed = Adam::new(restored.parameters(), AdamParams::default()).unwrap();
+    assert!(load_optimizer_state(&last, &mut resumed).unwrap());
+    for name in ["last.safetensors", "last.optim.safetensors", "last.json"] {
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            std::fs::read(other.path().join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 3, "no temporary is left");
 }
 
 #[test]

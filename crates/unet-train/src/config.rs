@@ -61,7 +61,7 @@ impl std::str::FromStr for Recipe {
 
 /// The optimizer and its base learning rate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OptimizerConfig {
     /// Adam (AdamW when `weight_decay` > 0).
     Adam {
@@ -146,7 +146,7 @@ impl OptimizerConfig {
 
 /// The learning-rate schedule over the whole run (its length is `epochs x steps per epoch`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ScheduleConfig {
     /// The base rate throughout.
     Constant,
@@ -193,7 +193,7 @@ impl ScheduleConfig {
 
 /// Which sections train and which validate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SplitConfig {
     /// The reference's: the first 90% train (0-26 of 30), the rest validate.
     Reference,
@@ -248,8 +248,10 @@ impl SplitConfig {
     }
 }
 
-/// Every setting of a training run; saved as `config.json` in the run directory.
+/// Every setting of a training run; saved as `config.json` in the run directory. An unknown key
+/// (a misspelt setting) is an error, not a silent default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// The recipe this configuration started from (informational).
     pub recipe: String,
@@ -319,6 +321,7 @@ pub struct TrainConfig {
 
 /// The settings of f16 training's [`LossScaler`] (PyTorch's `GradScaler` defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LossScaleConfig {
     /// The scale of the first step.
     pub initial: f64,
@@ -495,6 +498,25 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelt_setting_is_an_error_naming_it() {
+        let json = TrainConfig::recipe(Recipe::Default).to_json();
+        for (from, to) in [
+            ("\"epochs\"", "\"epoch\""),
+            ("\"min_lr\"", "\"min_rate\""),
+            ("\"class_weight\"", "\"class_weigth\""),
+            ("\"base_width\"", "\"width\""),
+        ] {
+            let err = serde_json::from_str::<TrainConfig>(&json.replacen(from, to, 1))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("unknown field") && err.contains(&to[1..to.len() - 1]),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn configurations_of_earlier_versions_still_read() {

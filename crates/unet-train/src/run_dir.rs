@@ -242,17 +242,7 @@ impl Drop for RunLock {
 pub fn lock_holder(run_dir: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(run_dir.join(files::LOCK)).ok()?;
     let pid: u32 = text.trim().parse().ok()?;
-    process_is_running(pid).then_some(pid)
-}
-
-/// Whether a process of this id runs (on Linux, by `/proc`; elsewhere every id counts as
-/// running, so a stale lock is refused there, naming the file to remove).
-fn process_is_running(pid: u32) -> bool {
-    let proc_dir = Path::new("/proc");
-    if !proc_dir.join("self").exists() {
-        return true;
-    }
-    proc_dir.join(pid.to_string()).exists()
+    unet_data::process_is_running(pid).then_some(pid)
 }
 
 /// Writes a JSON text to `path` atomically and durably.
@@ -285,6 +275,44 @@ pub(crate) fn checkpoint_metrics(
         "record": record,
         "train_config": config,
     })
+}
+
+/// Makes the epoch log hold exactly one record for each epoch `last` saved, before a resume
+/// appends more: a process killed after saving `last` but before appending that epoch's line
+/// leaves the line missing (it is taken from `last`'s sidecar, which keeps the record), and one
+/// killed while appending leaves a torn last line (dropped).
+pub(crate) fn reconcile_log(
+    path: &Path,
+    epochs_done: usize,
+    saved_record: Option<EpochRecord>,
+) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let mut records: Vec<EpochRecord> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<EpochRecord>(line) {
+            Ok(r) if r.epoch <= epochs_done && r.epoch == records.len() + 1 => records.push(r),
+            Ok(_) => {}
+            // A torn line from a killed append; the loop rewrites the log without it.
+            Err(_) => {}
+        }
+    }
+    if let Some(r) = saved_record.filter(|r| r.epoch == epochs_done && r.epoch == records.len() + 1)
+    {
+        records.push(r);
+    }
+    let mut fixed = String::new();
+    for r in &records {
+        fixed.push_str(&serde_json::to_string(r).expect("a record always serialises"));
+        fixed.push('\n');
+    }
+    if fixed != text {
+        write_json_atomically(path, &fixed)?;
+    }
+    Ok(())
 }
 
 /// Loads `last` into the model and optimizer; returns the saved position in the data stream.
@@ -338,5 +366,55 @@ pub(crate) fn resume_state(
             state.epochs_done
         )));
     }
+    let saved_record = serde_json::from_value(meta.metrics["record"].clone()).ok();
+    reconcile_log(&run_dir.join(files::LOG), state.epochs_done, saved_record)?;
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: usize) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            global_step: epoch * 4,
+            train_loss: 1.0 / epoch as f64,
+            lr: 1e-3,
+            validation: None,
+            best: false,
+            train_seconds: 1.0,
+            validation_seconds: 0.5,
+            samples_per_second: 4.0,
+            loss_scale: None,
+            skipped_steps: 0,
+        }
+    }
+
+    #[test]
+    fn the_log_holds_one_record_per_saved_epoch_after_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(files::LOG);
+        for r in [record(1), record(2)] {
+            append_log(&log, &r).unwrap();
+        }
+        // Killed while appending epoch 3's line, which `last` had saved already.
+        let mut text = std::fs::read_to_string(&log).unwrap();
+        text.push_str("{\"epoch\":3,\"glob");
+        std::fs::write(&log, &text).unwrap();
+        reconcile_log(&log, 3, Some(record(3))).unwrap();
+        let lines: Vec<EpochRecord> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines, vec![record(1), record(2), record(3)]);
+        // A log ahead of `last` (epoch 3 logged, `last` of epoch 2) is cut back.
+        reconcile_log(&log, 2, Some(record(2))).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
+        // A whole log is left as it is.
+        let before = std::fs::read(&log).unwrap();
+        reconcile_log(&log, 2, Some(record(2))).unwrap();
+        assert_eq!(std::fs::read(&log).unwrap(), before);
+    }
 }

@@ -52,7 +52,7 @@ pub enum ClassWeight {
 /// Deserialising does not validate: call [`WeightMapParams::validate`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(default))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct WeightMapParams {
     /// Height of the border term, w0 (>= 0; 0 switches it off).
     pub w0: f32,
