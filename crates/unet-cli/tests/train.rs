@@ -590,3 +590,41 @@ fn nonsense_settings_are_refused_before_any_work() {
     );
     assert!(!d.join("runs/y").exists());
 }
+
+#[test]
+fn a_read_only_run_directory_is_a_clear_error_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_own_sections(d);
+    let mut child = spawn_until_logged(&own_run_args("4"), d, 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = std::fs::read(d.join("runs/r/last.safetensors")).unwrap();
+    // The run directory mounted read-only in a mount namespace of this command alone (root is
+    // not stopped by file permissions).
+    let script = "mount --bind -o ro runs/r runs/r && exec \"$0\" \"$@\"";
+    let out = Command::new("unshare")
+        .current_dir(d)
+        .args(["-rm", "sh", "-c", script])
+        .arg(env!("CARGO_BIN_EXE_unet"))
+        .args(["train", "--resume", "runs/r", "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("unshare:") || err.contains("mount:") {
+        // No mount namespaces here (a container without the capability): nothing to test.
+        eprintln!("skipped: {err}");
+        return;
+    }
+    assert!(!out.status.success());
+    assert!(
+        err.contains("runs/r") && err.contains("Read-only file system"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(d.join("runs/r/last.safetensors")).unwrap(),
+        before
+    );
+    let text = stdout_of(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
+    assert!(text.contains("done: 4 epochs"), "{text}");
+}

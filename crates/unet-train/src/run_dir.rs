@@ -216,10 +216,13 @@ impl RunLock {
                                 lock: path,
                             })
                         }
-                        // Stale: its process is gone.
-                        None => {
-                            let _ = std::fs::remove_file(&path);
-                        }
+                        // Stale: its process is gone (another process may take it over first).
+                        None => match std::fs::remove_file(&path) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                return Err(io_error(&path)(e))
+                            }
+                            _ => {}
+                        },
                     }
                 }
                 Err(e) => return Err(io_error(&path)(e)),
