@@ -225,6 +225,17 @@ fn spawn_until_logged(args: &[&str], dir: &Path, epochs: usize) -> std::process:
     child
 }
 
+/// A directory with the own pair and a run of `epochs` epochs in runs/r killed (SIGKILL) once
+/// it has logged its first epoch.
+fn own_run_killed_after_one_epoch(epochs: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_own_sections(dir.path());
+    let mut child = spawn_until_logged(&own_run_args(epochs), dir.path(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    dir
+}
+
 /// The train losses of `runs/r/log.jsonl` (the timings differ from run to run).
 fn train_losses(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("runs/r/log.jsonl"))
@@ -250,12 +261,8 @@ fn a_killed_own_stacks_run_resumes_by_its_path_alone_and_ends_as_an_uninterrupte
         "{text}"
     );
 
-    let killed = tempfile::tempdir().unwrap();
+    let killed = own_run_killed_after_one_epoch("10");
     let d = killed.path();
-    write_own_sections(d);
-    let mut child = spawn_until_logged(&own_run_args("10"), d, 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
     let logged = epochs_logged(d);
     assert!((1..10).contains(&logged), "killed after {logged} epochs");
     // The lock of the killed process is left behind, and seen to be stale.
@@ -512,12 +519,8 @@ fn ctrl_c_mid_epoch_saves_last_and_the_run_resumes() {
 
 #[test]
 fn a_full_disk_while_saving_keeps_the_previous_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = own_run_killed_after_one_epoch("4");
     let d = dir.path();
-    write_own_sections(d);
-    let mut child = spawn_until_logged(&own_run_args("4"), d, 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
     let before = std::fs::read(d.join("runs/r/last.safetensors")).unwrap();
     // Files of at most 64 blocks (32-64 KB): the run's small files fit, a checkpoint does not.
     let out = Command::new("sh")
@@ -593,12 +596,8 @@ fn nonsense_settings_are_refused_before_any_work() {
 
 #[test]
 fn a_read_only_run_directory_is_a_clear_error_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = own_run_killed_after_one_epoch("4");
     let d = dir.path();
-    write_own_sections(d);
-    let mut child = spawn_until_logged(&own_run_args("4"), d, 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
     let before = std::fs::read(d.join("runs/r/last.safetensors")).unwrap();
     // The run directory mounted read-only in a mount namespace of this command alone (root is
     // not stopped by file permissions).

@@ -218,6 +218,16 @@ impl std::fmt::Display for Report {
     }
 }
 
+impl Report {
+    /// Prints the report and fails (panics, for a test) if an input panicked or went over the
+    /// allocation bound, naming the saved inputs.
+    pub fn assert_clean(&self) {
+        println!("{self}");
+        assert!(self.panics.is_empty(), "{self}: {:?}", self.panics);
+        assert!(self.over_bound.is_empty(), "{self}: {:?}", self.over_bound);
+    }
+}
+
 /// Where failing inputs are saved: `$UNET_FUZZ_OUT`, else the system's temporary directory.
 fn save_failure(target: &str, case: usize, input: &[u8]) -> PathBuf {
     let dir = std::env::var_os("UNET_FUZZ_OUT")

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use tiff::encoder::{colortype, Compression, TiffEncoder};
-use unet_data::fuzz::{self, CountingAllocator, Report};
+use unet_data::fuzz::{self, CountingAllocator};
 use unet_data::{decode_labels, decode_png_grey, decode_stack, encode_png_grey};
 
 #[global_allocator]
@@ -77,25 +77,16 @@ fn tiff_seeds() -> Vec<Vec<u8>> {
     seeds
 }
 
-fn check(report: &Report) {
-    println!("{report}");
-    assert!(report.panics.is_empty(), "{report}: {:?}", report.panics);
-    assert!(
-        report.over_bound.is_empty(),
-        "{report}: {:?}",
-        report.over_bound
-    );
-}
-
 #[test]
 fn every_reader_gives_a_value_or_a_typed_error_on_mutated_files() {
     unet_data::set_max_pixels(MAX_PIXELS);
     let cases = fuzz::cases(1500);
     let path = Path::new("fuzz.tif");
     let seeds = tiff_seeds();
-    check(&fuzz::run("tiff-stack", &seeds, cases, 1, MAX_BYTES, |b| {
+    fuzz::run("tiff-stack", &seeds, cases, 1, MAX_BYTES, |b| {
         decode_stack(b, path).map(|_| ())
-    }));
+    })
+    .assert_clean();
     let labels = vec![
         tiff_of::<colortype::Gray8>(2, 10, 10, Compression::Uncompressed, |i| {
             if i % 3 == 0 {
@@ -106,16 +97,18 @@ fn every_reader_gives_a_value_or_a_typed_error_on_mutated_files() {
         }),
         tiff_of::<colortype::Gray16>(1, 6, 8, Compression::Lzw, |i| (i % 2) as u16),
     ];
-    check(&fuzz::run("labels", &labels, cases, 2, MAX_BYTES, |b| {
+    fuzz::run("labels", &labels, cases, 2, MAX_BYTES, |b| {
         decode_labels(b, path).map(|_| ())
-    }));
+    })
+    .assert_clean();
     let pngs = vec![
         encode_png_grey(11, 13, &(0..143).map(|i| (i * 7) as u8).collect::<Vec<_>>()).unwrap(),
         encode_png_grey(1, 1, &[200]).unwrap(),
     ];
-    check(&fuzz::run("png", &pngs, cases, 3, MAX_BYTES, |b| {
+    fuzz::run("png", &pngs, cases, 3, MAX_BYTES, |b| {
         decode_png_grey(b, "fuzz.png").map(|_| ())
-    }));
+    })
+    .assert_clean();
 }
 
 #[test]
