@@ -152,7 +152,8 @@ impl fmt::Display for RunSummary {
         let m = &c.model;
         writeln!(
             f,
-            "run {}: recipe {}, {} epochs of {} tiles of {}^2 in batches of {}, {} lr {}, seed {}",
+            "run {}: recipe {}, {} epochs; {} tile(s) of {}^2 per section per epoch in batches \
+             of {}; {} lr {}; seed {}",
             self.run_dir.display(),
             c.recipe,
             c.epochs,
@@ -168,8 +169,19 @@ impl fmt::Display for RunSummary {
         )?;
         writeln!(
             f,
-            "  net: depth {}, base width {}, {:?} padding, batch norm {}, {} classes",
-            m.depth, m.base_width, m.padding, m.batch_norm, m.n_classes
+            "  net: depth {}, base width {}, {} padding, {}, {} classes",
+            m.depth,
+            m.base_width,
+            match m.padding {
+                unet_model::Padding::Same => "same",
+                unet_model::Padding::Valid => "valid",
+            },
+            if m.batch_norm {
+                "batch norm"
+            } else {
+                "no batch norm"
+            },
+            m.n_classes
         )?;
         match &self.data {
             Some(d) => writeln!(f, "  data: {} (SHA-256 {})", d.absolute, d.sha256)?,
