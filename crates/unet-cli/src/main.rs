@@ -16,6 +16,7 @@ mod evaluate;
 mod info;
 mod model;
 mod predict;
+mod robustness;
 mod score;
 mod target;
 mod train;
@@ -47,6 +48,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Predict P(cell) for a TIFF stack, PNG or directory with a checkpoint (overlap-tile).
     Predict(predict::PredictArgs),
+    /// Score a model on labelled sections changed as other microscopes change them.
+    Robustness(robustness::RobustnessArgs),
     /// Time a training step or a forward pass of a preset on random data (one JSON line).
     Bench(bench::BenchArgs),
     /// Train a U-Net on the ISBI 2012 sections or your own (recipes default, reference, paper; --resume).
@@ -101,6 +104,7 @@ fn main() -> Result<()> {
         Command::Model(args) => model::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Predict(args) => predict::run(&args),
+        Command::Robustness(args) => robustness::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
         Command::Calibrate(args) => calibrate::run(&args),

@@ -185,6 +185,32 @@ fn read_input(input: &Path) -> Result<Pages> {
     Ok(pages)
 }
 
+/// One warning line when the input's grey statistics lie far from the training sections' (a
+/// standard deviation under half or over twice theirs, or a mean more than one of their
+/// standard deviations away): the most common cause of a prediction that segments nothing.
+fn warn_if_far_from_training(input: &Path, pages: &[Vec<f32>], normalisation: Normalisation) {
+    let Normalisation::Dataset { mean, std } = normalisation else {
+        return;
+    };
+    let n = pages.iter().map(Vec::len).sum::<usize>().max(1) as f64;
+    let m = pages.iter().flatten().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = pages
+        .iter()
+        .flatten()
+        .map(|&v| (f64::from(v) - m).powi(2))
+        .sum::<f64>()
+        / n;
+    let s = var.sqrt();
+    if s < 0.5 * std || s > 2.0 * std || (m - mean).abs() > std {
+        eprintln!(
+            "warning: {}: grey mean {m:.3}, std {s:.3} (in [0, 1] units), far from the training \
+             sections' mean {mean:.3}, std {std:.3}; the prediction may fail (`unet robustness` \
+             shows how the model copes with such shifts)",
+            input.display()
+        );
+    }
+}
+
 fn write_binary(path: &Path, prob: &Stack<f32>, threshold: f32) -> Result<()> {
     let binary = prob.map(|p| if p > threshold { 255u8 } else { 0 });
     let is_png = path
@@ -275,6 +301,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             Normalisation::PerImage
         }
     };
+    warn_if_far_from_training(&args.input, &input.pages, normalisation);
     let opts = TileOptions {
         output_tile: args.tile,
         overlap: args.overlap,

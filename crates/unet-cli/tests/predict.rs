@@ -465,3 +465,33 @@ fn outputs_are_never_lost_or_left_half_written() {
     child.wait().unwrap();
     assert!(!d.join("k.tif").exists());
 }
+
+#[test]
+fn an_input_far_from_the_training_statistics_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_model(d, true);
+    write_stack(d.join("in.tif"), &pages()).unwrap();
+    // The same sections at a fifth of their contrast.
+    let faint = pages().map(|v| 100 + v / 5);
+    write_stack(d.join("faint.tif"), &faint).unwrap();
+    let predict = |input: &str, out: &str| {
+        let args = [
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            input,
+            "--out",
+            out,
+        ];
+        ok(&unet(&args, d))
+    };
+    let stderr = predict("in.tif", "p.tif");
+    assert!(!stderr.contains("far from the training"), "{stderr}");
+    let stderr = predict("faint.tif", "q.tif");
+    assert!(
+        stderr.contains("faint.tif: grey mean") && stderr.contains("far from the training"),
+        "{stderr}"
+    );
+}

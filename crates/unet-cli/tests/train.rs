@@ -627,3 +627,30 @@ fn a_read_only_run_directory_is_a_clear_error_and_loses_nothing() {
     let text = stdout_of(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
     assert!(text.contains("done: 4 epochs"), "{text}");
 }
+
+#[test]
+fn robustness_scores_every_shift_of_the_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    write_data(&dir.path().join("data"));
+    let args = [
+        "robustness",
+        "--data",
+        "data",
+        "--sections",
+        "2",
+        "--json",
+        "r.json",
+    ];
+    let text = stdout_of(&unet(&args, dir.path()));
+    assert!(text.contains("contrast x0.3 around mid-grey"), "{text}");
+    assert!(text.contains("rescaled x1.25"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 26);
+    assert_eq!(rows[0]["shift"], "none");
+    for row in rows {
+        let iou = row["mean_iou"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&iou), "{row}");
+    }
+}

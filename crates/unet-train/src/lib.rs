@@ -10,7 +10,7 @@
 //! - [`validation`]: whole-section scores every epoch; [`calibrate`]: the decision point of
 //!   `best` fitted on the training sections; [`evaluate_run`] / [`evaluate_checkpoint`]: the
 //!   scores of a run or a checkpoint; [`tensorboard`]: event files; [`RunSummary`]: a run
-//!   directory at a glance.
+//!   directory at a glance; [`robustness`]: scores under the shifts of other microscopes.
 //!
 //! The input normalisation is the model's ([`unet_model::Normalisation`]): fitted on the
 //! training sections, applied by the loader, validation and calibration, stored in every
@@ -21,6 +21,7 @@ mod config;
 mod error;
 mod evaluate;
 pub mod loader;
+pub mod robustness;
 pub mod run_dir;
 mod summary;
 pub mod tensorboard;
