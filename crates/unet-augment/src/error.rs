@@ -56,7 +56,7 @@ pub enum Error {
         height: usize,
     },
     /// A preset name that [`Preset`](crate::Preset) does not know.
-    #[error("unknown augmentation preset {name:?}; known: none, reference, paper")]
+    #[error("unknown augmentation preset {name:?}; known: none, reference, paper, robust")]
     UnknownPreset {
         /// The name given.
         name: String,

@@ -66,6 +66,40 @@ pub fn gaussian_filter(
     Ok(out)
 }
 
+/// [`gaussian_filter`] with mirrored borders (scipy's `'mirror'`) instead of zeros: an image's
+/// blur, whose edges keep their grey level (truncate 4, as scipy's default).
+///
+/// ```
+/// let flat = vec![0.7f32; 6 * 5];
+/// let blurred = unet_augment::gaussian_blur_mirrored(&flat, 6, 5, 1.5).unwrap();
+/// assert!(blurred.iter().all(|v| (v - 0.7).abs() < 1e-5));
+/// ```
+pub fn gaussian_blur_mirrored(
+    data: &[f32],
+    width: usize,
+    height: usize,
+    sigma: f32,
+) -> Result<Vec<f32>> {
+    crate::sample::check_plane_len("data", width * height, data.len())?;
+    let radius = gaussian_half_kernel(sigma, 4.0)?.len() - 1;
+    let (pw, ph) = (width + 2 * radius, height + 2 * radius);
+    let mirror = |i: isize, n: usize| crate::remap::mirror_index(i, n);
+    let mut padded = Vec::with_capacity(pw * ph);
+    for y in 0..ph {
+        let sy = mirror(y as isize - radius as isize, height);
+        for x in 0..pw {
+            padded.push(data[sy * width + mirror(x as isize - radius as isize, width)]);
+        }
+    }
+    let smooth = gaussian_filter(&padded, pw, ph, sigma, 4.0)?;
+    let mut out = Vec::with_capacity(width * height);
+    for y in 0..height {
+        let row = (y + radius) * pw + radius;
+        out.extend_from_slice(&smooth[row..row + width]);
+    }
+    Ok(out)
+}
+
 /// Both passes: `src` -> (axis 0) -> `tmp` -> (axis 1) -> `dst`, the second pass's kernel
 /// scaled by `gain` (the elastic field's alpha, folded in for free).
 pub(crate) fn smooth_into(

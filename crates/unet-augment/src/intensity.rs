@@ -39,6 +39,16 @@ pub fn add_gaussian_noise(plane: &mut [f32], std: f32, rng: &mut SplitMix64) {
         .for_each(|v| *v += (rng.normal() * std as f64) as f32);
 }
 
+/// Poisson-like (shot) noise: `x + sqrt(max(x, 0) / peak) * N(0, 1)`, one draw from `rng` per
+/// pixel, the Gaussian approximation of a photon count of `peak` at value 1.
+pub fn add_shot_noise(plane: &mut [f32], peak: f32, rng: &mut SplitMix64) {
+    let peak = f64::from(peak);
+    plane.iter_mut().for_each(|v| {
+        let std = (f64::from(*v).max(0.0) / peak).sqrt();
+        *v += (rng.normal() * std) as f32;
+    });
+}
+
 /// Clamp to `[min, max]`.
 pub fn clamp(plane: &mut [f32], min: f32, max: f32) {
     plane.iter_mut().for_each(|v| *v = v.clamp(min, max));

@@ -43,7 +43,9 @@ pub use elastic::{
     DenseElastic, DisplacementField, FieldSmoothing, GridElastic, GAUSSIAN_TRUNCATE,
 };
 pub use error::{Error, Result};
-pub use gaussian::{gaussian_filter, gaussian_half_kernel, gaussian_kernel};
+pub use gaussian::{
+    gaussian_blur_mirrored, gaussian_filter, gaussian_half_kernel, gaussian_kernel,
+};
 pub use pipeline::{AffineRanges, Fill, Pipeline, PipelineBuilder, Preset, Range, Step, Transform};
 pub use remap::{remap, remap_labels, BorderMode, CoordMap, Interpolation};
 pub use rng::{derive_seed, mix64, SplitMix64};

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::elastic::{DenseElastic, DisplacementField, FieldSmoothing, GridElastic};
 use crate::error::{Error, Result};
+use crate::gaussian::gaussian_blur_mirrored;
 use crate::intensity;
 use crate::remap::{
     fold_coord, mirror_coord, resample_span, BorderMode, Interpolation, Planes, SpanScratch,
@@ -196,6 +197,17 @@ pub enum Transform {
         /// Standard deviation (>= 0), in the image's units.
         std: Range,
     },
+    /// Poisson-like (shot) noise: each value `x` gets Gaussian noise of standard deviation
+    /// `sqrt(max(x, 0) / peak)`, as a photon count of `peak` at value 1 would.
+    PoissonNoise {
+        /// Photons at value 1 (> 0); fewer is noisier.
+        peak: Range,
+    },
+    /// Gaussian blur of the image, mirrored at its borders (labels and weights stay sharp).
+    GaussianBlur {
+        /// Standard deviation in pixels (> 0).
+        sigma: Range,
+    },
     /// Clamp the image to `[min, max]`.
     Clamp {
         /// Lower bound.
@@ -256,6 +268,8 @@ impl Transform {
             }
             Transform::Gamma { gamma } => gamma.check_at_least("gamma", 0.0, true),
             Transform::GaussianNoise { std } => std.check_at_least("std", 0.0, false),
+            Transform::PoissonNoise { peak } => peak.check_at_least("peak", 0.0, true),
+            Transform::GaussianBlur { sigma } => sigma.check_at_least("sigma", 0.0, true),
             Transform::Clamp { min, max } => Range::new(*min, *max).check("clamp"),
         }
     }
@@ -409,6 +423,10 @@ enum IntensityOp {
     Gamma(f32),
     /// Standard deviation and the seed of the per-channel noise streams.
     Noise(f32, u64),
+    /// Photons at value 1 and the seed of the per-channel noise streams.
+    Poisson(f32, u64),
+    /// Blur sigma in pixels.
+    Blur(f32),
     Clamp(f32, f32),
 }
 
@@ -465,7 +483,8 @@ impl Pipeline {
         } else {
             self.resample(sample, &plan)?
         };
-        let pixels = out.width() * out.height();
+        let (out_w, out_h) = (out.width(), out.height());
+        let pixels = out_w * out_h;
         for op in &plan.intensity {
             for (c, plane) in out.image_mut().chunks_exact_mut(pixels).enumerate() {
                 match &op {
@@ -477,6 +496,14 @@ impl Pipeline {
                         // One stream per channel, so channels get independent noise.
                         let mut rng = SplitMix64::new(derive_seed(*seed, c as u64));
                         intensity::add_gaussian_noise(plane, *std, &mut rng);
+                    }
+                    IntensityOp::Poisson(peak, seed) => {
+                        let mut rng = SplitMix64::new(derive_seed(*seed, c as u64));
+                        intensity::add_shot_noise(plane, *peak, &mut rng);
+                    }
+                    IntensityOp::Blur(sigma) => {
+                        let blurred = gaussian_blur_mirrored(plane, out_w, out_h, *sigma)?;
+                        plane.copy_from_slice(&blurred);
                     }
                     IntensityOp::Clamp(lo, hi) => intensity::clamp(plane, *lo, *hi),
                 }
@@ -591,6 +618,12 @@ impl Pipeline {
                 }
                 Transform::GaussianNoise { std } => {
                     intensity.push(IntensityOp::Noise(std.draw(&mut rng), rng.next_u64()))
+                }
+                Transform::PoissonNoise { peak } => {
+                    intensity.push(IntensityOp::Poisson(peak.draw(&mut rng), rng.next_u64()))
+                }
+                Transform::GaussianBlur { sigma } => {
+                    intensity.push(IntensityOp::Blur(sigma.draw(&mut rng)))
                 }
                 Transform::Clamp { min, max } => intensity.push(IntensityOp::Clamp(*min, *max)),
             }
@@ -774,7 +807,7 @@ fn affine_inverse(ranges: &AffineRanges, rng: &mut SplitMix64, w: usize, h: usiz
     ]
 }
 
-/// Ready-made pipelines, by name: `"none"`, `"reference"`, `"paper"` ([`Preset::name`],
+/// Ready-made pipelines, by name: `"none"`, `"reference"`, `"paper"`, `"robust"` ([`Preset::name`],
 /// [`std::str::FromStr`], [`std::fmt::Display`]; with the `serde` feature the same strings in
 /// serialised form).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -800,6 +833,12 @@ pub enum Preset {
     /// coarse-grid elastic deformation (3 x 3 nodes, 10 px), all always; grey-value variation:
     /// brightness U[-0.1, 0.1] p 0.5, contrast U[0.8, 1.2] p 0.5 (for images in [0, 1]).
     Paper,
+    /// The reference's geometry (flips, dense elastic) with zoom U[0.8, 1.25] p 0.5, and the
+    /// grey values of other microscopes and exposures: contrast U[0.3, 1.5] p 0.5, gamma
+    /// U[0.5, 2] p 0.5, brightness factor U[0.6, 1.4], clamped to [0, 1], Gaussian blur sigma
+    /// U[0.5, 1.5] p 0.2, Poisson-like noise (peak U[20, 200]) p 0.3, Gaussian noise std
+    /// U[0, 0.08] p 0.5.
+    Robust,
 }
 
 impl Preset {
@@ -807,15 +846,21 @@ impl Preset {
     pub const REFERENCE_NOISE_STD: f32 = 0.173;
 
     /// Every preset, in the order of [`Preset::name`]'s list.
-    pub const ALL: [Preset; 3] = [Preset::None, Preset::Reference, Preset::Paper];
+    pub const ALL: [Preset; 4] = [
+        Preset::None,
+        Preset::Reference,
+        Preset::Paper,
+        Preset::Robust,
+    ];
 
-    /// The preset's name: `"none"`, `"reference"` or `"paper"` (what [`std::str::FromStr`]
+    /// The preset's name: `"none"`, `"reference"`, `"paper"` or `"robust"` (what [`std::str::FromStr`]
     /// parses and, with the `serde` feature, what it serialises to).
     pub fn name(self) -> &'static str {
         match self {
             Preset::None => "none",
             Preset::Reference => "reference",
             Preset::Paper => "paper",
+            Preset::Robust => "robust",
         }
     }
 
@@ -867,6 +912,59 @@ impl Preset {
                 .step(
                     Transform::Contrast {
                         factor: Range::new(0.8, 1.2),
+                    },
+                    0.5,
+                )
+                .build(),
+            Preset::Robust => Pipeline::builder()
+                .step(Transform::FlipHorizontal, 0.5)
+                .step(Transform::FlipVertical, 0.5)
+                .step(
+                    Transform::Affine(AffineRanges {
+                        scale: Range::new(0.8, 1.25),
+                        ..AffineRanges::default()
+                    }),
+                    0.5,
+                )
+                .step(
+                    Transform::DenseElastic {
+                        alpha: Range::new(100.0, 300.0),
+                        sigma: Range::new(10.0, 15.0),
+                        smoothing: FieldSmoothing::Recursive,
+                    },
+                    0.5,
+                )
+                .step(
+                    Transform::Contrast {
+                        factor: Range::new(0.3, 1.5),
+                    },
+                    0.5,
+                )
+                .step(
+                    Transform::Gamma {
+                        gamma: Range::new(0.5, 2.0),
+                    },
+                    0.5,
+                )
+                .always(Transform::BrightnessFactor {
+                    factor: Range::new(0.6, 1.4),
+                })
+                .always(Transform::Clamp { min: 0.0, max: 1.0 })
+                .step(
+                    Transform::GaussianBlur {
+                        sigma: Range::new(0.5, 1.5),
+                    },
+                    0.2,
+                )
+                .step(
+                    Transform::PoissonNoise {
+                        peak: Range::new(20.0, 200.0),
+                    },
+                    0.3,
+                )
+                .step(
+                    Transform::GaussianNoise {
+                        std: Range::new(0.0, 0.08),
                     },
                     0.5,
                 )

@@ -309,7 +309,7 @@ fn reference_preset_is_the_step_by_step_recipe() {
 fn presets_by_name() {
     assert_eq!(
         Preset::ALL.map(Preset::name),
-        ["none", "reference", "paper"]
+        ["none", "reference", "paper", "robust"]
     );
     for preset in Preset::ALL {
         assert_eq!(preset.name().parse::<Preset>().unwrap(), preset);
@@ -324,7 +324,7 @@ fn presets_by_name() {
     );
     assert_eq!(
         err.to_string(),
-        r#"unknown augmentation preset "Reference"; known: none, reference, paper"#
+        r#"unknown augmentation preset "Reference"; known: none, reference, paper, robust"#
     );
     // The message's list is the real one.
     let known = Preset::ALL.map(Preset::name).join(", ");
@@ -340,7 +340,7 @@ fn presets_serialise_as_their_names() {
         assert_eq!(serde_json::from_str::<Preset>(&json).unwrap(), preset);
     }
     assert_eq!(
-        serde_json::from_str::<Vec<Preset>>(r#"["none", "reference", "paper"]"#).unwrap(),
+        serde_json::from_str::<Vec<Preset>>(r#"["none", "reference", "paper", "robust"]"#).unwrap(),
         Preset::ALL
     );
     assert!(serde_json::from_str::<Preset>(r#""Paper""#).is_err());
@@ -445,4 +445,54 @@ fn invalid_parameters_are_typed_errors() {
         Sample::grey(8, 8, vec![0.0; 64], vec![0; 63], None),
         Err(Error::PlaneSize { plane: "label", .. })
     ));
+}
+
+#[test]
+fn blur_and_shot_noise_change_the_image_alone_and_are_seeded() {
+    let (w, h) = (32, 24);
+    let image: Vec<f32> = (0..w * h).map(|p| ((p * 7) % 23) as f32 / 23.0).collect();
+    let labels: Vec<u8> = (0..w * h)
+        .map(|p| if p % 5 == 0 { 0 } else { 255 })
+        .collect();
+    let sample = Sample::grey(w, h, image.clone(), labels.clone(), Some(vec![2.0; w * h])).unwrap();
+    let blur = Pipeline::builder()
+        .always(Transform::GaussianBlur {
+            sigma: Range::fixed(1.0),
+        })
+        .build()
+        .unwrap();
+    let out = blur.apply(&sample, 3).unwrap();
+    assert_eq!(out.label(), &labels[..]);
+    let variance = |v: &[f32]| {
+        let m = v.iter().sum::<f32>() / v.len() as f32;
+        v.iter().map(|x| (x - m).powi(2)).sum::<f32>() / v.len() as f32
+    };
+    assert!(variance(out.image()) < 0.5 * variance(&image));
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    assert!((mean(out.image()) - mean(&image)).abs() < 0.01);
+
+    let shot = Pipeline::builder()
+        .always(Transform::PoissonNoise {
+            peak: Range::fixed(50.0),
+        })
+        .build()
+        .unwrap();
+    let a = shot.apply(&sample, 9).unwrap();
+    assert_eq!(
+        a,
+        shot.apply(&sample, 9).unwrap(),
+        "the same seed, the same noise"
+    );
+    assert_ne!(a.image(), shot.apply(&sample, 10).unwrap().image());
+    for (x, y) in image.iter().zip(a.image()) {
+        if *x == 0.0 {
+            assert_eq!(*y, 0.0, "no photons, no noise");
+        }
+    }
+    assert!(Pipeline::builder()
+        .always(Transform::PoissonNoise {
+            peak: Range::fixed(0.0)
+        })
+        .build()
+        .is_err());
 }

@@ -55,10 +55,16 @@ pub struct TrainArgs {
     /// recipe's: default small, reference reference, paper paper]
     #[arg(long)]
     pub preset: Option<String>,
-    /// Augmentation: none, reference, paper. [default: the recipe's: default and reference
-    /// reference, paper paper]
+    /// Augmentation: none, reference, paper, robust (the reference's with zoom, contrast,
+    /// gamma, blur and noise). [default: the recipe's: default and reference reference, paper
+    /// paper]
     #[arg(long)]
     pub augmentation: Option<String>,
+    /// The input normalisation: dataset (the training sections' mean and std), per-image (each
+    /// image's own), percentile (each image's p1 and p99.8 to 0 and 1). [default: the recipe's:
+    /// dataset]
+    #[arg(long)]
+    pub normalisation: Option<String>,
     /// Fraction of the sections that train (the first ones); the rest validate. [default:
     /// sections 0-26 train, 27-29 validate, as the reference]
     #[arg(long, allow_negative_numbers = true)]
@@ -130,6 +136,7 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
             || args.lr.is_some()
             || args.preset.is_some()
             || args.augmentation.is_some()
+            || args.normalisation.is_some()
             || args.train_fraction.is_some()
             || args.seed.is_some()
             || args.no_weights
@@ -167,6 +174,9 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
     }
     if let Some(a) = &args.augmentation {
         cfg.augmentation = a.parse()?;
+    }
+    if let Some(n) = &args.normalisation {
+        cfg.normalisation = unet_model::Normalisation::for_mode(n)?;
     }
     if let Some(f) = args.train_fraction {
         cfg.split = SplitConfig::Fraction { train_fraction: f };

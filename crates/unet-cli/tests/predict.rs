@@ -321,7 +321,7 @@ fn without_model_the_built_in_default_model_predicts_from_any_directory() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("built-in default model") && text.contains("\"mode\":\"dataset\""),
+        text.contains("built-in default model") && text.contains("input normalisation: {\"mode\":"),
         "{text}"
     );
 }

@@ -33,6 +33,14 @@ pub enum Normalisation {
     /// Each image plane by its own mean and standard deviation (a constant plane becomes 0):
     /// what `unet predict` falls back to for a checkpoint that records no normalisation.
     PerImage,
+    /// Each image plane's `low` and `high` percentiles mapped to 0 and 1, as CSBDeep and
+    /// StarDist normalise (1 and 99.8 there).
+    Percentile {
+        /// The percentile that becomes 0, in [0, 100).
+        low: f64,
+        /// The percentile that becomes 1, in (low, 100].
+        high: f64,
+    },
 }
 
 impl Normalisation {
@@ -55,6 +63,41 @@ impl Normalisation {
                 }
             }
             Normalisation::PerImage => Ok(self),
+            Normalisation::Percentile { low, high } => {
+                if (0.0..100.0).contains(&low) && low < high && high <= 100.0 {
+                    Ok(self)
+                } else {
+                    Err(Error::Normalisation(format!(
+                        "percentiles {low} and {high} must satisfy 0 <= low < high <= 100"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The names of the modes a training can choose: `dataset` (fitted on the training sections,
+    /// so `None` until then), `per-image` and `percentile` ([`Normalisation::percentile`]).
+    pub const MODE_NAMES: [&'static str; 3] = ["dataset", "per-image", "percentile"];
+
+    /// The normalisation a training run's mode name stands for ([`Normalisation::MODE_NAMES`]);
+    /// `dataset` is `None`: its statistics come from the training sections.
+    pub fn for_mode(name: &str) -> Result<Option<Self>> {
+        match name {
+            "dataset" => Ok(None),
+            "per-image" => Ok(Some(Normalisation::PerImage)),
+            "percentile" => Ok(Some(Normalisation::percentile())),
+            other => Err(Error::Normalisation(format!(
+                "unknown normalisation {other:?}; known: {}",
+                Self::MODE_NAMES.join(", ")
+            ))),
+        }
+    }
+
+    /// CSBDeep's and StarDist's percentiles: 1 and 99.8.
+    pub fn percentile() -> Self {
+        Normalisation::Percentile {
+            low: 1.0,
+            high: 99.8,
         }
     }
 
@@ -77,6 +120,20 @@ impl Normalisation {
                 // A constant plane stays constant (zero) rather than dividing by zero.
                 let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
                 shift_and_scale(plane, mean as f32, std as f32);
+            }
+            Normalisation::Percentile { low, high } => {
+                let mut sorted: Vec<f32> =
+                    plane.iter().copied().filter(|v| v.is_finite()).collect();
+                if sorted.is_empty() {
+                    return;
+                }
+                sorted.sort_unstable_by(f32::total_cmp);
+                let at =
+                    |p: f64| sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize];
+                let (lo, hi) = (at(low), at(high));
+                // A flat plane stays flat (zero) rather than dividing by zero.
+                let range = if hi - lo > 1e-6 { hi - lo } else { 1.0 };
+                shift_and_scale(plane, lo, range);
             }
         }
     }
@@ -122,6 +179,25 @@ mod tests {
         assert!(flat.iter().all(|&v| v == 0.0));
         let json = serde_json::to_string(&Normalisation::PerImage).unwrap();
         assert_eq!(json, r#"{"mode":"per_image"}"#);
+    }
+
+    #[test]
+    fn percentiles_map_to_zero_and_one() {
+        let mut plane: Vec<f32> = (0..1001).map(|i| i as f32 / 1000.0).collect();
+        Normalisation::percentile().apply(&mut plane);
+        // p1 = 0.01 and p99.8 = 0.998 of the ramp become 0 and 1.
+        assert!(plane[10].abs() < 1e-5, "{}", plane[10]);
+        assert!((plane[998] - 1.0).abs() < 1e-5, "{}", plane[998]);
+        let json = serde_json::to_string(&Normalisation::percentile()).unwrap();
+        assert_eq!(json, r#"{"mode":"percentile","low":1.0,"high":99.8}"#);
+        let mut flat = vec![0.3f32; 5];
+        Normalisation::percentile().apply(&mut flat);
+        assert!(flat.iter().all(|&v| v == 0.0));
+        let bad = Normalisation::Percentile {
+            low: 50.0,
+            high: 10.0,
+        };
+        assert!(bad.validated().is_err());
     }
 
     #[test]

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use unet_augment::Preset as AugmentPreset;
 use unet_data::Split;
 use unet_model::{
-    Adam, AdamParams, Loss, LossScaler, LrSchedule, Optimizer, Precision, Preset, Sgd, SgdParams,
-    UNet, UNetConfig,
+    Adam, AdamParams, Loss, LossScaler, LrSchedule, Normalisation, Optimizer, Precision, Preset,
+    Sgd, SgdParams, UNet, UNetConfig,
 };
 use unet_weights::{ClassWeight, WeightMapParams};
 
@@ -280,6 +280,10 @@ pub struct TrainConfig {
     pub weights: Option<WeightMapParams>,
     /// Augmentation of training tiles.
     pub augmentation: AugmentPreset,
+    /// The input normalisation (`null`: the training sections' mean and standard deviation,
+    /// [`Normalisation::Dataset`]); stored in every checkpoint for prediction.
+    #[serde(default)]
+    pub normalisation: Option<Normalisation>,
     /// Training and validation sections.
     pub split: SplitConfig,
     /// Seed of the initialisation and of the data stream.
@@ -378,7 +382,11 @@ impl TrainConfig {
                     class_weight: ClassWeight::None,
                     ..WeightMapParams::default()
                 }),
-                augmentation: AugmentPreset::Reference,
+                // Robust to other microscopes: each image standardised by its own statistics,
+                // and the grey values and pixel sizes of other instruments in the augmentation
+                // (chosen on held-out training sections, docs/RESULTS.md).
+                augmentation: AugmentPreset::Robust,
+                normalisation: Some(Normalisation::PerImage),
                 split: SplitConfig::Reference,
                 seed: 2015,
                 validate_every: 1,
@@ -407,6 +415,8 @@ impl TrainConfig {
                 schedule: ScheduleConfig::Constant,
                 grad_clip: None,
                 weights: Some(WeightMapParams::default()),
+                augmentation: AugmentPreset::Reference,
+                normalisation: None,
                 run_dir: PathBuf::from("runs/reference"),
                 ..TrainConfig::recipe(Recipe::Default)
             },
@@ -468,6 +478,9 @@ impl TrainConfig {
         self.schedule.schedule(1, 1).validate()?;
         if let Some(w) = &self.weights {
             w.validate()?;
+        }
+        if let Some(n) = self.normalisation {
+            n.validated()?;
         }
         unet_model::size::checked_output_size(&self.model, self.input_tile, "input tile")?;
         if self.calibrate && self.model.n_classes != 2 {

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use unet_augment::{
-    gaussian_filter, intensity, remap, remap_labels, BorderMode, CoordMap, Interpolation,
+    gaussian_blur_mirrored, intensity, remap, remap_labels, BorderMode, CoordMap, Interpolation,
     SplitMix64,
 };
 use unet_data::Stack;
@@ -29,7 +29,7 @@ pub enum Shift {
     Brightness(f32),
     /// Additive Gaussian noise of this standard deviation, clamped to [0, 1] (seeded).
     Noise(f32),
-    /// Gaussian blur of this sigma in pixels.
+    /// Gaussian blur of this sigma in pixels (mirrored at the borders).
     Blur(f32),
     /// The pixel size changed: the section resampled by this factor (bilinear image, nearest
     /// labels), so the cells are that much larger.
@@ -88,7 +88,7 @@ impl Shift {
                 intensity::add_gaussian_noise(&mut out, std, &mut SplitMix64::new(seed));
                 intensity::clamp(&mut out, 0.0, 1.0);
             }
-            Shift::Blur(sigma) => out = gaussian_filter(&out, w, h, sigma, 4.0)?,
+            Shift::Blur(sigma) => out = gaussian_blur_mirrored(&out, w, h, sigma)?,
             Shift::Zoom(z) => {
                 let (zh, zw) = (zoomed(h, z), zoomed(w, z));
                 let mut map = CoordMap::identity(zw, zh);

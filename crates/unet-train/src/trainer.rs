@@ -269,7 +269,10 @@ impl<'a> Trainer<'a> {
         let input = config.input_tile;
         let (output, _) = model.output_size(input, input)?;
         let train_set = SectionSet::from_stacks(images, labels, &split.train)?;
-        let normalisation = train_set.normalisation()?;
+        let normalisation = match config.normalisation {
+            Some(n) => n.validated()?,
+            None => train_set.normalisation()?,
+        };
         let loader_config = LoaderConfig {
             input_size: input,
             output_size: output,

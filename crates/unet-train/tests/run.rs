@@ -68,6 +68,7 @@ fn tiny(run_dir: &Path, epochs: usize) -> TrainConfig {
         loss: Loss::CrossEntropy,
         weights: Some(WeightMapParams::default()),
         augmentation: AugmentPreset::Reference,
+        normalisation: None,
         split: SplitConfig::Sections {
             train: vec![0, 1],
             validation: vec![2],
