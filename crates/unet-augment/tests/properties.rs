@@ -95,6 +95,23 @@ proptest! {
     }
 
     #[test]
+    fn zoom_and_flips_compose_exactly(
+        sample in sample_strategy(),
+        seed in any::<u64>(),
+        scale in 0.8f32..1.25,
+        vertical in any::<bool>(),
+    ) {
+        // A flip after a zoom, composed into one resampling, equals the zoomed sample flipped
+        // by itself: the same coordinates, so the same values to the last bit.
+        let zoom = Transform::Affine(AffineRanges { scale: Range::fixed(scale), ..AffineRanges::default() });
+        let flip = if vertical { Transform::FlipVertical } else { Transform::FlipHorizontal };
+        let composed = build(&[zoom.clone(), flip.clone()]).apply(&sample, seed).unwrap();
+        let zoomed = build(&[zoom]).apply(&sample, seed).unwrap();
+        let apart = build(&[flip]).apply(&zoomed, seed).unwrap();
+        prop_assert_eq!(composed, apart);
+    }
+
+    #[test]
     fn labels_stay_within_their_input_values(
         sample in sample_strategy(),
         seed in any::<u64>(),
