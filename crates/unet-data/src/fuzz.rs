@@ -228,6 +228,21 @@ impl Report {
     }
 }
 
+/// The files of `dir` (none when it does not exist), by name: committed malformed inputs and
+/// ones that once failed, read as further seeds.
+pub fn files_in(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+    paths.sort();
+    paths
+        .iter()
+        .filter(|p| p.is_file())
+        .filter_map(|p| std::fs::read(p).ok())
+        .collect()
+}
+
 /// Where failing inputs are saved: `$UNET_FUZZ_OUT`, else the system's temporary directory.
 fn save_failure(target: &str, case: usize, input: &[u8]) -> PathBuf {
     let dir = std::env::var_os("UNET_FUZZ_OUT")

@@ -280,30 +280,20 @@ fn check_directories(bytes: &[u8], path: &Path) -> Result<()> {
         detail,
     };
     let little = bytes.starts_with(b"II");
-    let u16_at = |at: usize| -> Option<u64> {
-        let b: [u8; 2] = bytes.get(at..at + 2)?.try_into().ok()?;
-        Some(u64::from(if little {
-            u16::from_le_bytes(b)
-        } else {
-            u16::from_be_bytes(b)
-        }))
-    };
-    let u32_at = |at: usize| -> Option<u64> {
-        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
-        Some(u64::from(if little {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }))
-    };
-    let u64_at = |at: usize| -> Option<u64> {
-        let b: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
-        Some(if little {
-            u64::from_le_bytes(b)
-        } else {
-            u64::from_be_bytes(b)
+    // The `n`-byte unsigned integer at `at`, in the file's byte order.
+    let uint_at = |at: usize, n: usize| -> Option<u64> {
+        let b = bytes.get(at..at.checked_add(n)?)?;
+        let digits = |v: u64, &d: &u8| v << 8 | u64::from(d);
+        Some(match little {
+            true => b.iter().rev().fold(0, digits),
+            false => b.iter().fold(0, digits),
         })
     };
+    let (u16_at, u32_at, u64_at) = (
+        |at| uint_at(at, 2),
+        |at| uint_at(at, 4),
+        |at| uint_at(at, 8),
+    );
     let big = u16_at(2) == Some(43);
     let (mut next, count_len, entry_len, inline) = match big {
         true => (u64_at(8), 8usize, 20usize, 8u64),

@@ -46,17 +46,8 @@ where
 /// The committed malformed files and the inputs that once failed, as further seeds.
 fn bad_files() -> Vec<Vec<u8>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad");
-    let mut files = Vec::new();
-    for dir in [root.clone(), root.join("fuzz")] {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut paths: Vec<_> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
-        paths.sort();
-        for p in paths.into_iter().filter(|p| p.is_file()) {
-            files.push(std::fs::read(p).unwrap());
-        }
-    }
+    let mut files = fuzz::files_in(&root);
+    files.extend(fuzz::files_in(&root.join("fuzz")));
     files
 }
 

@@ -106,22 +106,15 @@ fn file_name(path: &Path) -> Result<String> {
 /// Serialises tensors as safetensors in memory; returns the bytes and their sidecar record
 /// under the file name of `path`.
 fn tensor_bytes(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<(Vec<u8>, FileRecord)> {
-    // candle serialises to a file only: a scratch file, read back and removed.
-    let scratch = path.with_file_name(format!(
-        ".{}.tensors-{}",
-        file_name(path)?,
-        std::process::id()
-    ));
     let cpu: HashMap<String, Tensor> = tensors
         .iter()
         .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?)))
         .collect::<Result<_>>()?;
-    let saved = candle_core::safetensors::save(&cpu, &scratch);
-    let bytes = saved
-        .map_err(Error::from)
-        .and_then(|()| std::fs::read(&scratch).map_err(io(&scratch)));
-    let _ = std::fs::remove_file(&scratch);
-    let bytes = bytes?;
+    // The serialiser candle's own `save` writes to a file with; the bytes are the same.
+    let bytes = safetensors::serialize(&cpu, None).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!("cannot serialise the tensors: {e}"),
+    })?;
     let record = FileRecord {
         file: file_name(path)?,
         bytes: bytes.len() as u64,
@@ -404,7 +397,8 @@ pub fn load_model(weights: impl AsRef<Path>, device: &Device) -> Result<(UNet, C
     let weights = weights.as_ref();
     let meta = read_checkpoint_meta(weights)?;
     let model = build_model(&meta, weights, device)?;
-    load_checkpoint(weights, &model)?;
+    // Built from the sidecar's config, so no config check: only the tensors are read.
+    model.load_state(&read_model_tensors(weights, &meta, &model)?)?;
     Ok((model, meta))
 }
 

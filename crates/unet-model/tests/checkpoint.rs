@@ -152,6 +152,20 @@ fn a_checkpoint_whose_optimizer_state_cannot_be_written_keeps_the_previous_one()
 }
 
 #[test]
+fn the_weights_file_is_what_candle_itself_would_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = build(&config(), 4);
+    let path = dir.path().join("m.safetensors");
+    save_checkpoint(&path, &model, 1, None, serde_json::json!({}), None).unwrap();
+    let by_candle = dir.path().join("candle.safetensors");
+    candle_core::safetensors::save(&model.state(), &by_candle).unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&by_candle).unwrap()
+    );
+}
+
+#[test]
 fn a_save_killed_between_its_renames_is_completed_on_the_next_read() {
     let dir = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();

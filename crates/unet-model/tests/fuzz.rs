@@ -61,11 +61,7 @@ fn damaged_sidecars_and_weights_load_or_give_a_typed_error() {
     let cpu = Device::Cpu;
     let mut sidecars = vec![sidecar.clone()];
     let bad = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad/fuzz");
-    if let Ok(entries) = std::fs::read_dir(&bad) {
-        let mut paths: Vec<_> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
-        paths.sort();
-        sidecars.extend(paths.iter().map(|p| std::fs::read(p).unwrap()));
-    }
+    sidecars.extend(fuzz::files_in(&bad));
     fuzz::run("sidecar", &sidecars, cases, 11, MAX_BYTES, |s| {
         load_model_from_bytes("fuzz", s, &weights, &cpu).map(|_| ())
     })
