@@ -3,7 +3,8 @@
 //!
 //! - `cargo xtask fetch-data`: download the ISBI 2012 stacks into `data/isbi2012/`, verified.
 //! - `cargo xtask test`: what CI runs: format check, clippy with `-D warnings`, the test suite
-//!   (fetches the data first when it is missing).
+//!   (fetches the data first when it is missing), then the Python checks against real clients in
+//!   a virtual environment under `target/ci-venv/` (`python` module).
 //! - `cargo xtask train`: the main job (fetches the data first when it is missing), then
 //!   `cargo xtask evaluate`.
 //! - `cargo xtask figures`: the weight-map and augmentation pictures under `docs/figures/`.
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod fetch;
 mod figures;
+mod python;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "unet-rs project automation")]
@@ -34,7 +36,7 @@ enum Task {
     /// Draw the project's figures (PNG) into docs/figures/.
     Figures(figures::FiguresArgs),
     /// Run what CI runs: cargo fmt --check, cargo clippy -D warnings, cargo test (fetching the
-    /// ISBI data first when none is found).
+    /// ISBI data first when none is found), then the Python checks in target/ci-venv/.
     Test(TestArgs),
     /// Train U-Net on the ISBI 2012 data (default recipe), then evaluate the best checkpoint.
     Train(TrainArgs),
@@ -173,7 +175,11 @@ fn test(root: &Path, args: &TestArgs) -> Result<()> {
         "tests",
         &["test", "--workspace"],
         &[(unet_data::DATA_ENV, &dir)],
-    )
+    )?;
+    match python::ensure_venv(root)? {
+        Some(venv) => python::run_checks(root, &venv, &dir),
+        None => Ok(()),
+    }
 }
 
 /// `cargo run --release -p unet-cli -- <args>`: training and evaluation run in the optimised

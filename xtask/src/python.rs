@@ -1,0 +1,163 @@
+//! The Python side of `cargo xtask test`: a virtual environment with the real clients some
+//! features are checked against (the requirement files under `xtask/python/requirements/`), and
+//! the checks that run in it.
+//!
+//! The environment lives in `target/ci-venv/` and is rebuilt only when the requirement files
+//! change (their SHA-256 is kept in a marker written after `pip install` succeeded, so an
+//! interrupted install is redone). Without a `python3` the checks are skipped with a warning,
+//! except under CI (`CI` set), where that is an error: CI must run the real clients.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// Where the requirement files live, relative to the workspace root.
+const REQUIREMENTS_DIR: &str = "xtask/python/requirements";
+/// The environment's directory, relative to the workspace root.
+const VENV_DIR: &str = "target/ci-venv";
+/// The marker holding the requirement files' digest, inside the environment.
+const MARKER: &str = "unet-requirements.sha256";
+
+/// A virtual environment made for the checks.
+pub struct Venv {
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+impl Venv {
+    /// The path of one of its executables (`python`, `pip`, `pytest`, `bioimageio`, ...).
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.dir.join("bin").join(name)
+    }
+
+    /// A command running one of its executables, with the environment's `bin` first on `PATH`
+    /// and `VIRTUAL_ENV` set (as `activate` would), from the workspace root.
+    pub fn command(&self, root: &Path, name: &str) -> Command {
+        let mut cmd = Command::new(self.bin(name));
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![self.dir.join("bin")];
+        paths.extend(std::env::split_paths(&path));
+        cmd.current_dir(root).env("VIRTUAL_ENV", &self.dir).env(
+            "PATH",
+            std::env::join_paths(paths).expect("PATH entries join"),
+        );
+        cmd
+    }
+}
+
+/// The requirement files, sorted by name.
+fn requirement_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let dir = root.join(REQUIREMENTS_DIR);
+    let mut files = Vec::new();
+    if dir.is_dir() {
+        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "txt") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The digest of the requirement files' names and contents.
+fn requirements_digest(files: &[PathBuf]) -> Result<String> {
+    let mut hasher = Sha256::new();
+    for file in files {
+        let bytes = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        hasher.update(file.file_name().unwrap().as_encoded_bytes());
+        hasher.update([0]);
+        hasher.update(&bytes);
+        hasher.update([0]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("==> {what}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {what} ({cmd:?})"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// The environment with every requirement installed, made or brought up to date; `None` (with a
+/// warning) when there is no `python3` and this is not CI.
+pub fn ensure_venv(root: &Path) -> Result<Option<Venv>> {
+    let files = requirement_files(root)?;
+    let python = std::env::var_os("UNET_PYTHON").unwrap_or_else(|| "python3".into());
+    let found = Command::new(&python)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            bail!(
+                "no Python found ({}): CI runs the Python checks, so it needs python3 >= 3.9 \
+                 with venv and pip",
+                python.to_string_lossy()
+            );
+        }
+        eprintln!(
+            "warning: no python3 found: the Python checks (the unet_rs package, the exported \
+             model's validation) are SKIPPED; install python3 with venv and pip to run them"
+        );
+        return Ok(None);
+    }
+    let venv = Venv {
+        dir: root.join(VENV_DIR),
+    };
+    let digest = requirements_digest(&files)?;
+    let marker = venv.dir.join(MARKER);
+    if fs::read_to_string(&marker).is_ok_and(|m| m.trim() == digest) && venv.bin("python").exists()
+    {
+        return Ok(Some(venv));
+    }
+    // A stale or half-made environment is made again from nothing: pip cannot be trusted to
+    // remove what a changed requirement file no longer names.
+    if venv.dir.exists() {
+        fs::remove_dir_all(&venv.dir)
+            .with_context(|| format!("removing the stale {}", venv.dir.display()))?;
+    }
+    run(
+        "python virtual environment",
+        Command::new(&python).args(["-m", "venv"]).arg(&venv.dir),
+    )?;
+    run(
+        "pip upgrade",
+        venv.command(root, "python")
+            .args(["-m", "pip", "install", "--quiet", "--upgrade", "pip"]),
+    )?;
+    if !files.is_empty() {
+        let mut pip = venv.command(root, "python");
+        pip.args(["-m", "pip", "install", "--quiet"]);
+        for file in &files {
+            pip.arg("-r").arg(file);
+        }
+        run("pip install of the Python checks' requirements", &mut pip)?;
+    }
+    fs::write(&marker, format!("{digest}\n"))
+        .with_context(|| format!("writing {}", marker.display()))?;
+    Ok(Some(venv))
+}
+
+/// One Python check: given the workspace root, the environment and the ISBI data directory.
+type Check = fn(&Path, &Venv, &Path) -> Result<()>;
+
+/// Every Python check, in order.
+pub fn run_checks(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
+    // The checks are added here as the features that need them land.
+    let checks: &[(&str, Check)] = &[];
+    for (name, check) in checks {
+        eprintln!("==> python check: {name}");
+        check(root, venv, data).with_context(|| format!("python check {name}"))?;
+    }
+    Ok(())
+}
