@@ -10,6 +10,7 @@
 //! - `cargo xtask figures`: the weight-map and augmentation pictures under `docs/figures/`.
 //! - `cargo xtask bench`: `unet bench` against PyTorch's CPU reference, with the ratios.
 //! - `cargo xtask fuzz`: every reader fed many mutated inputs (the test suite runs few).
+//! - `cargo xtask robustness`: `unet robustness` for one or more models and their figure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +47,22 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Fuzz every reader (TIFF, labels, PNG, checkpoints, run files) with mutated inputs.
     Fuzz(FuzzArgs),
+    /// `unet robustness` for one or more models, then their scores against shift as a PNG.
+    Robustness(RobustnessArgs),
+}
+
+/// Flags of `cargo xtask robustness`.
+#[derive(Debug, clap::Args)]
+struct RobustnessArgs {
+    /// A checkpoint to score; repeat it to compare (at most three) [default: the built-in model].
+    #[arg(long)]
+    model: Vec<PathBuf>,
+    /// Data directory [default: $UNET_DATA, else data/isbi2012, fetched when missing].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The figure [default: docs/figures/robustness.png in the checkout].
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Flags of `cargo xtask fuzz`.
@@ -106,6 +123,7 @@ fn main() -> Result<()> {
         Task::Evaluate(args) => evaluate(&root, &args),
         Task::Bench(args) => bench::run(&root, &args),
         Task::Fuzz(args) => fuzz(&root, &args),
+        Task::Robustness(args) => robustness(&root, &args),
     }
 }
 
@@ -286,6 +304,41 @@ fn evaluate(root: &Path, args: &EvaluateArgs) -> Result<()> {
             path_arg(&dir),
         ],
     )
+}
+
+/// `unet robustness --json` per model into `target/robustness/`, then the figure of them all.
+fn robustness(root: &Path, args: &RobustnessArgs) -> Result<()> {
+    let dir = data_dir_or_fetch(root, args.data.as_deref())?;
+    let tables_dir = root.join("target").join("robustness");
+    std::fs::create_dir_all(&tables_dir)
+        .with_context(|| format!("creating {}", tables_dir.display()))?;
+    let models: Vec<Option<&PathBuf>> = match args.model.is_empty() {
+        true => vec![None],
+        false => args.model.iter().map(Some).collect(),
+    };
+    let mut tables = Vec::new();
+    for (i, model) in models.iter().enumerate() {
+        let json = tables_dir.join(format!("model-{i}.json"));
+        let mut unet_args = vec![
+            "robustness".to_string(),
+            "--data".into(),
+            path_arg(&dir),
+            "--json".into(),
+            path_arg(&json),
+        ];
+        if let Some(model) = model {
+            unet_args.extend(["--model".into(), path_arg(model)]);
+        }
+        run_unet(root, "robustness", &unet_args)?;
+        tables.push(figures::plots::read_robustness(&json)?);
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("docs/figures/robustness.png"));
+    figures::plots::robustness_figure(&tables, &out)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
 }
 
 /// The fuzzing tests of the readers' crates, optimised and one at a time, with many inputs;

@@ -1,4 +1,5 @@
-//! Training curves from a run's `log.jsonl`, and prediction panels from a P(cell) stack.
+//! Training curves from a run's `log.jsonl`, prediction panels from a P(cell) stack, and scores
+//! against shift from `unet robustness --json`.
 
 use std::path::Path;
 
@@ -6,23 +7,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use unet_data::{LabelledSections, Stack};
 
-use super::canvas::{grey, Canvas, Rgb, BLACK, WHITE};
+use plotters::prelude::*;
 
-const BLUE: Rgb = [31, 119, 180];
-const ORANGE: Rgb = [255, 127, 14];
-const GREEN: Rgb = [44, 160, 44];
-const RED: Rgb = [214, 39, 40];
-const LIGHT: Rgb = [225, 225, 225];
-
-/// One line of a plot.
-pub struct Series {
-    /// Legend text.
-    pub name: String,
-    /// Colour.
-    pub colour: Rgb,
-    /// (x, y) points in order.
-    pub points: Vec<(f64, f64)>,
-}
+use super::plot::{self, drawing, Area, PanelLabels, Series, PALETTE};
 
 /// Read `log.jsonl`: one JSON object per epoch.
 pub fn read_log(path: &Path) -> Result<Vec<Value>> {
@@ -43,7 +30,7 @@ pub fn read_log(path: &Path) -> Result<Vec<Value>> {
 }
 
 /// The series `key` (a path like `validation.mean_iou`) over epochs, skipping epochs without it.
-pub fn series(records: &[Value], key: &str, name: &str, colour: Rgb) -> Series {
+pub fn series(records: &[Value], key: &str, name: &str, colour: RGBColor) -> Series {
     let points = records
         .iter()
         .filter_map(|r| {
@@ -55,73 +42,8 @@ pub fn series(records: &[Value], key: &str, name: &str, colour: Rgb) -> Series {
     Series {
         name: name.to_string(),
         colour,
+        dashed: false,
         points,
-    }
-}
-
-/// Draw a line plot with axes, ticks, title and legend into `c` at (`x`, `y`), `w` x `h`.
-pub fn line_plot(
-    c: &mut Canvas,
-    x: i64,
-    y: i64,
-    w: usize,
-    h: usize,
-    title: &str,
-    lines: &[Series],
-) {
-    let all: Vec<(f64, f64)> = lines
-        .iter()
-        .flat_map(|s| s.points.iter().copied())
-        .collect();
-    c.text(x, y, title, 1, BLACK);
-    let (px, py, pw, ph) = (x + 48, y + 16, w as i64 - 60, h as i64 - 40);
-    c.stroke_rect(px, py, pw as usize, ph as usize, BLACK);
-    if all.is_empty() {
-        c.text(px + 8, py + 8, "no data", 1, BLACK);
-        return;
-    }
-    let (mut x0, mut x1) = all
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (mut y0, mut y1) = all
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    if x1 - x0 < 1e-12 {
-        x0 -= 0.5;
-        x1 += 0.5;
-    }
-    let margin = ((y1 - y0) * 0.08).max(1e-6);
-    y0 -= margin;
-    y1 += margin;
-    let sx = |v: f64| px + ((v - x0) / (x1 - x0) * (pw - 1) as f64).round() as i64;
-    let sy = |v: f64| py + ph - 1 - ((v - y0) / (y1 - y0) * (ph - 1) as f64).round() as i64;
-    for k in 0..=4 {
-        let v = y0 + (y1 - y0) * k as f64 / 4.0;
-        let ty = sy(v);
-        c.line(px + 1, ty, px + pw - 2, ty, LIGHT);
-        c.line(px - 4, ty, px, ty, BLACK);
-        c.text(x, ty - 4, &format!("{v:.3}"), 1, BLACK);
-    }
-    let xticks = ((x1 - x0).round() as usize).clamp(1, 10);
-    for k in 0..=xticks {
-        let v = x0 + (x1 - x0) * k as f64 / xticks as f64;
-        let tx = sx(v);
-        c.line(tx, py + ph, tx, py + ph + 4, BLACK);
-        c.text(tx - 8, py + ph + 7, &format!("{v:.0}"), 1, BLACK);
-    }
-    c.text(px + pw / 2 - 20, py + ph + 17, "epoch", 1, BLACK);
-    for (i, s) in lines.iter().enumerate() {
-        for pair in s.points.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            c.line(sx(a.0), sy(a.1), sx(b.0), sy(b.1), s.colour);
-            c.line(sx(a.0), sy(a.1) + 1, sx(b.0), sy(b.1) + 1, s.colour);
-        }
-        for &(px_, py_) in &s.points {
-            c.fill_rect(sx(px_) - 2, sy(py_) - 2, 5, 5, s.colour);
-        }
-        let ly = py + 6 + 12 * i as i64;
-        c.fill_rect(px + pw - 150, ly, 14, 8, s.colour);
-        c.text(px + pw - 132, ly, &s.name, 1, BLACK);
     }
 }
 
@@ -133,67 +55,84 @@ fn present(series: Vec<Series>) -> Vec<Series> {
         .collect()
 }
 
+/// A line panel over the epochs with its legend in a strip under it.
+fn epoch_panel(area: &Area, title: &str, y: &str, lines: &[Series]) -> Result<()> {
+    let (_, h) = area.dim_in_pixel();
+    let (chart, strip) = area.split_vertically(h.saturating_sub(30));
+    plot::line_panel(
+        &chart,
+        &PanelLabels {
+            title,
+            x: "epoch",
+            y,
+        },
+        lines,
+        None,
+    )?;
+    let entries: Vec<(&str, RGBColor, bool)> = lines
+        .iter()
+        .map(|s| (s.name.as_str(), s.colour, s.dashed))
+        .collect();
+    plot::legend(&strip, &entries)
+}
+
 /// Loss, mean IoU and pixel accuracy per epoch, side by side (like the reference's plots).
 pub fn curves_figure(log: &Path, out: &Path) -> Result<()> {
     let records = read_log(log)?;
-    let (w, h, pad) = (420usize, 300usize, 16usize);
-    let mut c = Canvas::new(3 * w + 4 * pad, h + 2 * pad + 24, WHITE);
-    c.text(
-        pad as i64,
-        8,
-        &format!("training run {}", log.parent().unwrap_or(log).display()),
-        2,
-        BLACK,
-    );
-    let top = (pad + 24) as i64;
-    line_plot(
-        &mut c,
-        pad as i64,
-        top,
-        w,
-        h,
-        "loss",
-        &[
-            series(&records, "train_loss", "train", BLUE),
-            series(&records, "validation.loss", "validation", ORANGE),
-        ],
-    );
-    line_plot(
-        &mut c,
-        (2 * pad + w) as i64,
-        top,
-        w,
-        h,
-        "validation mean IoU / V-Rand",
-        &present(vec![
-            series(&records, "validation.mean_iou", "mean IoU, P > 0.5", GREEN),
-            series(
-                &records,
-                "validation.calibrated.mean_iou",
-                "mean IoU, fitted t",
-                BLUE,
-            ),
-            series(&records, "validation.v_rand", "V-Rand", RED),
-        ]),
-    );
-    line_plot(
-        &mut c,
-        (3 * pad + 2 * w) as i64,
-        top,
-        w,
-        h,
-        "validation pixel accuracy",
-        &present(vec![
-            series(&records, "validation.pixel_accuracy", "P > 0.5", GREEN),
-            series(
-                &records,
-                "validation.calibrated.pixel_accuracy",
-                "fitted t",
-                BLUE,
-            ),
-        ]),
-    );
-    c.save_png(out)
+    let [blue, orange, green, red, _] = PALETTE;
+    let panels = [
+        (
+            "loss",
+            "weighted cross-entropy",
+            vec![
+                series(&records, "train_loss", "train", blue),
+                series(&records, "validation.loss", "validation", orange),
+            ],
+        ),
+        (
+            "validation mean IoU / V-Rand",
+            "score",
+            present(vec![
+                series(&records, "validation.mean_iou", "mean IoU, P > 0.5", green),
+                series(
+                    &records,
+                    "validation.calibrated.mean_iou",
+                    "mean IoU, fitted t",
+                    blue,
+                ),
+                series(&records, "validation.v_rand", "V-Rand", red),
+            ]),
+        ),
+        (
+            "validation pixel accuracy",
+            "pixel accuracy",
+            present(vec![
+                series(&records, "validation.pixel_accuracy", "P > 0.5", green),
+                series(
+                    &records,
+                    "validation.calibrated.pixel_accuracy",
+                    "fitted t",
+                    blue,
+                ),
+            ]),
+        ),
+    ];
+    let (w, h, head) = (460u32, 360u32, 36u32);
+    plot::figure(out, (3 * w, h + head), |root| {
+        root.fill(&WHITE).map_err(drawing)?;
+        let (title, rest) = root.split_vertically(head);
+        title
+            .draw_text(
+                &format!("training run {}", log.parent().unwrap_or(log).display()),
+                &plot::bold(18),
+                (12, 10),
+            )
+            .map_err(drawing)?;
+        for ((name, y, lines), area) in panels.iter().zip(rest.split_evenly((1, 3))) {
+            epoch_panel(&area, name, y, lines)?;
+        }
+        Ok(())
+    })
 }
 
 /// Per validation section: image | P(cell) | truth | errors (false cell red, false membrane blue).
@@ -228,54 +167,268 @@ pub fn predictions_figure(
             )
         }
     };
-    let s = 256usize; // each panel at half size
-    let (pad, head, caption) = (10usize, 36usize, 14usize);
-    let mut c = Canvas::new(
-        4 * s + 5 * pad,
-        head + pages.len() * (s + pad + caption),
-        WHITE,
-    );
-    c.text(
-        pad as i64,
-        8,
-        "image | P(cell) | truth | errors (red: false cell, blue: false membrane)",
-        1,
-        BLACK,
-    );
-    for (row, &p) in pages.iter().enumerate() {
-        let y = (head + row * (s + pad + caption)) as i64;
-        let img = data.train_images.page(p);
-        let truth = data.train_labels.page(p);
-        let pr = page_of(p)?;
-        let at = |i: usize| (2 * (i / s)) * w + 2 * (i % s);
-        let xs: Vec<i64> = (0..4).map(|k| (pad + k * (s + pad)) as i64).collect();
-        c.blit(xs[0], y, s, s, |i| grey(img[at(i)]));
-        c.blit(xs[1], y, s, s, |i| {
-            grey((pr[at(i)].clamp(0.0, 1.0) * 255.0).round() as u8)
-        });
-        c.blit(xs[2], y, s, s, |i| grey(truth[at(i)]));
-        c.blit(xs[3], y, s, s, |i| {
-            let j = at(i);
-            match (pr[j] > 0.5, truth[j] > 0) {
-                (true, false) => RED,
-                (false, true) => BLUE,
-                _ => grey(img[j] / 2 + 100),
-            }
-        });
-        let (mut errors, n) = (0usize, h * w);
-        for j in 0..n {
-            errors += usize::from((pr[j] > 0.5) != (truth[j] > 0));
+    let rows: Vec<(usize, &[f32])> = pages
+        .iter()
+        .map(|&p| Ok((p, page_of(p)?)))
+        .collect::<Result<_>>()?;
+    let (red, blue) = (RGBColor(214, 39, 40), RGBColor(31, 119, 180));
+    let (cell_w, cell_h, head) = (w as u32 / 2 + 12, h as u32 / 2 + 28, 36u32);
+    let size = (4 * cell_w + 8, head + rows.len() as u32 * cell_h);
+    plot::figure(out, size, |root| {
+        root.fill(&WHITE).map_err(drawing)?;
+        let (title, grid) = root.split_vertically(head);
+        title
+            .draw_text(
+                "image | P(cell) | truth | errors at P > 0.5 (red: false cell, blue: false \
+                 membrane)",
+                &plot::bold(17),
+                (10, 10),
+            )
+            .map_err(drawing)?;
+        let cells = grid.split_evenly((rows.len(), 4));
+        for (row, &(p, pr)) in rows.iter().enumerate() {
+            let img = data.train_images.page(p);
+            let truth = data.train_labels.page(p);
+            let errors = (0..h * w)
+                .filter(|&j| (pr[j] > 0.5) != (truth[j] > 0))
+                .count();
+            let error = 100.0 * errors as f64 / (h * w) as f64;
+            let at = |r: usize, c: usize| r * w + c;
+            let cell = |k: usize| cells[row * 4 + k].margin(2, 2, 6, 6);
+            plot::half_size_panel(&cell(0), (h, w), &format!("section {p}"), |r, c| {
+                plot::grey(img[at(r, c)])
+            })?;
+            plot::half_size_panel(&cell(1), (h, w), "P(cell)", |r, c| {
+                plot::grey((pr[at(r, c)].clamp(0.0, 1.0) * 255.0).round() as u8)
+            })?;
+            plot::half_size_panel(&cell(2), (h, w), "truth", |r, c| {
+                plot::grey(truth[at(r, c)])
+            })?;
+            plot::half_size_panel(
+                &cell(3),
+                (h, w),
+                &format!("pixel error {error:.2}%"),
+                |r, c| {
+                    let j = at(r, c);
+                    match (pr[j] > 0.5, truth[j] > 0) {
+                        (true, false) => red,
+                        (false, true) => blue,
+                        _ => plot::grey(img[j] / 2 + 100),
+                    }
+                },
+            )?;
         }
-        c.text(
-            xs[0],
-            y + s as i64 + 3,
-            &format!(
-                "section {p}: pixel error at P > 0.5 = {:.2}%",
-                100.0 * errors as f64 / n as f64
-            ),
-            1,
-            BLACK,
-        );
+        Ok(())
+    })
+}
+
+/// One model's scores from `unet robustness --json`.
+pub struct RobustnessTable {
+    /// The model's name as the table gives it (or the file's name when it gives none).
+    pub model: String,
+    /// (shift kind, amount, V-Rand, V-Info) per row, in the table's order.
+    pub rows: Vec<(String, f64, f64, f64)>,
+}
+
+/// Reads a table written by `unet robustness --json`.
+pub fn read_robustness(path: &Path) -> Result<RobustnessTable> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let json: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not JSON from unet robustness", path.display()))?;
+    let rows = json["rows"]
+        .as_array()
+        .with_context(|| {
+            format!(
+                "{}: no \"rows\" list (unet robustness --json)",
+                path.display()
+            )
+        })?
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let number = |key: &str| {
+                r[key].as_f64().with_context(|| {
+                    format!("{}: row {} has no number \"{key}\"", path.display(), i + 1)
+                })
+            };
+            let kind = r["shift"]
+                .as_str()
+                .with_context(|| format!("{}: row {} has no \"shift\"", path.display(), i + 1))?;
+            Ok((
+                kind.to_string(),
+                number("amount")?,
+                number("v_rand")?,
+                number("v_info")?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let model = json["model"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            path.file_stem().map_or_else(
+                || path.display().to_string(),
+                |s| s.to_string_lossy().into(),
+            )
+        });
+    Ok(RobustnessTable { model, rows })
+}
+
+/// The amount at which a shift kind leaves the sections as they are (where the unshifted
+/// scores are drawn in its panel).
+fn neutral_amount(kind: &str) -> f64 {
+    match kind {
+        "noise" | "blur" => 0.0,
+        _ => 1.0,
     }
-    c.save_png(out)
+}
+
+/// The axis label of a shift kind's amount.
+fn amount_label(kind: &str) -> &'static str {
+    match kind {
+        "contrast" => "contrast factor around mid-grey",
+        "gamma" => "gamma",
+        "brightness" => "brightness factor",
+        "noise" => "Gaussian noise std (grey in [0, 1])",
+        "blur" => "blur sigma (px)",
+        "zoom" => "zoom factor (pixel size change)",
+        _ => "amount",
+    }
+}
+
+/// Thinned V-Rand and V-Info against the amount of each shift, one panel per kind of shift, one
+/// pair of lines per model (the first table solid colours, then the next), with the 0.97 bar.
+pub fn robustness_figure(tables: &[RobustnessTable], out: &Path) -> Result<()> {
+    anyhow::ensure!(!tables.is_empty(), "no robustness table to draw");
+    // Panels in the order of the first table; the identity joins every panel at its neutral
+    // amount, 16-bit storage (one value) goes into the title.
+    let mut kinds: Vec<&str> = Vec::new();
+    for (kind, ..) in &tables[0].rows {
+        if kind != "none" && kind != "16-bit" && !kinds.contains(&kind.as_str()) {
+            kinds.push(kind);
+        }
+    }
+    anyhow::ensure!(!kinds.is_empty(), "the robustness table has no shifts");
+    let colours = [
+        (PALETTE[0], PALETTE[1]),
+        (PALETTE[2], PALETTE[3]),
+        (PALETTE[4], RGBColor(140, 86, 75)),
+    ];
+    anyhow::ensure!(
+        tables.len() <= colours.len(),
+        "at most {} robustness tables in one figure",
+        colours.len()
+    );
+    let target = 0.97;
+    let series_of = |t: &RobustnessTable, kind: &str, (c_rand, c_info): (RGBColor, RGBColor)| {
+        let mut points: Vec<(f64, f64, f64)> = t
+            .rows
+            .iter()
+            .filter(|r| r.0 == kind)
+            .map(|r| (r.1, r.2, r.3))
+            .collect();
+        if let Some(none) = t.rows.iter().find(|r| r.0 == "none") {
+            points.push((neutral_amount(kind), none.2, none.3));
+        }
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        points.dedup_by(|a, b| a.0 == b.0);
+        [
+            Series {
+                name: format!("{}: V-Rand", t.model),
+                colour: c_rand,
+                dashed: false,
+                points: points.iter().map(|p| (p.0, p.1)).collect(),
+            },
+            Series {
+                name: format!("{}: V-Info", t.model),
+                colour: c_info,
+                dashed: false,
+                points: points.iter().map(|p| (p.0, p.2)).collect(),
+            },
+        ]
+    };
+    let sixteen: Vec<String> = tables
+        .iter()
+        .filter_map(|t| {
+            let r = t.rows.iter().find(|r| r.0 == "16-bit")?;
+            Some(format!("{}: {:.3} / {:.3}", t.model, r.2, r.3))
+        })
+        .collect();
+    // The y range: every score and the target, shared by all panels so they compare.
+    let scores = tables
+        .iter()
+        .flat_map(|t| t.rows.iter().flat_map(|r| [r.2, r.3]));
+    let low = scores.fold(target, f64::min);
+    let y_range = (low - 0.02 * (1.0 - low).max(0.05)).max(0.0)..1.0 + 0.005;
+    let columns = kinds.len().min(3);
+    let panel_rows = kinds.len().div_ceil(columns);
+    let (w, h, head, foot) = (440u32, 320u32, 58u32, 36u32);
+    let size = (columns as u32 * w, head + panel_rows as u32 * h + foot);
+    plot::figure(out, size, |root| {
+        root.fill(&WHITE).map_err(drawing)?;
+        let (title, rest) = root.split_vertically(head);
+        title
+            .draw_text(
+                "Thinned V-Rand and V-Info (ISBI style) under intensity and pixel-size shifts",
+                &plot::bold(18),
+                (12, 8),
+            )
+            .map_err(drawing)?;
+        let mut subtitle = format!("dashed: the {target} bar");
+        if !sixteen.is_empty() {
+            subtitle += &format!(
+                "; stored as 16-bit, V-Rand / V-Info: {}",
+                sixteen.join(", ")
+            );
+        }
+        title
+            .draw_text(&subtitle, &plot::text(14), (12, 34))
+            .map_err(drawing)?;
+        let (grid, strip) = rest.split_vertically(panel_rows as u32 * h);
+        let panels = grid.split_evenly((panel_rows, columns));
+        let mut legend: Vec<(String, RGBColor, bool)> = Vec::new();
+        for (kind, area) in kinds.iter().zip(&panels) {
+            let mut lines: Vec<Series> = tables
+                .iter()
+                .zip(colours)
+                .flat_map(|(t, c)| series_of(t, kind, c))
+                .collect();
+            let xs: Vec<f64> = lines
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.0))
+                .collect();
+            let (x0, x1) = xs
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            if legend.is_empty() {
+                legend = lines
+                    .iter()
+                    .map(|s| (s.name.clone(), s.colour, false))
+                    .collect();
+                legend.push((format!("{target}"), BLACK, true));
+            }
+            lines.push(Series {
+                name: format!("{target}"),
+                colour: BLACK,
+                dashed: true,
+                points: vec![(x0, target), (x1, target)],
+            });
+            plot::line_panel(
+                area,
+                &PanelLabels {
+                    title: kind,
+                    x: amount_label(kind),
+                    y: "score",
+                },
+                &lines,
+                Some(y_range.clone()),
+            )?;
+        }
+        let entries: Vec<(&str, RGBColor, bool)> = legend
+            .iter()
+            .map(|(n, c, d)| (n.as_str(), *c, *d))
+            .collect();
+        plot::legend(&strip, &entries)
+    })
 }
