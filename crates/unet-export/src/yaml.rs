@@ -4,13 +4,14 @@
 
 use serde_json::Value;
 
-/// `value` as a YAML document (a mapping or sequence at the top).
+/// `value` as a YAML document (a mapping or sequence at the top; keys in serde_json's order,
+/// sorted).
 ///
 /// ```
 /// let v = serde_json::json!({"name": "U-Net", "tags": ["a", "b"], "n": 1, "e": []});
 /// assert_eq!(
 ///     unet_export::yaml::to_yaml(&v),
-///     "name: \"U-Net\"\ntags:\n  - \"a\"\n  - \"b\"\nn: 1\ne: []\n"
+///     "e: []\nn: 1\nname: \"U-Net\"\ntags:\n  - \"a\"\n  - \"b\"\n"
 /// );
 /// ```
 pub fn to_yaml(value: &Value) -> String {
