@@ -153,11 +153,41 @@ type Check = fn(&Path, &Venv, &Path) -> Result<()>;
 
 /// Every Python check, in order.
 pub fn run_checks(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
-    // The checks are added here as the features that need them land.
-    let checks: &[(&str, Check)] = &[];
+    let checks: &[(&str, Check)] = &[("bioimageio test of unet export", bioimageio_test)];
     for (name, check) in checks {
         eprintln!("==> python check: {name}");
         check(root, venv, data).with_context(|| format!("python check {name}"))?;
     }
     Ok(())
+}
+
+/// `unet export` of the built-in default model (the dev binary the tests built), then the
+/// BioImage Model Zoo's own validator on the package, with the network cut off (a dead proxy):
+/// the package must validate and reproduce its test outputs offline.
+fn bioimageio_test(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
+    let status = crate::cargo()
+        .current_dir(root)
+        .args(["build", "--quiet", "-p", "unet-cli"])
+        .status()
+        .context("starting cargo build -p unet-cli")?;
+    if !status.success() {
+        bail!("cargo build -p unet-cli failed ({status})");
+    }
+    let out_dir = root.join("target").join("ci-export");
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let package = out_dir.join("default.bioimageio.zip");
+    run(
+        "unet export of the built-in default model",
+        Command::new(root.join("target/debug/unet"))
+            .current_dir(root)
+            .env("UNET_DATA", data)
+            .args(["export", "--overwrite", "--out"])
+            .arg(&package),
+    )?;
+    let mut test = venv.command(root, "bioimageio");
+    test.arg("test").arg(&package).current_dir(&out_dir);
+    for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        test.env(key, "http://127.0.0.1:9");
+    }
+    run("bioimageio test (offline)", &mut test)
 }

@@ -107,7 +107,7 @@ fn lower_crates_stand_alone() {
 }
 
 /// Each workspace crate's layer (0 is the bottom) and the unet crates it may use directly.
-const LAYERS: [(&str, usize, &[&str]); 8] = [
+const LAYERS: [(&str, usize, &[&str]); 9] = [
     ("unet-augment", 0, &[]),
     ("unet-weights", 0, &[]),
     ("unet-metrics", 0, &[]),
@@ -124,6 +124,7 @@ const LAYERS: [(&str, usize, &[&str]); 8] = [
             "unet-metrics",
         ],
     ),
+    ("unet-export", 2, &["unet-model", "unet-data"]),
     (
         "unet-cli",
         3,

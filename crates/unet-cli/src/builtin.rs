@@ -6,6 +6,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use unet_export::package::{is_package_path, read_package, CheckpointBytes};
+use unet_model::checkpoint::sidecar_path;
 use unet_model::{load_model, load_model_from_bytes, CheckpointMeta, UNet};
 
 /// What `--model` names in messages when it was not given.
@@ -20,13 +22,22 @@ const BUILTIN: Option<(&[u8], &[u8])> = Some((
 #[cfg(not(feature = "builtin-model"))]
 const BUILTIN: Option<(&[u8], &[u8])> = None;
 
-/// The net of the checkpoint `model` (weights file with its sidecar), or of the built-in model
-/// when `model` is `None`, on `device`; with its sidecar and a name for messages.
+/// The net of the checkpoint `model` (weights file with its sidecar, or a BioImage Model Zoo
+/// package that `unet export` wrote), or of the built-in model when `model` is `None`, on
+/// `device`; with its sidecar and a name for messages.
 pub fn open_model(model: Option<&Path>, device: &Device) -> Result<(UNet, CheckpointMeta, String)> {
     match model {
         Some(path) => {
             if !path.is_file() {
                 bail!("{}: no such checkpoint file", path.display());
+            }
+            if is_package_path(path) {
+                let name = path.display().to_string();
+                let bytes = read_package(path)?;
+                let (net, meta) =
+                    load_model_from_bytes(&name, &bytes.sidecar, &bytes.weights, device)
+                        .with_context(|| format!("loading the checkpoint inside {name}"))?;
+                return Ok((net, meta, name));
             }
             let (net, meta) =
                 load_model(path, device).with_context(|| format!("loading {}", path.display()))?;
@@ -49,4 +60,36 @@ pub fn builtin_model(device: &Device) -> Result<(UNet, CheckpointMeta)> {
     };
     load_model_from_bytes("models/default.safetensors", sidecar, weights, device)
         .context("loading the built-in default model")
+}
+
+/// The sidecar's and weights' bytes of the checkpoint `model` (or of a package), or of the
+/// built-in model when `model` is `None`; with a name for messages.
+pub fn checkpoint_bytes(model: Option<&Path>) -> Result<(CheckpointBytes, String)> {
+    match model {
+        Some(path) if is_package_path(path) => {
+            Ok((read_package(path)?, path.display().to_string()))
+        }
+        Some(path) => {
+            let read =
+                |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let bytes = CheckpointBytes {
+                weights: read(path)?,
+                sidecar: read(&sidecar_path(path))?,
+            };
+            Ok((bytes, path.display().to_string()))
+        }
+        None => {
+            let Some((sidecar, weights)) = BUILTIN else {
+                bail!(
+                    "no --model given, and this unet was built without the built-in default \
+                     model (the `builtin-model` feature): pass --model PATH.safetensors"
+                );
+            };
+            let bytes = CheckpointBytes {
+                sidecar: sidecar.to_vec(),
+                weights: weights.to_vec(),
+            };
+            Ok((bytes, BUILTIN_NAME.to_string()))
+        }
+    }
 }

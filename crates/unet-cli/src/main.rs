@@ -13,6 +13,7 @@ mod calibrate;
 mod data;
 mod device;
 mod evaluate;
+mod export;
 mod info;
 mod model;
 mod predict;
@@ -50,6 +51,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Score a model on labelled sections changed as other microscopes change them.
     Robustness(robustness::RobustnessArgs),
+    /// Write a model as a BioImage Model Zoo package (ONNX inside) or a bare ONNX file.
+    Export(export::ExportArgs),
     /// Time a training step or a forward pass of a preset on random data (one JSON line).
     Bench(bench::BenchArgs),
     /// Train a U-Net on the ISBI 2012 sections or your own (recipes default, reference, paper; --resume).
@@ -105,6 +108,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Predict(args) => predict::run(&args),
         Command::Robustness(args) => robustness::run(&args),
+        Command::Export(args) => export::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
         Command::Calibrate(args) => calibrate::run(&args),

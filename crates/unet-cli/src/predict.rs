@@ -237,7 +237,7 @@ fn write_binary(path: &Path, prob: &Stack<f32>, threshold: f32) -> Result<()> {
 
 /// Refuses an output that exists (unless `overwrite`), and one that cannot be written, before
 /// any work is done: its directory is created if missing and a probe file written there.
-fn check_output(path: &Path, overwrite: bool) -> Result<()> {
+pub fn check_output(path: &Path, overwrite: bool) -> Result<()> {
     if path.exists() && !overwrite {
         bail!(
             "{} exists; pass --overwrite to replace it, or choose another --out",

@@ -495,3 +495,99 @@ fn an_input_far_from_the_training_statistics_is_warned_about() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_exported_package_predicts_as_its_checkpoint_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_model(d, true);
+    write_stack(d.join("in.tif"), &pages()).unwrap();
+    // A 64x64 sample for the test tensors and the cover.
+    let sample = Stack::new(1, 64, 64, (0..64 * 64).map(|i| (i % 251) as u8).collect()).unwrap();
+    write_stack(d.join("sample.tif"), &sample).unwrap();
+    ok(&unet(
+        &[
+            "export",
+            "--model",
+            "m.safetensors",
+            "--sample",
+            "sample.tif",
+            "--out",
+            "m.bioimageio.zip",
+        ],
+        d,
+    ));
+    // The package predicts exactly what its checkpoint predicts.
+    ok(&unet(
+        &[
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            "in.tif",
+            "--out",
+            "a.tif",
+        ],
+        d,
+    ));
+    ok(&unet(
+        &[
+            "predict",
+            "--model",
+            "m.bioimageio.zip",
+            "--input",
+            "in.tif",
+            "--out",
+            "b.tif",
+        ],
+        d,
+    ));
+    assert_eq!(
+        std::fs::read(d.join("a.tif")).unwrap(),
+        std::fs::read(d.join("b.tif")).unwrap()
+    );
+    // The bare ONNX graph: a protobuf whose first field is the IR version (tag 1, varint).
+    ok(&unet(
+        &[
+            "export",
+            "--model",
+            "m.safetensors",
+            "--format",
+            "onnx",
+            "--out",
+            "m.onnx",
+        ],
+        d,
+    ));
+    assert_eq!(std::fs::read(d.join("m.onnx")).unwrap()[0], 0x08);
+    // An existing output is kept unless --overwrite.
+    let err = fails(&unet(
+        &[
+            "export",
+            "--model",
+            "m.safetensors",
+            "--format",
+            "onnx",
+            "--out",
+            "m.onnx",
+        ],
+        d,
+    ));
+    assert!(err.contains("m.onnx exists"), "{err}");
+    // A truncated package is refused, naming it.
+    let bytes = std::fs::read(d.join("m.bioimageio.zip")).unwrap();
+    std::fs::write(d.join("cut.bioimageio.zip"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = fails(&unet(
+        &[
+            "predict",
+            "--model",
+            "cut.bioimageio.zip",
+            "--input",
+            "in.tif",
+            "--out",
+            "c.tif",
+        ],
+        d,
+    ));
+    assert!(err.contains("cut.bioimageio.zip"), "{err}");
+}
