@@ -1,11 +1,11 @@
 //! Architecture invariants of docs/ARCHITECTURE.md, checked on `cargo metadata`.
 //!
-//! - The layers: `unet-cli`, `xtask` -> `unet-train` -> `unet-model` -> `unet-data`, with
+//! - The layers: `unet-cli`, `xtask` -> `unet-train`, `unet-export` -> `unet-model` -> `unet-data`, with
 //!   `unet-augment`, `unet-weights` and `unet-metrics` beside `unet-data` at the bottom. Arrows
 //!   point down only; `unet-model` uses no unet crate but `unet-data`.
 //! - unet-augment, unet-weights and unet-metrics depend on no candle crate and on no other unet
 //!   crate, so a user can take any one of them alone.
-//! - Only unet-model and what sits above it (unet-train, unet-cli) use candle; unet-data and
+//! - Only unet-model and what sits above it (unet-train, unet-export, unet-cli) use candle; unet-data and
 //!   xtask do not.
 
 use std::collections::{BTreeSet, HashMap};
@@ -130,6 +130,7 @@ const LAYERS: [(&str, usize, &[&str]); 9] = [
         3,
         &[
             "unet-train",
+            "unet-export",
             "unet-model",
             "unet-data",
             "unet-augment",
