@@ -84,5 +84,8 @@ pub use optim::{clip_grad_norm, Adam, AdamParams, LrSchedule, Optimizer, Sgd, Sg
 pub use precision::{LossScaler, Precision};
 pub use size::{nearest_valid_input_sizes, output_size, NearestSizes, SizeError};
 pub use step::{StepKind, StepOptions, StepReport};
-pub use tiling::{overlap_tile_predict, overlap_tile_predict_probs, Blend, TileOptions};
+pub use tiling::{
+    overlap_tile_predict, overlap_tile_predict_probs, overlap_tile_predict_window, Blend,
+    TileOptions, Window,
+};
 pub use unet::UNet;
