@@ -259,7 +259,15 @@ impl Volume {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let (root, mut node_path) = split_store_path(path);
-        let mut dir = root.join(&node_path);
+        // `root.join("")` would add a trailing slash, which a file does not match.
+        let inside = |node: &str| {
+            if node.is_empty() {
+                root.clone()
+            } else {
+                root.join(node)
+            }
+        };
+        let mut dir = inside(&node_path);
         let mut ome = None;
         match node_at(&dir)? {
             Node::Group(attrs) => {
@@ -283,7 +291,7 @@ impl Volume {
                 } else {
                     format!("{node_path}/{first}")
                 };
-                dir = root.join(&node_path);
+                dir = inside(&node_path);
                 if !matches!(node_at(&dir)?, Node::Array) {
                     return Err(zarr_error(
                         &dir,
