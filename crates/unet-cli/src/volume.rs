@@ -7,6 +7,7 @@
 //! layout (`overlap_tile_predict_window`), so a block holds the numbers `unet predict` gives for
 //! the whole section. The store, its block grid and done-markers are `unet_data::zarr`'s.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,7 +19,7 @@ use unet_data::zarr::{
     worker_blocks, BlockGrid, BlockStore, OutputSpec, OutputType, Volume, ZarrVersion,
 };
 use unet_model::tiling::window_input;
-use unet_model::{overlap_tile_predict_window, Normalisation, Window};
+use unet_model::{overlap_tile_predict_window, Normalisation, PlaneStats, Window};
 
 use crate::builtin::{checkpoint_bytes, open_model};
 use crate::predict::PredictArgs;
@@ -167,6 +168,32 @@ fn pause_before_marker() {
     }
 }
 
+/// The mean and standard deviation of section `z` over all its channels, as
+/// `Normalisation::PerImage` computes them for the whole section (channel planes in order, rows
+/// in order), read in bands of `band` rows so memory stays bounded by a band.
+fn streamed_section_stats(volume: &Volume, z: usize, band: usize) -> Result<PlaneStats> {
+    let [_, height, width] = volume.shape();
+    let channels = volume.channels();
+    let band = band.max(1);
+    let mut stats = PlaneStats::default();
+    for pass in 0..2 {
+        for c in 0..channels {
+            for y0 in (0..height).step_by(band) {
+                let rows = y0..(y0 + band).min(height);
+                let plane = rows.len() * width;
+                let values = volume.read_unit(z..z + 1, rows, 0..width)?;
+                let part = &values[c * plane..(c + 1) * plane];
+                if pass == 0 {
+                    stats.add_values(part);
+                } else {
+                    stats.add_deviations(part);
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
 /// `unet predict` for an OME-Zarr volume.
 pub fn run(args: &PredictArgs) -> Result<()> {
     let out = &args.out;
@@ -197,16 +224,18 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let model_sha256 = sha256_hex(&[&bytes.sidecar, &bytes.weights]);
     let cfg = model.config().clone();
     let normalisation = match meta.normalisation {
-        Some(n @ Normalisation::Dataset { .. }) => n,
-        other => bail!(
-            "{model_name} normalises {}; blockwise prediction needs fixed statistics (a model \
-             trained with --normalisation dataset), since a block sees only part of a section",
-            match other {
-                Some(Normalisation::PerImage) => "each image by its own mean and std".to_string(),
-                Some(Normalisation::Percentile { .. }) => "each image by its percentiles".into(),
-                _ => "nothing (no normalisation recorded)".into(),
-            }
+        Some(n @ (Normalisation::Dataset { .. } | Normalisation::PerImage)) => n,
+        Some(Normalisation::Percentile { .. }) => bail!(
+            "{model_name} normalises each image by its percentiles, which blockwise prediction \
+             does not offer (it would sort every whole section); predict TIFF stacks with it"
         ),
+        None => {
+            eprintln!(
+                "warning: {model_name} records no input normalisation; standardising each \
+                 section by its own mean and std"
+            );
+            Normalisation::PerImage
+        }
     };
     let volume = Volume::open(input)?;
     if volume.channels() != cfg.in_channels {
@@ -277,6 +306,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let (height, width) = (shape[1], shape[2]);
     let channels = volume.channels();
     let mut voxels = 0u64;
+    // Per-section statistics, each gathered once by this worker.
+    let mut section_stats: HashMap<usize, PlaneStats> = HashMap::new();
     for &id in &todo {
         let [zs, ys, xs] = grid.block(id);
         let window = Window { y: ys, x: xs };
@@ -286,8 +317,20 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         let mut p_cell = Vec::with_capacity(zs.len() * window.height() * window.width());
         for (k, section) in crop.chunks_exact(crop_plane).enumerate() {
             let mut section = section.to_vec();
-            // Fixed statistics act voxel by voxel: a crop gets the whole section's numbers.
-            normalisation.apply(&mut section);
+            if normalisation == Normalisation::PerImage {
+                let z = zs.start + k;
+                let stats = match section_stats.get(&z) {
+                    Some(s) => *s,
+                    None => {
+                        let s = streamed_section_stats(&volume, z, window.height())?;
+                        *section_stats.entry(z).or_insert(s)
+                    }
+                };
+                stats.apply(&mut section);
+            } else {
+                // Fixed statistics act voxel by voxel: a crop gets the whole section's numbers.
+                normalisation.apply(&mut section);
+            }
             let p =
                 overlap_tile_predict_window(&model, &section, &need, height, width, &window, &opts)
                     .with_context(|| format!("{} section {}", input.display(), zs.start + k))?;

@@ -46,6 +46,18 @@ fn fails(out: &Output) -> String {
 
 /// A depth-2, width-4 net with the training statistics in its sidecar, as `dir/NAME`.
 fn tiny_model(dir: &Path, name: &str, padding: Padding, seed: u64) {
+    let dataset = Normalisation::dataset(0.45, 0.2).unwrap();
+    tiny_model_normalised(dir, name, padding, seed, dataset);
+}
+
+/// As [`tiny_model`], with the given input normalisation.
+fn tiny_model_normalised(
+    dir: &Path,
+    name: &str,
+    padding: Padding,
+    seed: u64,
+    normalisation: Normalisation,
+) {
     let cfg = UNetConfig {
         depth: 2,
         base_width: 4,
@@ -57,7 +69,7 @@ fn tiny_model(dir: &Path, name: &str, padding: Padding, seed: u64) {
         dir.join(name),
         &model,
         1,
-        Some(Normalisation::dataset(0.45, 0.2).unwrap()),
+        Some(normalisation),
         json!({}),
         None,
     )
@@ -270,6 +282,36 @@ fn blockwise_equals_whole_section_prediction() {
         let got = read_out::<u8>(&d.join(&u8_out));
         assert_eq!(got, want.iter().map(|&p| to_u8(p)).collect::<Vec<_>>());
     }
+    // Per-image standardisation: each whole section's mean and std, gathered in bands of rows
+    // before its blocks are predicted.
+    tiny_model_normalised(
+        d,
+        "per-image.safetensors",
+        Padding::Same,
+        6,
+        Normalisation::PerImage,
+    );
+    let tiling = ["--tile", "16", "--overlap", "4"];
+    let want = tiff_reference(d, "per-image.safetensors", stack.clone(), &tiling);
+    let mut args = vec![
+        "predict",
+        "--model",
+        "per-image.safetensors",
+        "--input",
+        "vol.zarr",
+    ];
+    args.extend(tiling);
+    args.extend([
+        "--out",
+        "per-image.zarr",
+        "--dtype",
+        "f32",
+        "--block",
+        "1,16,40",
+    ]);
+    ok(&unet(&args, d));
+    assert_eq!(read_out::<f32>(&d.join("per-image.zarr")), want);
+
     // The output carries the input's axes and voxel size, as OME-Zarr 0.4 on Zarr v2.
     let attrs: Value = serde_json::from_slice(
         &std::fs::read(d.join("valid.safetensors-u8.zarr/.zattrs")).unwrap(),
