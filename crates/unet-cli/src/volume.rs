@@ -72,6 +72,7 @@ impl VolumeArgs {
             || self.chunks.is_some()
             || self.block.is_some()
             || self.blocks.is_some()
+            || self.workers.is_some()
     }
 }
 

@@ -674,4 +674,39 @@ fn bad_volumes_are_clear_errors() {
     );
     let err = fails(&unet(&["predict", "--out", "nothing.zarr", "--status"], d));
     assert!(err.contains("nothing.zarr"), "{err}");
+    // Flags of one format are refused with the other.
+    let err = fails(&unet(
+        &[
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            "ok.zarr",
+            "--out",
+            "t.zarr",
+            "--tta",
+        ],
+        d,
+    ));
+    assert!(err.contains("--tta is not offered for OME-Zarr"), "{err}");
+    write_stack(
+        d.join("s.tif"),
+        &Stack::new(1, 4, 4, vec![7u8; 16]).unwrap(),
+    )
+    .unwrap();
+    let err = fails(&unet(
+        &[
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            "s.tif",
+            "--out",
+            "s-p.tif",
+            "--workers",
+            "2",
+        ],
+        d,
+    ));
+    assert!(err.contains("are for OME-Zarr volumes"), "{err}");
 }
