@@ -153,12 +153,39 @@ type Check = fn(&Path, &Venv, &Path) -> Result<()>;
 
 /// Every Python check, in order.
 pub fn run_checks(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
-    let checks: &[(&str, Check)] = &[("bioimageio test of unet export", bioimageio_test)];
+    let checks: &[(&str, Check)] = &[
+        ("bioimageio test of unet export", bioimageio_test),
+        ("zarr-python reads unet predict's OME-Zarr", zarr_check),
+    ];
     for (name, check) in checks {
         eprintln!("==> python check: {name}");
         check(root, venv, data).with_context(|| format!("python check {name}"))?;
     }
     Ok(())
+}
+
+/// `xtask/python/zarr_check.py`: a volume zarr-python writes goes through blockwise `unet
+/// predict` (the dev binary, built-in model), and zarr-python reads the OME-Zarr 0.4 and 0.5
+/// outputs back, metadata included.
+fn zarr_check(root: &Path, venv: &Venv, _data: &Path) -> Result<()> {
+    let status = crate::cargo()
+        .current_dir(root)
+        .args(["build", "--quiet", "-p", "unet-cli"])
+        .status()
+        .context("starting cargo build -p unet-cli")?;
+    if !status.success() {
+        bail!("cargo build -p unet-cli failed ({status})");
+    }
+    let work = root.join("target").join("ci-zarr");
+    if work.exists() {
+        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    let mut check = venv.command(root, "python");
+    check
+        .arg(root.join("xtask/python/zarr_check.py"))
+        .arg(root.join("target/debug/unet"))
+        .arg(&work);
+    run("zarr_check.py", &mut check)
 }
 
 /// `unet export` of the built-in default model (the dev binary the tests built), then the

@@ -21,6 +21,7 @@ mod robustness;
 mod score;
 mod target;
 mod train;
+mod volume;
 mod weights;
 
 /// U-Net biomedical image segmentation (Ronneberger et al. 2015), in Rust.

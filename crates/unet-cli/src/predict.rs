@@ -1,5 +1,6 @@
 //! `unet predict`: P(cell) for every pixel of a TIFF stack, a PNG or a directory of them, by
-//! overlap-tile prediction with a trained checkpoint.
+//! overlap-tile prediction with a trained checkpoint; OME-Zarr volumes go block by block through
+//! [`crate::volume`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,6 +26,15 @@ pub enum BlendArg {
     Gaussian,
 }
 
+/// The file format of `--input` and `--out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// TIFF stacks (PNG and directories of them in).
+    Tiff,
+    /// OME-Zarr volumes, predicted block by block.
+    Zarr,
+}
+
 /// Flags of `unet predict`.
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -33,15 +43,21 @@ pub struct PredictArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// The image: a TIFF stack (8-bit, 16-bit or 32-bit float grey), a PNG, or a directory of
-    /// those (sorted by name; all pages must have the same size).
-    #[arg(long)]
-    pub input: PathBuf,
+    /// those (sorted by name; all pages must have the same size); or an OME-Zarr volume,
+    /// `VOL.zarr` or `VOL.zarr/ARRAY` (uint8, uint16 or float32; axes (c,) z, y, x).
+    #[arg(long, required_unless_present = "status")]
+    pub input: Option<PathBuf>,
     /// Where to write P(cell): a 32-bit float TIFF stack, one page per input page (the ISBI 2012
-    /// submission format).
+    /// submission format); or, for a volume, an OME-Zarr store `OUT.zarr`, written block by
+    /// block, resumable and shared by the workers of a job array (README, "Volumes").
     #[arg(long)]
     pub out: PathBuf,
+    /// The format of `--input` and `--out` [default: zarr when a path has a `.zarr` component,
+    /// else tiff].
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
     /// Replace `--out` (and `--binary`) when they exist [default: an existing output is
-    /// refused].
+    /// refused]. Not for OME-Zarr stores, which reruns resume.
     #[arg(long)]
     pub overwrite: bool,
     /// Test-time augmentation: average over the 8 flips and 90-degree rotations (8x slower).
@@ -71,6 +87,26 @@ pub struct PredictArgs {
     /// Blending of overlapping tiles (same-padding models only).
     #[arg(long, value_enum, default_value_t = BlendArg::Gaussian)]
     pub blend: BlendArg,
+    /// The volume options (OME-Zarr only).
+    #[command(flatten)]
+    pub volume: crate::volume::VolumeArgs,
+}
+
+impl PredictArgs {
+    /// The tiling the flags ask for.
+    pub fn tile_options(&self) -> TileOptions {
+        TileOptions {
+            output_tile: self.tile,
+            overlap: self.overlap,
+            batch_size: self.batch,
+            blend: match self.blend {
+                BlendArg::None => Blend::None,
+                BlendArg::Linear => Blend::Linear,
+                BlendArg::Gaussian => Blend::Gaussian,
+            },
+            tta: self.tta,
+        }
+    }
 }
 
 /// Grey pages scaled to [0, 1] (8-bit / 255, 16-bit / 65535, float as stored), pixels
@@ -262,8 +298,34 @@ pub fn check_output(path: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
+/// Whether a path names a Zarr store: a component ends in `.zarr`.
+fn is_zarr_path(path: &Path) -> bool {
+    path.components().any(|c| {
+        c.as_os_str()
+            .to_str()
+            .is_some_and(|s| s.to_ascii_lowercase().ends_with(".zarr"))
+    })
+}
+
 /// Predict and write.
 pub fn run(args: &PredictArgs) -> Result<()> {
+    let format = args.format.unwrap_or(
+        if is_zarr_path(&args.out) || args.input.as_deref().is_some_and(is_zarr_path) {
+            FormatArg::Zarr
+        } else {
+            FormatArg::Tiff
+        },
+    );
+    if format == FormatArg::Zarr {
+        return crate::volume::run(args);
+    }
+    if args.volume.status || args.volume.is_set() {
+        bail!(
+            "--status, --zarr-version, --dtype, --chunks, --block, --blocks and --workers are for \
+             OME-Zarr volumes (an --out ending in .zarr, or --format zarr)"
+        );
+    }
+    let input_path = args.input.as_deref().context("--input is needed")?;
     check_output(&args.out, args.overwrite)?;
     if let Some(binary) = &args.binary {
         check_output(binary, args.overwrite)?;
@@ -274,11 +336,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let device = args.device.open()?;
     let (model, meta, model_name) = open_model(args.model.as_deref(), &device)?;
     let cfg = model.config().clone();
-    let mut input = read_input(&args.input)?;
+    let mut input = read_input(input_path)?;
     if input.channels != cfg.in_channels {
         bail!(
             "{}: {} sample(s) per pixel, but the model {} takes {} input channel(s)",
-            args.input.display(),
+            input_path.display(),
             input.channels,
             model_name,
             cfg.in_channels
@@ -288,7 +350,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         eprintln!(
             "warning: {} holds float values outside [0, 1]; they are used as grey values in \
              [0, 1] units",
-            args.input.display()
+            input_path.display()
         );
     }
     let normalisation = match meta.normalisation {
@@ -301,18 +363,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             Normalisation::PerImage
         }
     };
-    warn_if_far_from_training(&args.input, &input.pages, normalisation);
-    let opts = TileOptions {
-        output_tile: args.tile,
-        overlap: args.overlap,
-        batch_size: args.batch,
-        blend: match args.blend {
-            BlendArg::None => Blend::None,
-            BlendArg::Linear => Blend::Linear,
-            BlendArg::Gaussian => Blend::Gaussian,
-        },
-        tta: args.tta,
-    };
+    warn_if_far_from_training(input_path, &input.pages, normalisation);
+    let opts = args.tile_options();
     let (h, w, n) = (input.height, input.width, input.pages.len());
     let bar = ProgressBar::new(n as u64).with_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} pages, {elapsed} (eta {eta})")
@@ -326,7 +378,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         // Channels are normalised together, as training does with its grey statistics.
         normalisation.apply(page);
         let cell = overlap_tile_predict(&model, page, h, w, &opts)
-            .with_context(|| format!("{} page {p}", args.input.display()))?;
+            .with_context(|| format!("{} page {p}", input_path.display()))?;
         prob.extend(cell);
         *page = Vec::new();
         bar.inc(1);

@@ -155,6 +155,26 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
+    /// A Zarr store or array could not be read or written, or is not a volume unet can use.
+    #[error("{}: {detail}", path.display())]
+    Zarr {
+        /// The store, array or file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// An output store was made by another job (another model or other options).
+    #[error(
+        "{}: this store was written by another job ({detail}); finish it with the same model and \
+         options, or choose another --out",
+        path.display()
+    )]
+    StoreMismatch {
+        /// The store.
+        path: PathBuf,
+        /// The first difference, in words.
+        detail: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

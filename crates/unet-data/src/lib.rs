@@ -37,6 +37,9 @@ pub mod download;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 
+#[cfg(feature = "zarr")]
+pub mod zarr;
+
 pub use error::{Error, Result};
 pub use fsutil::{
     process_is_running, temp_path_for, temp_path_pid, write_all_atomically, write_atomically,

@@ -122,6 +122,10 @@ pub enum Error {
         /// The value, as text.
         value: String,
     },
+    /// A window of an image, or the crop given for it, does not fit (see
+    /// [`crate::tiling::overlap_tile_predict_window`]).
+    #[error("tiling: {0}")]
+    Window(String),
     /// `output_tile` or `batch_size` is 0.
     #[error("tiling: {what} must be at least 1")]
     Zero {

@@ -79,10 +79,13 @@ pub use checkpoint::{
 pub use config::{Encoder, Padding, Preset, UNetConfig, Upsampling};
 pub use error::{Error, Result};
 pub use loss::{cross_entropy, cross_entropy_dice, dice_loss, Loss};
-pub use normalisation::Normalisation;
+pub use normalisation::{Normalisation, PlaneStats};
 pub use optim::{clip_grad_norm, Adam, AdamParams, LrSchedule, Optimizer, Sgd, SgdParams};
 pub use precision::{LossScaler, Precision};
 pub use size::{nearest_valid_input_sizes, output_size, NearestSizes, SizeError};
 pub use step::{StepKind, StepOptions, StepReport};
-pub use tiling::{overlap_tile_predict, overlap_tile_predict_probs, Blend, TileOptions};
+pub use tiling::{
+    overlap_tile_predict, overlap_tile_predict_probs, overlap_tile_predict_window, Blend,
+    TileOptions, Window,
+};
 pub use unet::UNet;

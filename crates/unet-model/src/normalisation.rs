@@ -110,16 +110,10 @@ impl Normalisation {
                 shift_and_scale(plane, mean, std);
             }
             Normalisation::PerImage => {
-                let n = plane.len().max(1) as f64;
-                let mean = plane.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-                let var = plane
-                    .iter()
-                    .map(|&v| (f64::from(v) - mean).powi(2))
-                    .sum::<f64>()
-                    / n;
-                // A constant plane stays constant (zero) rather than dividing by zero.
-                let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
-                shift_and_scale(plane, mean as f32, std as f32);
+                let mut stats = PlaneStats::default();
+                stats.add_values(plane);
+                stats.add_deviations(plane);
+                stats.apply(plane);
             }
             Normalisation::Percentile { low, high } => {
                 let mut sorted: Vec<f32> =
@@ -143,6 +137,70 @@ impl Normalisation {
         let mut out: Vec<f32> = plane.iter().map(|&v| f32::from(v) / 255.0).collect();
         self.apply(&mut out);
         out
+    }
+}
+
+/// The mean and standard deviation [`Normalisation::PerImage`] standardises a plane by,
+/// gathered from the plane in pieces: all of it through [`PlaneStats::add_values`], then all of
+/// it again through [`PlaneStats::add_deviations`], in the same order. The sums are those
+/// `apply` forms on the whole plane, so a plane streamed in bands of rows (a volume's section,
+/// read block by block) is normalised to the same numbers.
+///
+/// ```
+/// use unet_model::{Normalisation, PlaneStats};
+///
+/// let plane: Vec<f32> = (0..12).map(|i| (i as f32 * 0.7).sin()).collect();
+/// let mut stats = PlaneStats::default();
+/// plane.chunks(5).for_each(|part| stats.add_values(part));
+/// plane.chunks(5).for_each(|part| stats.add_deviations(part));
+/// let (mut whole, mut streamed) = (plane.clone(), plane);
+/// Normalisation::PerImage.apply(&mut whole);
+/// stats.apply(&mut streamed);
+/// assert_eq!(whole, streamed);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PlaneStats {
+    count: u64,
+    sum: f64,
+    squares: f64,
+}
+
+impl PlaneStats {
+    /// First pass: the next values of the plane.
+    pub fn add_values(&mut self, part: &[f32]) {
+        self.count += part.len() as u64;
+        for &v in part {
+            self.sum += f64::from(v);
+        }
+    }
+
+    /// The plane's mean (after the first pass).
+    pub fn mean(&self) -> f64 {
+        self.sum / self.count.max(1) as f64
+    }
+
+    /// Second pass: the next values of the plane again, for the squared deviations.
+    pub fn add_deviations(&mut self, part: &[f32]) {
+        let mean = self.mean();
+        for &v in part {
+            self.squares += (f64::from(v) - mean).powi(2);
+        }
+    }
+
+    /// The standard deviation (after both passes); 1 for a constant plane, which then stays
+    /// constant (zero) rather than dividing by zero.
+    pub fn std(&self) -> f64 {
+        let var = self.squares / self.count.max(1) as f64;
+        if var > 1e-12 {
+            var.sqrt()
+        } else {
+            1.0
+        }
+    }
+
+    /// Standardises `part` of the plane: `(v - mean) / std`, in f32 as the network computes.
+    pub fn apply(&self, part: &mut [f32]) {
+        shift_and_scale(part, self.mean() as f32, self.std() as f32);
     }
 }
 

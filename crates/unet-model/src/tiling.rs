@@ -40,6 +40,8 @@
 //! # }
 //! ```
 
+use std::ops::Range;
+
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{Padding, UNetConfig};
@@ -371,17 +373,128 @@ fn check_image(cfg: &UNetConfig, image: &[f32], height: usize, width: usize) -> 
     Ok(())
 }
 
-/// Predicts the softmax probabilities of `classes` for every pixel, tile by tile (no TTA).
-/// Returns `classes.len()` planes of `height * width`.
-fn predict_planes(
-    model: &UNet,
-    image: &[f32],
+/// A rectangle of an image: rows `y` and columns `x`, half-open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Rows.
+    pub y: Range<usize>,
+    /// Columns.
+    pub x: Range<usize>,
+}
+
+impl Window {
+    /// The whole of a `height` x `width` image.
+    pub fn full(height: usize, width: usize) -> Self {
+        Window {
+            y: 0..height,
+            x: 0..width,
+        }
+    }
+
+    /// Rows.
+    pub fn height(&self) -> usize {
+        self.y.len()
+    }
+
+    /// Columns.
+    pub fn width(&self) -> usize {
+        self.x.len()
+    }
+
+    /// Whether `other` lies inside this window.
+    pub fn contains(&self, other: &Window) -> bool {
+        self.y.start <= other.y.start
+            && other.y.end <= self.y.end
+            && self.x.start <= other.x.start
+            && other.x.end <= self.x.end
+    }
+}
+
+/// The tiles along an axis whose output touches `range`.
+fn tiles_touching(axis: &AxisTiles, range: &Range<usize>) -> Range<usize> {
+    let out = axis.output as isize;
+    let first = axis
+        .starts
+        .iter()
+        .position(|&s| s + out > range.start as isize)
+        .unwrap_or(axis.starts.len());
+    let end = axis
+        .starts
+        .iter()
+        .rposition(|&s| s < range.end as isize)
+        .map_or(0, |k| k + 1);
+    first..end.max(first)
+}
+
+/// The image pixels that tiles `tiles` read along an axis of `n` pixels, after mirroring: one
+/// range, since the tiles' inputs overlap and mirroring maps a run of coordinates to a run.
+fn axis_input_span(axis: &AxisTiles, tiles: Range<usize>, n: usize) -> Range<usize> {
+    let (mut lo, mut hi) = (n, 0);
+    for k in tiles {
+        for i in axis.input_range(k) {
+            let r = reflect_index(i, n);
+            lo = lo.min(r);
+            hi = hi.max(r + 1);
+        }
+    }
+    lo..hi.max(lo)
+}
+
+/// The part of a `height` x `width` image that [`overlap_tile_predict_window`] reads to predict
+/// `window`: the inputs of every tile whose output touches the window, mirrored into the image.
+/// Inside the image these are the real neighbouring pixels; only at the image's own border is
+/// the context mirrored, exactly as for the whole image.
+pub fn window_input(
+    cfg: &UNetConfig,
     height: usize,
     width: usize,
+    window: &Window,
+    opts: &TileOptions,
+) -> Result<Window> {
+    let layout = tile_layout(cfg, height, width, opts)?;
+    check_window(height, width, window)?;
+    Ok(Window {
+        y: axis_input_span(
+            &layout.rows,
+            tiles_touching(&layout.rows, &window.y),
+            height,
+        ),
+        x: axis_input_span(&layout.cols, tiles_touching(&layout.cols, &window.x), width),
+    })
+}
+
+fn check_window(height: usize, width: usize, window: &Window) -> Result<()> {
+    if window.y.is_empty() || window.x.is_empty() || !Window::full(height, width).contains(window) {
+        return Err(Error::Window(format!(
+            "window rows {:?}, columns {:?} is empty or not inside the {height}x{width} image",
+            window.y, window.x
+        )));
+    }
+    Ok(())
+}
+
+/// What [`predict_planes`] predicts: `out` of a `height` x `width` image whose pixels inside
+/// `crop` are `image` (`in_channels` planes of the crop's size).
+struct Region<'a> {
+    image: &'a [f32],
+    crop: &'a Window,
+    height: usize,
+    width: usize,
+    out: &'a Window,
+}
+
+/// Predicts the softmax probabilities of `classes` for every pixel of `region.out`, tile by
+/// tile (no TTA), with the tile layout of the whole image: the tiles whose output touches the
+/// window, in the whole image's order, so each pixel gets the same tiles and the same sums.
+/// Returns `classes.len()` planes of the window's size.
+fn predict_planes(
+    model: &UNet,
+    region: &Region<'_>,
     opts: &TileOptions,
     classes: &[usize],
 ) -> Result<Vec<f32>> {
     let cfg = model.config();
+    let (height, width, crop, window) = (region.height, region.width, region.crop, region.out);
     let layout = tile_layout(cfg, height, width, opts)?;
     let (rows, cols) = (&layout.rows, &layout.cols);
     // A layout bug must be an error, never a silently wrong stitch.
@@ -398,30 +511,51 @@ fn predict_planes(
     let (row_weights, col_weights) = (axis_weights(rows, blend), axis_weights(cols, blend));
     let (device, dtype) = model_device_dtype(model);
     let channels = cfg.in_channels;
-    let plane = height * width;
+    let (crop_h, crop_w) = (crop.height(), crop.width());
+    let crop_plane = crop_h * crop_w;
+    let (out_h, out_w) = (window.height(), window.width());
+    let plane = out_h * out_w;
     let mut acc = vec![0f32; classes.len() * plane];
     let mut weight_sum = vec![0f32; plane];
 
-    let tiles: Vec<(usize, usize)> = (0..rows.starts.len())
-        .flat_map(|ty| (0..cols.starts.len()).map(move |tx| (ty, tx)))
+    let (tile_rows, tile_cols) = (
+        tiles_touching(rows, &window.y),
+        tiles_touching(cols, &window.x),
+    );
+    let tiles: Vec<(usize, usize)> = tile_rows
+        .flat_map(|ty| tile_cols.clone().map(move |tx| (ty, tx)))
         .collect();
     let tile_in = rows.input * cols.input;
     let tile_out = rows.output * cols.output;
+    // Image coordinates, mirrored, then made relative to the crop; a crop that misses one is
+    // a caller's error, never a wrong pixel.
+    let into_crop = |i: isize, n: usize, span: &Range<usize>| -> Result<usize> {
+        let r = reflect_index(i, n);
+        if span.contains(&r) {
+            Ok(r - span.start)
+        } else {
+            Err(Error::Window(format!(
+                "the crop rows {:?}, columns {:?} lacks pixel {r} that window rows {:?}, \
+                 columns {:?} needs (see window_input)",
+                crop.y, crop.x, window.y, window.x
+            )))
+        }
+    };
     for batch in tiles.chunks(opts.batch_size) {
         let mut input = Vec::with_capacity(batch.len() * channels * tile_in);
         for &(ty, tx) in batch {
             let ys: Vec<usize> = rows
                 .input_range(ty)
-                .map(|y| reflect_index(y, height))
-                .collect();
+                .map(|y| into_crop(y, height, &crop.y))
+                .collect::<Result<_>>()?;
             let xs: Vec<usize> = cols
                 .input_range(tx)
-                .map(|x| reflect_index(x, width))
-                .collect();
+                .map(|x| into_crop(x, width, &crop.x))
+                .collect::<Result<_>>()?;
             for c in 0..channels {
-                let src = &image[c * plane..(c + 1) * plane];
+                let src = &region.image[c * crop_plane..(c + 1) * crop_plane];
                 for &y in &ys {
-                    let row = &src[y * width..(y + 1) * width];
+                    let row = &src[y * crop_w..(y + 1) * crop_w];
                     input.extend(xs.iter().map(|&x| row[x]));
                 }
             }
@@ -439,22 +573,23 @@ fn predict_planes(
             .flatten_all()?
             .to_vec1::<f32>()?;
         let n_classes = cfg.n_classes;
+        let (wy0, wx0) = (window.y.start as isize, window.x.start as isize);
         for (b, &(ty, tx)) in batch.iter().enumerate() {
             let (wy, wx) = (&row_weights[ty], &col_weights[tx]);
             let (y0, x0) = (rows.starts[ty], cols.starts[tx]);
             for i in 0..rows.output {
-                let y = y0 + i as isize;
-                if y < 0 || y >= height as isize || wy[i] == 0.0 {
+                let y = y0 + i as isize - wy0;
+                if y < 0 || y >= out_h as isize || wy[i] == 0.0 {
                     continue;
                 }
                 let y = y as usize;
                 for j in 0..cols.output {
-                    let x = x0 + j as isize;
+                    let x = x0 + j as isize - wx0;
                     let w = wy[i] * wx[j];
-                    if x < 0 || x >= width as isize || w == 0.0 {
+                    if x < 0 || x >= out_w as isize || w == 0.0 {
                         continue;
                     }
-                    let p = y * width + x as usize;
+                    let p = y * out_w + x as usize;
                     weight_sum[p] += w;
                     for (k, &class) in classes.iter().enumerate() {
                         let v = probs[(b * n_classes + class) * tile_out + i * cols.output + j];
@@ -526,7 +661,15 @@ fn predict_classes(
     check_options(opts)?;
     check_image(model.config(), image, height, width)?;
     if !opts.tta {
-        return predict_planes(model, image, height, width, opts, classes);
+        let full = Window::full(height, width);
+        let region = Region {
+            image,
+            crop: &full,
+            height,
+            width,
+            out: &full,
+        };
+        return predict_planes(model, &region, opts, classes);
     }
     let plane = height * width;
     let channels = model.config().in_channels;
@@ -537,7 +680,15 @@ fn predict_classes(
         let transformed: Vec<f32> = (0..channels)
             .flat_map(|c| src.iter().map(move |&i| image[c * plane + i]))
             .collect();
-        let probs = predict_planes(model, &transformed, th, tw, opts, classes)?;
+        let full = Window::full(th, tw);
+        let region = Region {
+            image: &transformed,
+            crop: &full,
+            height: th,
+            width: tw,
+            out: &full,
+        };
+        let probs = predict_planes(model, &region, opts, classes)?;
         for k in 0..classes.len() {
             let (dst, from) = (
                 &mut mean[k * plane..(k + 1) * plane],
@@ -576,6 +727,41 @@ pub fn overlap_tile_predict_probs(
 ) -> Result<Vec<f32>> {
     let classes: Vec<usize> = (0..model.config().n_classes).collect();
     predict_classes(model, image, height, width, opts, &classes)
+}
+
+/// P(cell) for `window` of a `height` x `width` image, given only the image's pixels inside
+/// `crop` (`in_channels` planes of the crop's size, normalised as in training): the same
+/// numbers [`overlap_tile_predict`] gives there for the whole image, since the tile layout is
+/// the whole image's and every tile reads the same pixels. `crop` must contain
+/// [`window_input`] of the window. This is how a volume is predicted block by block with
+/// memory bounded by the block. Test-time augmentation is not offered here (its flipped tile
+/// grids would need a crop per transform).
+pub fn overlap_tile_predict_window(
+    model: &UNet,
+    crop_pixels: &[f32],
+    crop: &Window,
+    height: usize,
+    width: usize,
+    window: &Window,
+    opts: &TileOptions,
+) -> Result<Vec<f32>> {
+    check_options(opts)?;
+    if opts.tta {
+        return Err(Error::Window(
+            "test-time augmentation is not offered for a window of an image".into(),
+        ));
+    }
+    check_window(height, width, window)?;
+    check_window(height, width, crop)?;
+    check_image(model.config(), crop_pixels, crop.height(), crop.width())?;
+    let region = Region {
+        image: crop_pixels,
+        crop,
+        height,
+        width,
+        out: window,
+    };
+    predict_planes(model, &region, opts, &[1])
 }
 
 #[cfg(test)]

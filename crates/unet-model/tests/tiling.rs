@@ -4,10 +4,10 @@
 //! walking back and forth over it, run through the net once and cropped.
 
 use candle_core::{Device, Tensor};
-use unet_model::tiling::{predict_whole_logits, tile_layout};
+use unet_model::tiling::{predict_whole_logits, tile_layout, window_input};
 use unet_model::{
-    output_size, overlap_tile_predict, overlap_tile_predict_probs, Blend, Error, Padding,
-    TileOptions, UNet, UNetConfig,
+    output_size, overlap_tile_predict, overlap_tile_predict_probs, overlap_tile_predict_window,
+    Blend, Error, Padding, TileOptions, UNet, UNetConfig, Window,
 };
 
 fn net(cfg: &UNetConfig, seed: u64) -> UNet {
@@ -380,4 +380,88 @@ fn bad_input_is_a_typed_error() {
         err.to_string().contains("output_tile must be at least 1"),
         "{err}"
     );
+}
+
+/// The pixels of `window` cut out of channel planes of `height` x `width`.
+fn crop(img: &[f32], channels: usize, height: usize, width: usize, window: &Window) -> Vec<f32> {
+    let mut out = Vec::new();
+    for c in 0..channels {
+        for y in window.y.clone() {
+            let row = (c * height + y) * width;
+            out.extend_from_slice(&img[row + window.x.start..row + window.x.end]);
+        }
+    }
+    out
+}
+
+/// A window of an image, predicted from only the crop `window_input` names, gives the whole
+/// image's numbers bit for bit: valid and same padding, every blend, windows on and off the
+/// tile grid, at the border and inside, batch sizes that cut the tile list differently.
+#[test]
+fn windows_give_the_whole_images_numbers() {
+    let same = |blend| {
+        (
+            UNetConfig {
+                padding: Padding::Same,
+                ..valid_cfg()
+            },
+            TileOptions {
+                output_tile: 16,
+                overlap: 6,
+                batch_size: 3,
+                blend,
+                tta: false,
+            },
+        )
+    };
+    let cases = [
+        (valid_cfg(), opts(12, 2)),
+        (valid_cfg(), opts(40, 4)),
+        same(Blend::Gaussian),
+        same(Blend::Linear),
+        same(Blend::None),
+    ];
+    let (h, w) = (45, 38);
+    let img = image(1, h, w);
+    for (k, (cfg, o)) in cases.iter().enumerate() {
+        let model = net(cfg, 5 + k as u64);
+        let whole = overlap_tile_predict(&model, &img, h, w, o).unwrap();
+        for window in [
+            Window { y: 0..13, x: 0..38 },
+            Window {
+                y: 13..26,
+                x: 7..19,
+            },
+            Window {
+                y: 39..45,
+                x: 31..38,
+            },
+            Window { y: 20..21, x: 0..1 },
+            Window::full(h, w),
+        ] {
+            let need = window_input(cfg, h, w, &window, o).unwrap();
+            assert!(need.contains(&window), "{need:?} {window:?}");
+            let pixels = crop(&img, 1, h, w, &need);
+            let got =
+                overlap_tile_predict_window(&model, &pixels, &need, h, w, &window, o).unwrap();
+            let want = crop(&whole, 1, h, w, &window);
+            assert_eq!(got, want, "case {k}, window {window:?}");
+        }
+        // A crop that misses pixels the window needs is an error, not a wrong answer.
+        let window = Window {
+            y: 13..26,
+            x: 7..19,
+        };
+        let err = overlap_tile_predict_window(
+            &model,
+            &crop(&img, 1, h, w, &window),
+            &window,
+            h,
+            w,
+            &window,
+            o,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("lacks pixel"), "{err}");
+    }
 }

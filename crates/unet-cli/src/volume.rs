@@ -1,0 +1,425 @@
+//! `unet predict` on OME-Zarr volumes: block by block, resumable, split over the workers of a
+//! job array (Slurm, Kubernetes Indexed Jobs, or `--blocks i/N` by hand).
+//!
+//! Each block is whole output chunks in (z, y, x). Its sections are read with the context the
+//! overlap-tile rule needs (`unet_model::tiling::window_input`: real neighbouring voxels inside
+//! the volume, mirrored only at its true border) and predicted with the whole section's tile
+//! layout (`overlap_tile_predict_window`), so a block holds the numbers `unet predict` gives for
+//! the whole section. The store, its block grid and done-markers are `unet_data::zarr`'s.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use unet_data::zarr::{
+    worker_blocks, BlockGrid, BlockStore, OutputSpec, OutputType, Volume, ZarrVersion,
+};
+use unet_model::tiling::window_input;
+use unet_model::{overlap_tile_predict_window, Normalisation, PlaneStats, Window};
+
+use crate::builtin::{checkpoint_bytes, open_model};
+use crate::predict::PredictArgs;
+
+/// The voxel type of a Zarr output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    /// round(P x 255).
+    U8,
+    /// P as computed.
+    F32,
+}
+
+/// The flags of `unet predict` that only OME-Zarr volumes take.
+#[derive(Debug, Args)]
+pub struct VolumeArgs {
+    /// Print how many blocks of the store `--out` are done, of how many, and exit.
+    #[arg(long)]
+    pub status: bool,
+    /// The output's Zarr format: 2 (OME-Zarr 0.4; what napari-ome-zarr, MoBIE and neuroglancer
+    /// open today) or 3 (OME-Zarr 0.5, one shard per block).
+    #[arg(long, value_parser = ["2", "3"])]
+    pub zarr_version: Option<String>,
+    /// The output's voxel type: u8 (round(P x 255)) or f32 [default: u8].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// The output's chunk shape Z,Y,X [default: the input's chunk shape, within the volume].
+    #[arg(long, value_name = "Z,Y,X")]
+    pub chunks: Option<String>,
+    /// The block shape Z,Y,X in voxels, rounded up to whole chunks: the unit of work, resumption
+    /// and memory [default: one chunk deep, 2048 x 2048].
+    #[arg(long, value_name = "Z,Y,X")]
+    pub block: Option<String>,
+    /// This worker's share: every block b with b % N == I [default: from SLURM_ARRAY_TASK_ID
+    /// minus SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT, else Kubernetes'
+    /// JOB_COMPLETION_INDEX of --workers, else all blocks].
+    #[arg(long, value_name = "I/N")]
+    pub blocks: Option<String>,
+    /// The number of workers of a Kubernetes Indexed Job (its `completions`), with
+    /// JOB_COMPLETION_INDEX [default: $UNET_WORKERS].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<u64>,
+}
+
+impl VolumeArgs {
+    /// Whether any flag of a volume job is given (they make no sense for TIFF).
+    pub fn is_set(&self) -> bool {
+        self.zarr_version.is_some()
+            || self.dtype.is_some()
+            || self.chunks.is_some()
+            || self.block.is_some()
+            || self.blocks.is_some()
+            || self.workers.is_some()
+    }
+}
+
+/// `Z,Y,X` as three positive numbers.
+fn parse_zyx(flag: &str, text: &str) -> Result<[usize; 3]> {
+    let parts: Vec<usize> = text
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--{flag} {text}: expected Z,Y,X (three whole numbers)"))?;
+    match parts[..] {
+        [z, y, x] if z > 0 && y > 0 && x > 0 => Ok([z, y, x]),
+        _ => bail!("--{flag} {text}: expected Z,Y,X, three numbers of at least 1"),
+    }
+}
+
+/// This worker's index and the number of workers: `--blocks I/N`, else a Slurm array task,
+/// else a Kubernetes Indexed Job's completion index with `--workers`; else the only worker.
+fn worker_share(args: &VolumeArgs, env: impl Fn(&str) -> Option<String>) -> Result<(u64, u64)> {
+    let number = |name: &str, text: &str| -> Result<u64> {
+        text.trim()
+            .parse()
+            .with_context(|| format!("{name}={text}: not a whole number"))
+    };
+    let (index, count, from) = if let Some(share) = &args.blocks {
+        let (i, n) = share
+            .split_once('/')
+            .with_context(|| format!("--blocks {share}: expected I/N, e.g. 0/4"))?;
+        (number("--blocks", i)?, number("--blocks", n)?, "--blocks")
+    } else if let (Some(id), Some(count)) =
+        (env("SLURM_ARRAY_TASK_ID"), env("SLURM_ARRAY_TASK_COUNT"))
+    {
+        // `--array=1-8` numbers tasks from 1: the index is relative to the array's first task.
+        let min =
+            env("SLURM_ARRAY_TASK_MIN").map_or(Ok(0), |m| number("SLURM_ARRAY_TASK_MIN", &m))?;
+        let id = number("SLURM_ARRAY_TASK_ID", &id)?;
+        let count = number("SLURM_ARRAY_TASK_COUNT", &count)?;
+        (
+            id.checked_sub(min)
+                .context("SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?,
+            count,
+            "Slurm",
+        )
+    } else if let Some(index) = env("JOB_COMPLETION_INDEX") {
+        let workers = match (args.workers, env("UNET_WORKERS")) {
+            (Some(n), _) => Some(n),
+            (None, Some(text)) => Some(number("UNET_WORKERS", &text)?),
+            (None, None) => None,
+        };
+        let Some(count) = workers else {
+            bail!(
+                "JOB_COMPLETION_INDEX={index} is set but not the number of workers: pass \
+                 --workers N (or set UNET_WORKERS) to the Indexed Job's completions"
+            );
+        };
+        (
+            number("JOB_COMPLETION_INDEX", &index)?,
+            count,
+            "JOB_COMPLETION_INDEX",
+        )
+    } else {
+        (0, 1, "")
+    };
+    if count == 0 || index >= count {
+        bail!("worker {index} of {count} (from {from}): the index must be below the count, the count at least 1");
+    }
+    Ok((index, count))
+}
+
+/// Whole chunks covering `wanted` voxels along each axis, within the volume.
+fn round_block(wanted: [usize; 3], chunks: [usize; 3], shape: [usize; 3]) -> [u64; 3] {
+    [0, 1, 2].map(|d| {
+        let whole = wanted[d].div_ceil(chunks[d]) * chunks[d];
+        whole.min(shape[d].div_ceil(chunks[d]) * chunks[d]) as u64
+    })
+}
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The pause between a block's data and its done-marker, for the tests that kill a worker
+/// there (`UNET_TEST_PAUSE_BEFORE_MARKER_MS`): the one moment a kill must not count a block.
+fn pause_before_marker() {
+    if let Some(ms) = std::env::var("UNET_TEST_PAUSE_BEFORE_MARKER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+/// The mean and standard deviation of section `z` over all its channels, as
+/// `Normalisation::PerImage` computes them for the whole section (channel planes in order, rows
+/// in order), read in bands of `band` rows so memory stays bounded by a band.
+fn streamed_section_stats(volume: &Volume, z: usize, band: usize) -> Result<PlaneStats> {
+    let [_, height, width] = volume.shape();
+    let channels = volume.channels();
+    let band = band.max(1);
+    let mut stats = PlaneStats::default();
+    for pass in 0..2 {
+        for c in 0..channels {
+            for y0 in (0..height).step_by(band) {
+                let rows = y0..(y0 + band).min(height);
+                let plane = rows.len() * width;
+                let values = volume.read_unit(z..z + 1, rows, 0..width)?;
+                let part = &values[c * plane..(c + 1) * plane];
+                if pass == 0 {
+                    stats.add_values(part);
+                } else {
+                    stats.add_deviations(part);
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// `unet predict` for an OME-Zarr volume.
+pub fn run(args: &PredictArgs) -> Result<()> {
+    let out = &args.out;
+    let v = &args.volume;
+    if v.status {
+        let (grid, done) = BlockStore::status(out)?;
+        println!("{}: {done} / {} blocks done", out.display(), grid.len());
+        return Ok(());
+    }
+    let Some(input) = args.input.as_deref() else {
+        bail!("--input is needed");
+    };
+    for (given, flag) in [
+        (args.tta, "--tta"),
+        (args.binary.is_some(), "--binary"),
+        (args.overwrite, "--overwrite"),
+    ] {
+        if given {
+            bail!(
+                "{flag} is not offered for OME-Zarr volumes (--overwrite: delete the store \
+                 yourself, since the workers of a job share it; a rerun resumes)"
+            );
+        }
+    }
+    let device = args.device.open()?;
+    let (model, meta, model_name) = open_model(args.model.as_deref(), &device)?;
+    let (bytes, _) = checkpoint_bytes(args.model.as_deref())?;
+    let model_sha256 = sha256_hex(&[&bytes.sidecar, &bytes.weights]);
+    let cfg = model.config().clone();
+    let normalisation = match meta.normalisation {
+        Some(n @ (Normalisation::Dataset { .. } | Normalisation::PerImage)) => n,
+        Some(Normalisation::Percentile { .. }) => bail!(
+            "{model_name} normalises each image by its percentiles, which blockwise prediction \
+             does not offer (it would sort every whole section); predict TIFF stacks with it"
+        ),
+        None => {
+            eprintln!(
+                "warning: {model_name} records no input normalisation; standardising each \
+                 section by its own mean and std"
+            );
+            Normalisation::PerImage
+        }
+    };
+    let volume = Volume::open(input)?;
+    if volume.channels() != cfg.in_channels {
+        bail!(
+            "{}: {} channel(s), but the model {model_name} takes {}",
+            input.display(),
+            volume.channels(),
+            cfg.in_channels
+        );
+    }
+    let shape = volume.shape();
+    let chunks = match &v.chunks {
+        Some(text) => parse_zyx("chunks", text)?,
+        None => volume.chunk_shape()?,
+    };
+    let chunks = [0, 1, 2].map(|d| chunks[d].min(shape[d]));
+    let wanted = match &v.block {
+        Some(text) => parse_zyx("block", text)?,
+        None => [chunks[0], 2048, 2048],
+    };
+    let block = round_block(wanted, chunks, shape);
+    let opts = args.tile_options();
+    let dtype = match v.dtype.unwrap_or(DtypeArg::U8) {
+        DtypeArg::U8 => OutputType::U8,
+        DtypeArg::F32 => OutputType::F32,
+    };
+    let version = match v.zarr_version.as_deref() {
+        Some("3") => ZarrVersion::V3,
+        _ => ZarrVersion::V2,
+    };
+    let spec = OutputSpec {
+        grid: BlockGrid {
+            shape: shape.map(|n| n as u64),
+            block,
+        },
+        chunks: chunks.map(|n| n as u64),
+        dtype,
+        version,
+        axes: volume.spatial_axes().to_vec(),
+        scale: volume.spatial_scale().unwrap_or([1.0; 3]),
+        // What decides the numbers: a rerun that differs here is refused, not mixed in.
+        job: json!({
+            "model_sha256": model_sha256,
+            "tile": opts.output_tile,
+            "overlap": opts.overlap,
+            "blend": format!("{:?}", args.blend).to_lowercase(),
+            "input_shape": shape,
+            "input_channels": volume.channels(),
+            "input_type": volume.voxel_type(),
+        }),
+    };
+    let store = BlockStore::create_or_open(out, &spec)?;
+    let (index, count) = worker_share(v, |name| std::env::var(name).ok())?;
+    let grid = store.grid();
+    let mine: Vec<u64> = worker_blocks(grid.len(), index, count).collect();
+    let todo: Vec<u64> = mine
+        .iter()
+        .copied()
+        .filter(|&id| !store.is_done(id))
+        .collect();
+
+    let bar = ProgressBar::new(todo.len() as u64).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} blocks, {elapsed} (eta {eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let (height, width) = (shape[1], shape[2]);
+    let channels = volume.channels();
+    let mut voxels = 0u64;
+    // Per-section statistics, each gathered once by this worker.
+    let mut section_stats: HashMap<usize, PlaneStats> = HashMap::new();
+    for &id in &todo {
+        let [zs, ys, xs] = grid.block(id);
+        let window = Window { y: ys, x: xs };
+        let need = window_input(&cfg, height, width, &window, &opts)?;
+        let crop = volume.read_unit(zs.clone(), need.y.clone(), need.x.clone())?;
+        let crop_plane = channels * need.height() * need.width();
+        let mut p_cell = Vec::with_capacity(zs.len() * window.height() * window.width());
+        for (k, section) in crop.chunks_exact(crop_plane).enumerate() {
+            let mut section = section.to_vec();
+            if normalisation == Normalisation::PerImage {
+                let z = zs.start + k;
+                let stats = match section_stats.get(&z) {
+                    Some(s) => *s,
+                    None => {
+                        let s = streamed_section_stats(&volume, z, window.height())?;
+                        *section_stats.entry(z).or_insert(s)
+                    }
+                };
+                stats.apply(&mut section);
+            } else {
+                // Fixed statistics act voxel by voxel: a crop gets the whole section's numbers.
+                normalisation.apply(&mut section);
+            }
+            let p =
+                overlap_tile_predict_window(&model, &section, &need, height, width, &window, &opts)
+                    .with_context(|| format!("{} section {}", input.display(), zs.start + k))?;
+            p_cell.extend(p);
+        }
+        store.write_block(id, &p_cell)?;
+        pause_before_marker();
+        store.mark_done(id)?;
+        voxels += p_cell.len() as u64;
+        let rate = voxels as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("{:.2} Mvoxel/s", rate / 1e6));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = json!({
+        "out": out.display().to_string(),
+        "worker": format!("{index}/{count}"),
+        "blocks_total": grid.len(),
+        "blocks_this_worker": mine.len(),
+        "blocks_predicted": todo.len(),
+        "blocks_skipped": mine.len() - todo.len(),
+        "blocks_done_in_store": store.done_count(),
+        "voxels_predicted": voxels,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "voxels_per_second": (voxels as f64 / seconds.max(1e-9)).round(),
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(blocks: Option<&str>, workers: Option<u64>) -> VolumeArgs {
+        VolumeArgs {
+            status: false,
+            zarr_version: None,
+            dtype: None,
+            chunks: None,
+            block: None,
+            blocks: blocks.map(String::from),
+            workers,
+        }
+    }
+
+    #[test]
+    fn the_share_comes_from_the_flag_slurm_or_kubernetes() {
+        let none = |_: &str| None;
+        assert_eq!(
+            worker_share(&args(Some("2/5"), None), none).unwrap(),
+            (2, 5)
+        );
+        assert_eq!(worker_share(&args(None, None), none).unwrap(), (0, 1));
+        let slurm = |name: &str| match name {
+            "SLURM_ARRAY_TASK_ID" => Some("4".to_string()),
+            "SLURM_ARRAY_TASK_COUNT" => Some("4".to_string()),
+            "SLURM_ARRAY_TASK_MIN" => Some("1".to_string()),
+            _ => None,
+        };
+        assert_eq!(worker_share(&args(None, None), slurm).unwrap(), (3, 4));
+        let k8s = |name: &str| (name == "JOB_COMPLETION_INDEX").then(|| "1".to_string());
+        assert_eq!(worker_share(&args(None, Some(3)), k8s).unwrap(), (1, 3));
+        let k8s_env = |name: &str| match name {
+            "JOB_COMPLETION_INDEX" => Some("2".to_string()),
+            "UNET_WORKERS" => Some("4".to_string()),
+            _ => None,
+        };
+        assert_eq!(worker_share(&args(None, None), k8s_env).unwrap(), (2, 4));
+        let err = worker_share(&args(None, None), k8s)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--workers"), "{err}");
+        for bad in ["3/3", "1", "a/2", "0/0"] {
+            assert!(worker_share(&args(Some(bad), None), none).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn blocks_are_whole_chunks_within_the_volume() {
+        assert_eq!(
+            round_block([1, 2048, 2048], [1, 64, 100], [5, 300, 90]),
+            [1, 320, 100]
+        );
+        assert_eq!(round_block([3, 10, 10], [2, 4, 4], [5, 9, 9]), [4, 12, 12]);
+        assert!(parse_zyx("block", "1,2").is_err());
+        assert!(parse_zyx("block", "1,0,2").is_err());
+        assert_eq!(parse_zyx("block", "1, 2,3").unwrap(), [1, 2, 3]);
+    }
+}

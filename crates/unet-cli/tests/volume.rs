@@ -1,0 +1,712 @@
+//! `unet predict` on OME-Zarr volumes, end to end with tiny random checkpoints: blockwise equals
+//! whole-section TIFF prediction, workers of a job array share a store, a killed worker's block
+//! is redone, a store of another model is refused, bad volumes are clear errors.
+//!
+//! Input volumes are written here with `zarrs`, with the metadata zarr-python 2 (OME-Zarr 0.4)
+//! and zarr-python 3 (0.5, sharded) write: odd sizes and chunks that do not divide them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use serde_json::{json, Value};
+use unet_data::{read_stack, write_stack, AnyStack, Stack};
+use unet_model::{save_checkpoint, Normalisation, Padding, UNet, UNetConfig};
+use zarrs::array::Array;
+use zarrs::filesystem::FilesystemStore;
+
+fn unet(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_unet"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A depth-2, width-4 net with the training statistics in its sidecar, as `dir/NAME`.
+fn tiny_model(dir: &Path, name: &str, padding: Padding, seed: u64) {
+    let dataset = Normalisation::dataset(0.45, 0.2).unwrap();
+    tiny_model_normalised(dir, name, padding, seed, dataset);
+}
+
+/// As [`tiny_model`], with the given input normalisation.
+fn tiny_model_normalised(
+    dir: &Path,
+    name: &str,
+    padding: Padding,
+    seed: u64,
+    normalisation: Normalisation,
+) {
+    let cfg = UNetConfig {
+        depth: 2,
+        base_width: 4,
+        padding,
+        ..UNetConfig::small()
+    };
+    let model = UNet::seeded(&cfg, seed, &Device::Cpu).unwrap();
+    save_checkpoint(
+        dir.join(name),
+        &model,
+        1,
+        Some(normalisation),
+        json!({}),
+        None,
+    )
+    .unwrap();
+}
+
+/// Grey values with some structure.
+fn voxels(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| ((i * 37 + (i / 45) * 11 + (i / 997) * 5) % 256) as u8)
+        .collect()
+}
+
+fn write_json(path: &Path, value: &Value) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+}
+
+fn multiscales(version: Option<&str>, axes: &[&str]) -> Value {
+    let axes: Vec<Value> = axes
+        .iter()
+        .map(|&a| match a {
+            "c" => json!({ "name": "c", "type": "channel" }),
+            _ => json!({ "name": a, "type": "space", "unit": "nanometer" }),
+        })
+        .collect();
+    let mut scale = vec![1.0; axes.len() - 3];
+    scale.extend([40.0, 4.0, 4.5]);
+    let mut ms = json!({
+        "name": "raw",
+        "axes": axes,
+        "datasets": [{
+            "path": "0",
+            "coordinateTransformations": [{ "type": "scale", "scale": scale }],
+        }],
+    });
+    if let Some(v) = version {
+        ms["version"] = json!(v);
+    }
+    ms
+}
+
+/// An OME-Zarr 0.4 group on Zarr v2 as zarr-python 2 writes it (blosc-lz4, `.` keys), holding
+/// `data` in array `0`.
+fn write_v2<T: zarrs::array::Element>(
+    root: &Path,
+    dtype: &str,
+    shape: &[u64],
+    chunks: &[u64],
+    axes: &[&str],
+    data: &[T],
+) {
+    write_json(&root.join(".zgroup"), &json!({ "zarr_format": 2 }));
+    write_json(
+        &root.join(".zattrs"),
+        &json!({ "multiscales": [multiscales(Some("0.4"), axes)] }),
+    );
+    write_json(
+        &root.join("0/.zarray"),
+        &json!({
+            "zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": dtype,
+            "compressor": { "id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1, "blocksize": 0 },
+            "fill_value": 0, "order": "C", "filters": null, "dimension_separator": ".",
+        }),
+    );
+    fill(root, data);
+}
+
+/// An OME-Zarr 0.5 group on Zarr v3 with sharding (gzip inside), holding `data` in array `0`.
+fn write_v3<T: zarrs::array::Element>(
+    root: &Path,
+    dtype: &str,
+    shape: &[u64],
+    shard: &[u64],
+    inner: &[u64],
+    axes: &[&str],
+    data: &[T],
+) {
+    write_json(
+        &root.join("zarr.json"),
+        &json!({
+            "zarr_format": 3, "node_type": "group",
+            "attributes": { "ome": { "version": "0.5", "multiscales": [multiscales(None, axes)] } },
+        }),
+    );
+    write_json(
+        &root.join("0/zarr.json"),
+        &json!({
+            "zarr_format": 3, "node_type": "array", "shape": shape, "data_type": dtype,
+            "chunk_grid": { "name": "regular", "configuration": { "chunk_shape": shard } },
+            "chunk_key_encoding": { "name": "default", "configuration": { "separator": "/" } },
+            "fill_value": 0,
+            "codecs": [{ "name": "sharding_indexed", "configuration": {
+                "chunk_shape": inner,
+                "codecs": [{ "name": "bytes", "configuration": { "endian": "little" } },
+                           { "name": "gzip", "configuration": { "level": 5 } }],
+                "index_codecs": [{ "name": "bytes", "configuration": { "endian": "little" } },
+                                 { "name": "crc32c" }],
+                "index_location": "end",
+            }}],
+            "dimension_names": axes,
+        }),
+    );
+    fill(root, data);
+}
+
+fn fill<T: zarrs::array::Element>(root: &Path, data: &[T]) {
+    let array = Array::open(Arc::new(FilesystemStore::new(root).unwrap()), "/0").unwrap();
+    array
+        .store_array_subset_elements(&array.subset_all(), data)
+        .unwrap();
+}
+
+fn read_out<T: zarrs::array::ElementOwned>(root: &Path) -> Vec<T> {
+    let array = Array::open(Arc::new(FilesystemStore::new(root).unwrap()), "/0").unwrap();
+    array
+        .retrieve_array_subset_elements(&array.subset_all())
+        .unwrap()
+}
+
+/// P(cell) of whole sections: `unet predict` on the same voxels as a TIFF stack.
+fn tiff_reference(dir: &Path, model: &str, stack: AnyStack, extra: &[&str]) -> Vec<f32> {
+    write_stack_any(&dir.join("in.tif"), &stack);
+    let mut args = vec![
+        "predict", "--model", model, "--input", "in.tif", "--out", "ref.tif",
+    ];
+    args.extend(extra);
+    args.push("--overwrite");
+    ok(&unet(&args, dir));
+    match read_stack(dir.join("ref.tif")).unwrap() {
+        AnyStack::F32(s) => s.as_slice().to_vec(),
+        other => panic!("{}", other.pixel_type()),
+    }
+}
+
+fn write_stack_any(path: &Path, stack: &AnyStack) {
+    match stack {
+        AnyStack::U8(s) => write_stack(path, s).unwrap(),
+        AnyStack::U16(s) => write_stack(path, s).unwrap(),
+        AnyStack::F32(s) => write_stack(path, s).unwrap(),
+    }
+}
+
+fn to_u8(p: f32) -> u8 {
+    (p * 255.0).round() as u8
+}
+
+const SHAPE: [usize; 3] = [5, 37, 45];
+
+/// A v2 uint8 volume of 5 x 37 x 45 in chunks of 2 x 16 x 20, and its TIFF twin.
+fn v2_volume(dir: &Path) -> AnyStack {
+    let [d, h, w] = SHAPE;
+    let data = voxels(d * h * w);
+    write_v2(
+        &dir.join("vol.zarr"),
+        "|u1",
+        &[5, 37, 45],
+        &[2, 16, 20],
+        &["z", "y", "x"],
+        &data,
+    );
+    AnyStack::U8(Stack::new(d, h, w, data).unwrap())
+}
+
+/// Blocks of a few chunks each give the whole sections' numbers bit for bit: valid padding, and
+/// same padding with Gaussian blending over several tiles a section; uint8 is round(P x 255).
+#[test]
+fn blockwise_equals_whole_section_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let stack = v2_volume(d);
+    for (model, padding, tiling) in [
+        (
+            "valid.safetensors",
+            Padding::Valid,
+            ["--tile", "8", "--overlap", "0"],
+        ),
+        (
+            "same.safetensors",
+            Padding::Same,
+            ["--tile", "16", "--overlap", "6"],
+        ),
+    ] {
+        tiny_model(d, model, padding, 3);
+        let want = tiff_reference(d, model, stack.clone(), &tiling);
+        let mut args = vec!["predict", "--model", model, "--input", "vol.zarr"];
+        args.extend(tiling);
+        let f32_out = format!("{model}-f32.zarr");
+        let mut f32_args = args.clone();
+        f32_args.extend([
+            "--out",
+            f32_out.as_str(),
+            "--dtype",
+            "f32",
+            "--block",
+            "1,16,20",
+            "--batch",
+            "3",
+        ]);
+        let summary: Value = serde_json::from_str(ok(&unet(&f32_args, d)).trim()).unwrap();
+        // 3 x 3 x 3 blocks of one chunk (2 x 16 x 20) each.
+        assert_eq!(summary["blocks_total"], 27, "{summary}");
+        assert_eq!(summary["blocks_done_in_store"], 27);
+        assert_eq!(read_out::<f32>(&d.join(&f32_out)), want, "{model}");
+
+        let u8_out = format!("{model}-u8.zarr");
+        let mut u8_args = args.clone();
+        u8_args.extend(["--out", u8_out.as_str(), "--block", "4,40,20"]);
+        ok(&unet(&u8_args, d));
+        let got = read_out::<u8>(&d.join(&u8_out));
+        assert_eq!(got, want.iter().map(|&p| to_u8(p)).collect::<Vec<_>>());
+    }
+    // Per-image standardisation: each whole section's mean and std, gathered in bands of rows
+    // before its blocks are predicted.
+    tiny_model_normalised(
+        d,
+        "per-image.safetensors",
+        Padding::Same,
+        6,
+        Normalisation::PerImage,
+    );
+    let tiling = ["--tile", "16", "--overlap", "4"];
+    let want = tiff_reference(d, "per-image.safetensors", stack.clone(), &tiling);
+    let mut args = vec![
+        "predict",
+        "--model",
+        "per-image.safetensors",
+        "--input",
+        "vol.zarr",
+    ];
+    args.extend(tiling);
+    args.extend([
+        "--out",
+        "per-image.zarr",
+        "--dtype",
+        "f32",
+        "--block",
+        "1,16,40",
+    ]);
+    ok(&unet(&args, d));
+    assert_eq!(read_out::<f32>(&d.join("per-image.zarr")), want);
+
+    // The output carries the input's axes and voxel size, as OME-Zarr 0.4 on Zarr v2.
+    let attrs: Value = serde_json::from_slice(
+        &std::fs::read(d.join("valid.safetensors-u8.zarr/.zattrs")).unwrap(),
+    )
+    .unwrap();
+    let ms = &attrs["multiscales"][0];
+    assert_eq!(ms["version"], "0.4");
+    assert_eq!(
+        ms["axes"][0],
+        json!({ "name": "z", "type": "space", "unit": "nanometer" })
+    );
+    assert_eq!(
+        ms["datasets"][0]["coordinateTransformations"][0]["scale"],
+        json!([40.0, 4.0, 4.5])
+    );
+    let zarray: Value = serde_json::from_slice(
+        &std::fs::read(d.join("valid.safetensors-u8.zarr/0/.zarray")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(zarray["dtype"], "|u1");
+    assert_eq!(zarray["chunks"], json!([2, 16, 20]));
+}
+
+/// A sharded Zarr v3 uint16 volume with a channel axis (and a time axis of one point) in,
+/// OME-Zarr 0.5 on sharded v3 out, through `VOL.zarr/ARRAY`.
+#[test]
+fn sharded_v3_in_and_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_model(d, "m.safetensors", Padding::Valid, 9);
+    let (depth, h, w) = (3, 30, 33);
+    let data: Vec<u16> = voxels(depth * h * w)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| u16::from(v) * 200 + (i % 7) as u16)
+        .collect();
+    write_v3(
+        &d.join("v3.zarr"),
+        "uint16",
+        &[1, 1, 3, 30, 33],
+        &[1, 1, 2, 16, 16],
+        &[1, 1, 1, 8, 8],
+        &["t", "c", "z", "y", "x"],
+        &data,
+    );
+    let want = tiff_reference(
+        d,
+        "m.safetensors",
+        AnyStack::U16(Stack::new(depth, h, w, data).unwrap()),
+        &["--tile", "8"],
+    );
+    let run = |out: &str| {
+        unet(
+            &[
+                "predict",
+                "--model",
+                "m.safetensors",
+                "--input",
+                "v3.zarr/0",
+                "--out",
+                out,
+                "--tile",
+                "8",
+                "--zarr-version",
+                "3",
+                "--dtype",
+                "f32",
+                "--chunks",
+                "1,8,8",
+                "--block",
+                "1,16,24",
+            ],
+            d,
+        )
+    };
+    ok(&run("p.zarr"));
+    assert_eq!(read_out::<f32>(&d.join("p.zarr")), want);
+    let group: Value =
+        serde_json::from_slice(&std::fs::read(d.join("p.zarr/zarr.json")).unwrap()).unwrap();
+    assert_eq!(group["attributes"]["ome"]["version"], "0.5");
+    let axes = &group["attributes"]["ome"]["multiscales"][0]["axes"];
+    assert_eq!(axes.as_array().unwrap().len(), 3, "{axes}");
+    let array: Value =
+        serde_json::from_slice(&std::fs::read(d.join("p.zarr/0/zarr.json")).unwrap()).unwrap();
+    assert_eq!(array["codecs"][0]["name"], "sharding_indexed");
+    assert_eq!(
+        array["chunk_grid"]["configuration"]["chunk_shape"],
+        json!([1, 16, 24])
+    );
+}
+
+/// Every regular file under `dir`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The store's array, its chunk files' names, and its done-markers, for comparing stores.
+fn store_state(root: &Path) -> (Vec<u8>, Vec<PathBuf>, usize) {
+    let rel = |p: PathBuf| p.strip_prefix(root).unwrap().to_path_buf();
+    let chunks = files(&root.join("0")).into_iter().map(rel).collect();
+    (
+        read_out::<u8>(root),
+        chunks,
+        files(&root.join(".unet/blocks")).len(),
+    )
+}
+
+const JOB: [&str; 10] = [
+    "predict",
+    "--model",
+    "m.safetensors",
+    "--input",
+    "vol.zarr",
+    "--tile",
+    "8",
+    "--block",
+    "1,16,20",
+    "--out",
+];
+
+/// Three workers started at once on one store, each with `--blocks i/3`, give the store one
+/// worker gives; `--status` counts the blocks; a rerun predicts nothing.
+#[test]
+fn three_workers_share_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    v2_volume(d);
+    tiny_model(d, "m.safetensors", Padding::Valid, 4);
+    let mut args = JOB.to_vec();
+    args.push("one.zarr");
+    ok(&unet(&args, d));
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            let share = format!("{i}/3");
+            let mut args = JOB.to_vec();
+            args.extend(["three.zarr", "--blocks", share.as_str()]);
+            Command::new(env!("CARGO_BIN_EXE_unet"))
+                .current_dir(d)
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut predicted = 0;
+    for w in workers {
+        let summary: Value =
+            serde_json::from_str(ok(&w.wait_with_output().unwrap()).trim()).unwrap();
+        predicted += summary["blocks_predicted"].as_u64().unwrap();
+    }
+    assert_eq!(predicted, 27);
+    assert_eq!(
+        store_state(&d.join("three.zarr")),
+        store_state(&d.join("one.zarr"))
+    );
+    let status = ok(&unet(&["predict", "--out", "three.zarr", "--status"], d));
+    assert!(status.contains("27 / 27 blocks done"), "{status}");
+    let mut again = JOB.to_vec();
+    again.push("three.zarr");
+    let summary: Value = serde_json::from_str(ok(&unet(&again, d)).trim()).unwrap();
+    assert_eq!(summary["blocks_predicted"], 0, "{summary}");
+    assert_eq!(summary["blocks_skipped"], 27);
+}
+
+/// A worker killed with SIGKILL after writing a block's chunks but before its marker leaves
+/// that block undone (and a chunk half written, as a kill mid-write would); the rerun redoes it
+/// and the store equals an uninterrupted one.
+#[test]
+fn a_killed_worker_leaves_its_block_to_be_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    v2_volume(d);
+    tiny_model(d, "m.safetensors", Padding::Valid, 4);
+    let mut args = JOB.to_vec();
+    args.push("clean.zarr");
+    ok(&unet(&args, d));
+
+    let mut args = JOB.to_vec();
+    args.push("killed.zarr");
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_unet"))
+        .current_dir(d)
+        .args(&args)
+        .env("UNET_TEST_PAUSE_BEFORE_MARKER_MS", "3000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let chunk_dir = d.join("killed.zarr/0");
+    let started = Instant::now();
+    let written = loop {
+        let chunks: Vec<PathBuf> = files(&chunk_dir)
+            .into_iter()
+            // Not `.zarray`, nor the temporary files of atomic metadata writes.
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
+        if !chunks.is_empty() {
+            break chunks;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no chunk written"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // In the pause between the first block's chunks and its marker.
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let status = ok(&unet(&["predict", "--out", "killed.zarr", "--status"], d));
+    assert!(status.contains("0 / 27 blocks done"), "{status}");
+    let half = &written[0];
+    let bytes = std::fs::read(half).unwrap();
+    std::fs::write(half, &bytes[..bytes.len() / 2]).unwrap();
+
+    ok(&unet(&args, d));
+    assert_eq!(
+        store_state(&d.join("killed.zarr")),
+        store_state(&d.join("clean.zarr"))
+    );
+}
+
+/// A store finished with one model refuses another model, and other options, naming the store
+/// and what differs; nothing in it changes.
+#[test]
+fn a_store_of_another_model_or_options_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    v2_volume(d);
+    tiny_model(d, "m.safetensors", Padding::Valid, 4);
+    tiny_model(d, "other.safetensors", Padding::Valid, 5);
+    let mut args = JOB.to_vec();
+    args.push("p.zarr");
+    ok(&unet(&args, d));
+    let before = store_state(&d.join("p.zarr"));
+    let mut other = args.clone();
+    other[2] = "other.safetensors";
+    let err = fails(&unet(&other, d));
+    assert!(
+        err.contains("p.zarr") && err.contains("another job") && err.contains("model_sha256"),
+        "{err}"
+    );
+    let mut tile = args.clone();
+    tile[6] = "12";
+    let err = fails(&unet(&tile, d));
+    assert!(err.contains("p.zarr") && err.contains("job.tile"), "{err}");
+    let mut dtype = args.clone();
+    dtype.extend(["--dtype", "f32"]);
+    let err = fails(&unet(&dtype, d));
+    assert!(err.contains("dtype"), "{err}");
+    assert_eq!(store_state(&d.join("p.zarr")), before);
+}
+
+/// Bad volumes are refused with the path and what is wrong.
+#[test]
+fn bad_volumes_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_model(d, "m.safetensors", Padding::Valid, 4);
+    let predict = |input: &str| {
+        fails(&unet(
+            &[
+                "predict",
+                "--model",
+                "m.safetensors",
+                "--input",
+                input,
+                "--out",
+                "o.zarr",
+            ],
+            d,
+        ))
+    };
+    let check = |input: &str, why: &str| {
+        let err = predict(input);
+        assert!(err.contains(input) && err.contains(why), "{input}: {err}");
+        assert!(!d.join("o.zarr").exists(), "{input}: an output was made");
+    };
+    check("missing.zarr", "no such file");
+    std::fs::write(d.join("file.zarr"), b"not a store").unwrap();
+    check("file.zarr", "not a Zarr store");
+    std::fs::create_dir(d.join("empty.zarr")).unwrap();
+    check("empty.zarr", "not a Zarr array or group");
+    write_v2(
+        &d.join("xyz.zarr"),
+        "|u1",
+        &[4, 5, 6],
+        &[4, 5, 6],
+        &["x", "y", "z"],
+        &[0u8; 120],
+    );
+    check("xyz.zarr", "wrong order");
+    // 4-D without OME metadata: which axis is the channel?
+    write_v2(
+        &d.join("four.zarr"),
+        "|u1",
+        &[2, 4, 5, 6],
+        &[2, 4, 5, 6],
+        &["c", "z", "y", "x"],
+        &[0u8; 240],
+    );
+    std::fs::remove_file(d.join("four.zarr/.zattrs")).unwrap();
+    check("four.zarr/0", "without OME axes metadata");
+    check("four.zarr", "without OME multiscales");
+    write_v2(
+        &d.join("i32.zarr"),
+        "<i4",
+        &[2, 3, 4],
+        &[2, 3, 4],
+        &["z", "y", "x"],
+        &[0i32; 24],
+    );
+    check("i32.zarr", "unet reads uint8, uint16 and float32");
+    write_v2(
+        &d.join("two.zarr"),
+        "|u1",
+        &[2, 2, 3, 4],
+        &[2, 2, 3, 4],
+        &["c", "z", "y", "x"],
+        &[0u8; 48],
+    );
+    check("two.zarr", "2 channel(s)");
+    // An existing directory that is not this job's store is never written into.
+    std::fs::create_dir_all(d.join("user.zarr")).unwrap();
+    std::fs::write(d.join("user.zarr/precious.txt"), b"data").unwrap();
+    write_v2(
+        &d.join("ok.zarr"),
+        "|u1",
+        &[2, 3, 4],
+        &[2, 3, 4],
+        &["z", "y", "x"],
+        &[9u8; 24],
+    );
+    let err = fails(&unet(
+        &[
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            "ok.zarr",
+            "--out",
+            "user.zarr",
+        ],
+        d,
+    ));
+    assert!(
+        err.contains("user.zarr") && err.contains("precious.txt"),
+        "{err}"
+    );
+    let err = fails(&unet(&["predict", "--out", "nothing.zarr", "--status"], d));
+    assert!(err.contains("nothing.zarr"), "{err}");
+    // Flags of one format are refused with the other.
+    let err = fails(&unet(
+        &[
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            "ok.zarr",
+            "--out",
+            "t.zarr",
+            "--tta",
+        ],
+        d,
+    ));
+    assert!(err.contains("--tta is not offered for OME-Zarr"), "{err}");
+    write_stack(
+        d.join("s.tif"),
+        &Stack::new(1, 4, 4, vec![7u8; 16]).unwrap(),
+    )
+    .unwrap();
+    let err = fails(&unet(
+        &[
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--input",
+            "s.tif",
+            "--out",
+            "s-p.tif",
+            "--workers",
+            "2",
+        ],
+        d,
+    ));
+    assert!(err.contains("are for OME-Zarr volumes"), "{err}");
+}

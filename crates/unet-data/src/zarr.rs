@@ -1,0 +1,1071 @@
+//! OME-Zarr volumes in and out, block by block (feature `zarr`, with the `zarrs` crate).
+//!
+//! **In.** [`Volume::open`] takes `VOL.zarr` or `VOL.zarr/ARRAY`: an array, or an OME-Zarr
+//! group whose first multiscales dataset (the full resolution, path `0` as written by
+//! ome-zarr-py) is used. OME-Zarr 0.4 (Zarr v2, `.zattrs` `multiscales`) and 0.5 (Zarr v3,
+//! `zarr.json` `attributes.ome.multiscales`, sharded or not) are read, with any chunking and
+//! the codecs real stores use (blosc, zstd, gzip, sharding). Axes are `(t,) (c,) z, y, x` in
+//! that order, OME's rule, with `t` of size 1; a bare 3-D array without OME metadata is taken as
+//! `z, y, x`. Voxels are `uint8`, `uint16` or `float32`, read as grey values in [0, 1] (8-bit /
+//! 255, 16-bit / 65535, float as stored), the TIFF readers' rule.
+//!
+//! **Out.** [`BlockStore::create_or_open`] makes an OME-Zarr group with one array `0` of
+//! shape `(z, y, x)`: OME-Zarr 0.4 on Zarr v2 (blosc-zstd chunks, `/` separated keys) or 0.5 on
+//! Zarr v3 with one shard per block; `uint8` or `float32`; the input's spatial axes and voxel
+//! size in its `multiscales`. The array is cut into blocks of whole chunks ([`BlockGrid`]), so
+//! workers that write different blocks never write the same file.
+//!
+//! **Resumable.** The store's metadata and `.unet/job.json` (the caller's description of the
+//! job, e.g. the model's SHA-256 and options, with the geometry) are written first, atomically;
+//! a later worker with another job is refused. A block's chunks are written, flushed to disk, and
+//! only then its done-marker `.unet/blocks/<id>` (atomically): a worker killed mid-block leaves
+//! no marker and the block is redone in full, its chunks overwritten without being read.
+
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use zarrs::array::{Array, DataType};
+use zarrs::array_subset::ArraySubset;
+use zarrs::filesystem::FilesystemStore;
+
+use crate::{write_atomically, Error, Result};
+
+fn zarr_error(path: &Path, detail: impl std::fmt::Display) -> Error {
+    Error::Zarr {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Splits `VOL.zarr/ARRAY` into the store's root (the first component ending in `.zarr`, else
+/// the whole path) and the node's path inside it (`""` for the root).
+fn split_store_path(path: &Path) -> (PathBuf, String) {
+    let mut root = PathBuf::new();
+    let mut components = path.components();
+    for component in components.by_ref() {
+        root.push(component);
+        let is_store = component
+            .as_os_str()
+            .to_str()
+            .is_some_and(|s| s.to_ascii_lowercase().ends_with(".zarr"));
+        if is_store {
+            let inner: Vec<String> = components
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            return (root, inner.join("/"));
+        }
+    }
+    (path.to_path_buf(), String::new())
+}
+
+/// What a directory of a Zarr hierarchy holds.
+enum Node {
+    Array,
+    /// A group, with its attributes (`.zattrs` or `zarr.json`'s `attributes`).
+    Group(Value),
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| zarr_error(path, format!("not valid JSON: {e}")))
+}
+
+/// The Zarr node at `dir`, by its metadata files.
+fn node_at(dir: &Path) -> Result<Node> {
+    if !dir.exists() {
+        return Err(zarr_error(dir, "no such file or directory"));
+    }
+    if !dir.is_dir() {
+        return Err(zarr_error(
+            dir,
+            "not a Zarr store (a file; a store is a directory holding .zarray, .zgroup or \
+             zarr.json)",
+        ));
+    }
+    if dir.join(".zarray").is_file() {
+        return Ok(Node::Array);
+    }
+    if dir.join(".zgroup").is_file() {
+        let attrs = dir.join(".zattrs");
+        let attrs = if attrs.is_file() {
+            read_json(&attrs)?
+        } else {
+            json!({})
+        };
+        return Ok(Node::Group(attrs));
+    }
+    let v3 = dir.join("zarr.json");
+    if v3.is_file() {
+        let meta = read_json(&v3)?;
+        return match meta["node_type"].as_str() {
+            Some("array") => Ok(Node::Array),
+            Some("group") => Ok(Node::Group(meta["attributes"].clone())),
+            other => Err(zarr_error(
+                &v3,
+                format!("node_type {other:?} is neither \"array\" nor \"group\""),
+            )),
+        };
+    }
+    Err(zarr_error(
+        dir,
+        "not a Zarr array or group (no .zarray, .zgroup or zarr.json in it)",
+    ))
+}
+
+/// The first `multiscales` entry of a group's attributes: OME-Zarr 0.5 keeps it under `ome`,
+/// 0.4 at the top.
+fn multiscales(attrs: &Value) -> Option<&Value> {
+    attrs["ome"]["multiscales"]
+        .get(0)
+        .or_else(|| attrs["multiscales"].get(0))
+}
+
+/// The product of the `scale` transforms in `transforms` (an OME `coordinateTransformations`).
+fn scale_of(transforms: &Value, dims: usize) -> Option<Vec<f64>> {
+    let mut scale: Option<Vec<f64>> = None;
+    for t in transforms.as_array()? {
+        if t["type"] == "scale" {
+            let s: Vec<f64> = t["scale"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_f64)
+                .collect();
+            if s.len() != dims {
+                return None;
+            }
+            scale = Some(match scale {
+                Some(prev) => prev.iter().zip(&s).map(|(a, b)| a * b).collect(),
+                None => s,
+            });
+        }
+    }
+    scale
+}
+
+/// What OME metadata says about one dataset: its axes and voxel size.
+struct OmeInfo {
+    /// Axis objects (`{"name": "z", "type": "space", "unit": ...}`); 0.3's bare names become
+    /// `{"name": ...}`.
+    axes: Vec<Value>,
+    /// The dataset's scale (times the multiscale's own), if given.
+    scale: Option<Vec<f64>>,
+}
+
+fn ome_info(ms: &Value, dataset: &Value) -> OmeInfo {
+    let axes: Vec<Value> = ms["axes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|axis| match axis {
+                    Value::String(name) => json!({ "name": name }),
+                    other => other.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let dims = axes.len();
+    let own = scale_of(&dataset["coordinateTransformations"], dims);
+    let outer = scale_of(&ms["coordinateTransformations"], dims);
+    let scale = match (own, outer) {
+        (Some(a), Some(b)) => Some(a.iter().zip(&b).map(|(x, y)| x * y).collect()),
+        (a, b) => a.or(b),
+    };
+    OmeInfo { axes, scale }
+}
+
+/// Where each axis of the stored array is.
+#[derive(Debug, Clone, Copy)]
+struct AxisRoles {
+    c: Option<usize>,
+    z: usize,
+    y: usize,
+    x: usize,
+}
+
+/// Axis roles from OME axes, checked against the array's shape: `(t,) (c,) z, y, x`.
+fn axis_roles(path: &Path, names: &[String], shape: &[u64]) -> Result<AxisRoles> {
+    let bad = |why: &str| {
+        zarr_error(
+            path,
+            format!(
+                "axes {names:?} of an array of shape {shape:?}: {why}; a volume has axes \
+                 (t,) (c,) z, y, x in that order (t of size 1)"
+            ),
+        )
+    };
+    if names.len() != shape.len() {
+        return Err(bad("not one name per dimension"));
+    }
+    let mut order = Vec::new();
+    for name in names {
+        let rank = match name.to_ascii_lowercase().as_str() {
+            "t" => 0,
+            "c" => 1,
+            "z" => 2,
+            "y" => 3,
+            "x" => 4,
+            _ => return Err(bad(&format!("unknown axis {name:?}"))),
+        };
+        order.push(rank);
+    }
+    if order.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(bad("wrong order or a repeated axis"));
+    }
+    let find = |rank: usize| order.iter().position(|&r| r == rank);
+    let (Some(z), Some(y), Some(x)) = (find(2), find(3), find(4)) else {
+        return Err(bad("z, y and x are all needed"));
+    };
+    // A time axis of one point reads as no time axis: its index is always 0.
+    if find(0).is_some_and(|t| shape[t] != 1) {
+        return Err(bad("the time axis has more than one point"));
+    }
+    Ok(AxisRoles {
+        c: find(1),
+        z,
+        y,
+        x,
+    })
+}
+
+/// A volume to predict: one Zarr array with its axes, read as grey values in [0, 1].
+pub struct Volume {
+    /// The path as the user gave it, for messages.
+    path: PathBuf,
+    array: Array<FilesystemStore>,
+    roles: AxisRoles,
+    /// The OME axis objects of z, y and x (names only when the store has no OME metadata).
+    spatial_axes: Vec<Value>,
+    /// The voxel size along z, y, x, when the metadata gives one.
+    spatial_scale: Option<[f64; 3]>,
+}
+
+impl std::fmt::Debug for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Volume")
+            .field("path", &self.path)
+            .field("shape", &self.array.shape())
+            .field("data_type", &self.array.data_type())
+            .finish()
+    }
+}
+
+impl Volume {
+    /// Opens `VOL.zarr` (an OME-Zarr group: its first multiscales dataset) or
+    /// `VOL.zarr/ARRAY` (an array, or a group inside the store). Errors name the path.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let (root, mut node_path) = split_store_path(path);
+        // `root.join("")` would add a trailing slash, which a file does not match.
+        let inside = |node: &str| {
+            if node.is_empty() {
+                root.clone()
+            } else {
+                root.join(node)
+            }
+        };
+        let mut dir = inside(&node_path);
+        let mut ome = None;
+        match node_at(&dir)? {
+            Node::Group(attrs) => {
+                let Some(ms) = multiscales(&attrs) else {
+                    return Err(zarr_error(
+                        path,
+                        "a Zarr group without OME multiscales metadata; name the array inside \
+                         it (VOL.zarr/ARRAY)",
+                    ));
+                };
+                let dataset = &ms["datasets"][0];
+                let Some(first) = dataset["path"].as_str() else {
+                    return Err(zarr_error(
+                        path,
+                        "OME multiscales metadata without a first dataset path",
+                    ));
+                };
+                ome = Some(ome_info(ms, dataset));
+                node_path = if node_path.is_empty() {
+                    first.to_string()
+                } else {
+                    format!("{node_path}/{first}")
+                };
+                dir = inside(&node_path);
+                if !matches!(node_at(&dir)?, Node::Array) {
+                    return Err(zarr_error(
+                        &dir,
+                        "the first multiscales dataset is not an array",
+                    ));
+                }
+            }
+            Node::Array => {
+                // An array named inside an OME group takes that group's axes and voxel size.
+                if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
+                    if let Ok(Node::Group(attrs)) = node_at(parent) {
+                        if let Some(ms) = multiscales(&attrs) {
+                            let name = name.to_string_lossy();
+                            let datasets = ms["datasets"].as_array().cloned().unwrap_or_default();
+                            if let Some(d) = datasets.iter().find(|d| d["path"] == *name) {
+                                ome = Some(ome_info(ms, d));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let store = FilesystemStore::new(&root).map_err(|e| zarr_error(&root, e))?;
+        let array = Array::open(Arc::new(store), &format!("/{node_path}"))
+            .map_err(|e| zarr_error(&dir, e))?;
+        let shape = array.shape().to_vec();
+        let names: Vec<String> = match &ome {
+            Some(info) => info
+                .axes
+                .iter()
+                .map(|a| a["name"].as_str().unwrap_or("?").to_string())
+                .collect(),
+            None if shape.len() == 3 => ["z", "y", "x"].map(String::from).to_vec(),
+            None => {
+                return Err(zarr_error(
+                    path,
+                    format!(
+                        "a {}-D array of shape {shape:?} without OME axes metadata; only a 3-D \
+                         array is taken as z, y, x without it (a channel axis must be named)",
+                        shape.len()
+                    ),
+                ))
+            }
+        };
+        let roles = axis_roles(path, &names, &shape)?;
+        match array.data_type() {
+            DataType::UInt8 | DataType::UInt16 | DataType::Float32 => {}
+            other => {
+                return Err(zarr_error(
+                    path,
+                    format!(
+                        "voxels of type {other:?}; unet reads uint8, uint16 and float32 volumes"
+                    ),
+                ))
+            }
+        }
+        if [roles.z, roles.y, roles.x].iter().any(|&d| shape[d] == 0)
+            || roles.c.is_some_and(|c| shape[c] == 0)
+        {
+            return Err(zarr_error(
+                path,
+                format!("an empty volume, shape {shape:?}"),
+            ));
+        }
+        let spatial_axes = [roles.z, roles.y, roles.x]
+            .iter()
+            .map(|&d| match &ome {
+                Some(info) => info.axes[d].clone(),
+                None => json!({ "name": names[d], "type": "space" }),
+            })
+            .collect();
+        let spatial_scale = ome
+            .as_ref()
+            .and_then(|i| i.scale.as_ref())
+            .map(|s| [s[roles.z], s[roles.y], s[roles.x]]);
+        Ok(Volume {
+            path: path.to_path_buf(),
+            array,
+            roles,
+            spatial_axes,
+            spatial_scale,
+        })
+    }
+
+    /// The volume's size in voxels: (z, y, x).
+    pub fn shape(&self) -> [usize; 3] {
+        let s = self.array.shape();
+        [self.roles.z, self.roles.y, self.roles.x].map(|d| s[d] as usize)
+    }
+
+    /// Samples per voxel (the channel axis' length, else 1).
+    pub fn channels(&self) -> usize {
+        self.roles.c.map_or(1, |c| self.array.shape()[c] as usize)
+    }
+
+    /// The stored chunk shape along (z, y, x) (for a sharded array, the shard's).
+    pub fn chunk_shape(&self) -> Result<[usize; 3]> {
+        let chunk = self
+            .array
+            .chunk_shape(&vec![0; self.array.dimensionality()])
+            .map_err(|e| zarr_error(&self.path, e))?;
+        Ok([self.roles.z, self.roles.y, self.roles.x].map(|d| chunk[d].get() as usize))
+    }
+
+    /// The voxel type's name: `uint8`, `uint16` or `float32`.
+    pub fn voxel_type(&self) -> &'static str {
+        match self.array.data_type() {
+            DataType::UInt8 => "uint8",
+            DataType::UInt16 => "uint16",
+            _ => "float32",
+        }
+    }
+
+    /// The OME axis objects of z, y and x, as the input names them (units included).
+    pub fn spatial_axes(&self) -> &[Value] {
+        &self.spatial_axes
+    }
+
+    /// The voxel size along (z, y, x), when the metadata gives one.
+    pub fn spatial_scale(&self) -> Option<[f64; 3]> {
+        self.spatial_scale
+    }
+
+    /// The path as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The voxels of `z` x `y` x `x` as grey values in [0, 1]: per section, `channels()` planes
+    /// of `y.len() * x.len()` (section-major, then channel), as `unet predict` feeds the net.
+    pub fn read_unit(&self, z: Range<usize>, y: Range<usize>, x: Range<usize>) -> Result<Vec<f32>> {
+        let shape = self.array.shape();
+        let mut ranges: Vec<Range<u64>> = shape.iter().map(|&n| 0..n).collect();
+        for (d, r) in [(self.roles.z, &z), (self.roles.y, &y), (self.roles.x, &x)] {
+            ranges[d] = r.start as u64..r.end as u64;
+        }
+        let subset = ArraySubset::new_with_ranges(&ranges);
+        let err = |e: zarrs::array::ArrayError| {
+            zarr_error(
+                &self.path,
+                format!("reading z {z:?}, y {y:?}, x {x:?}: {e}"),
+            )
+        };
+        // Scaled as the TIFF readers scale (`AnyStack::to_unit_f32`): the same numbers.
+        let stored: Vec<f32> = match self.array.data_type() {
+            DataType::UInt8 => self
+                .array
+                .retrieve_array_subset_elements::<u8>(&subset)
+                .map_err(err)?
+                .into_iter()
+                .map(|v| f32::from(v) / 255.0)
+                .collect(),
+            DataType::UInt16 => self
+                .array
+                .retrieve_array_subset_elements::<u16>(&subset)
+                .map_err(err)?
+                .into_iter()
+                .map(|v| f32::from(v) / 65535.0)
+                .collect(),
+            _ => self
+                .array
+                .retrieve_array_subset_elements::<f32>(&subset)
+                .map_err(err)?,
+        };
+        // OME order puts c before z: stored as [c][z][y][x]; the net wants [z][c][y][x].
+        let channels = self.channels();
+        if channels == 1 {
+            return Ok(stored);
+        }
+        let (depth, plane) = (z.len(), y.len() * x.len());
+        let mut out = Vec::with_capacity(stored.len());
+        for s in 0..depth {
+            for c in 0..channels {
+                let from = (c * depth + s) * plane;
+                out.extend_from_slice(&stored[from..from + plane]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The Zarr format of an output store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZarrVersion {
+    /// Zarr v2 with OME-Zarr 0.4 metadata: what napari-ome-zarr, MoBIE and neuroglancer open.
+    V2,
+    /// Zarr v3 with OME-Zarr 0.5 metadata, one shard per block.
+    V3,
+}
+
+/// The voxel type of an output store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputType {
+    /// P x 255, rounded.
+    U8,
+    /// P as computed.
+    F32,
+}
+
+/// How a volume of `shape` (z, y, x) is cut into blocks of `block` voxels, numbered in (z, y, x)
+/// row-major order; the last block along an axis may be smaller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockGrid {
+    /// The volume's size (z, y, x).
+    pub shape: [u64; 3],
+    /// A block's size (z, y, x), whole chunks.
+    pub block: [u64; 3],
+}
+
+impl BlockGrid {
+    /// Blocks along each axis.
+    pub fn counts(&self) -> [u64; 3] {
+        [0, 1, 2].map(|d| self.shape[d].div_ceil(self.block[d]))
+    }
+
+    /// The number of blocks.
+    pub fn len(&self) -> u64 {
+        self.counts().iter().product()
+    }
+
+    /// Whether there is no block (never for a store this module made).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The voxels of block `id` along (z, y, x).
+    pub fn block(&self, id: u64) -> [Range<usize>; 3] {
+        let [_, ny, nx] = self.counts();
+        let index = [id / (ny * nx), id / nx % ny, id % nx];
+        [0, 1, 2].map(|d| {
+            let start = index[d] * self.block[d];
+            start as usize..(start + self.block[d]).min(self.shape[d]) as usize
+        })
+    }
+}
+
+/// What an output store holds: its geometry and format, and the caller's description of the
+/// job (the model and options), all written to `.unet/job.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSpec {
+    /// Blocks and the volume's shape.
+    pub grid: BlockGrid,
+    /// The chunk shape (z, y, x); `grid.block` is a multiple of it.
+    pub chunks: [u64; 3],
+    /// Voxel type.
+    pub dtype: OutputType,
+    /// Zarr format.
+    pub version: ZarrVersion,
+    /// OME axis objects of z, y, x.
+    pub axes: Vec<Value>,
+    /// Voxel size along z, y, x.
+    pub scale: [f64; 3],
+    /// The caller's job description: a rerun with a different one is refused.
+    pub job: Value,
+}
+
+impl OutputSpec {
+    /// `.unet/job.json`'s content.
+    fn job_json(&self) -> Value {
+        json!({
+            "job": self.job,
+            "shape": self.grid.shape,
+            "block": self.grid.block,
+            "chunks": self.chunks,
+            "dtype": match self.dtype { OutputType::U8 => "uint8", OutputType::F32 => "float32" },
+            "zarr_version": match self.version { ZarrVersion::V2 => 2, ZarrVersion::V3 => 3 },
+        })
+    }
+
+    /// The metadata files of the store, relative to its root, in the order they are written
+    /// (the array first, the group that announces it last).
+    fn metadata_files(&self) -> Vec<(&'static str, Value)> {
+        let shape = self.grid.shape;
+        let axes = json!(self.axes);
+        let dataset = json!([{
+            "path": "0",
+            "coordinateTransformations": [{ "type": "scale", "scale": self.scale }],
+        }]);
+        match self.version {
+            ZarrVersion::V2 => {
+                let (dtype, fill) = match self.dtype {
+                    OutputType::U8 => ("|u1", json!(0)),
+                    OutputType::F32 => ("<f4", json!(0.0)),
+                };
+                vec![
+                    (
+                        "0/.zarray",
+                        json!({
+                            "zarr_format": 2,
+                            "shape": shape,
+                            "chunks": self.chunks,
+                            "dtype": dtype,
+                            "compressor": {
+                                "id": "blosc", "cname": "zstd", "clevel": 5,
+                                "shuffle": 1, "blocksize": 0,
+                            },
+                            "fill_value": fill,
+                            "order": "C",
+                            "filters": null,
+                            "dimension_separator": "/",
+                        }),
+                    ),
+                    (".zgroup", json!({ "zarr_format": 2 })),
+                    (
+                        ".zattrs",
+                        json!({ "multiscales": [{
+                            "version": "0.4",
+                            "name": "p_cell",
+                            "axes": axes,
+                            "datasets": dataset,
+                        }]}),
+                    ),
+                ]
+            }
+            ZarrVersion::V3 => {
+                let (dtype, fill) = match self.dtype {
+                    OutputType::U8 => ("uint8", json!(0)),
+                    OutputType::F32 => ("float32", json!(0.0)),
+                };
+                let names: Vec<Value> = self.axes.iter().map(|a| a["name"].clone()).collect();
+                vec![
+                    (
+                        "0/zarr.json",
+                        json!({
+                            "zarr_format": 3,
+                            "node_type": "array",
+                            "shape": shape,
+                            "data_type": dtype,
+                            "chunk_grid": {
+                                "name": "regular",
+                                "configuration": { "chunk_shape": self.grid.block },
+                            },
+                            "chunk_key_encoding": {
+                                "name": "default", "configuration": { "separator": "/" },
+                            },
+                            "fill_value": fill,
+                            "codecs": [{
+                                "name": "sharding_indexed",
+                                "configuration": {
+                                    "chunk_shape": self.chunks,
+                                    "codecs": [
+                                        { "name": "bytes", "configuration": { "endian": "little" } },
+                                        { "name": "zstd", "configuration": { "level": 3, "checksum": false } },
+                                    ],
+                                    "index_codecs": [
+                                        { "name": "bytes", "configuration": { "endian": "little" } },
+                                        { "name": "crc32c" },
+                                    ],
+                                    "index_location": "end",
+                                },
+                            }],
+                            "dimension_names": names,
+                            "attributes": {},
+                        }),
+                    ),
+                    (
+                        "zarr.json",
+                        json!({
+                            "zarr_format": 3,
+                            "node_type": "group",
+                            "attributes": { "ome": {
+                                "version": "0.5",
+                                "multiscales": [{
+                                    "name": "p_cell",
+                                    "axes": axes,
+                                    "datasets": dataset,
+                                }],
+                            }},
+                        }),
+                    ),
+                ]
+            }
+        }
+    }
+
+    /// The unit a block is written in: a chunk (v2) or the block's one shard (v3).
+    fn write_unit(&self) -> [u64; 3] {
+        match self.version {
+            ZarrVersion::V2 => self.chunks,
+            ZarrVersion::V3 => self.grid.block,
+        }
+    }
+}
+
+fn pretty(value: &Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values serialise");
+    bytes.push(b'\n');
+    bytes
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The first difference between two job descriptions, in words (`model_sha256: the store has
+/// X, this run Y`).
+fn first_difference(prefix: &str, stored: &Value, ours: &Value) -> String {
+    if let (Some(a), Some(b)) = (stored.as_object(), ours.as_object()) {
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let (x, y) = (&a.get(key).cloned().unwrap_or(Value::Null), b.get(key));
+            let y = y.cloned().unwrap_or(Value::Null);
+            if *x != y {
+                let name = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                return first_difference(&name, x, &y);
+            }
+        }
+    }
+    format!("{prefix}: the store has {stored}, this run {ours}")
+}
+
+const JOB_FILE: &str = ".unet/job.json";
+const BLOCKS_DIR: &str = ".unet/blocks";
+
+/// An output store of one blockwise job: its array, its blocks and their done-markers.
+pub struct BlockStore {
+    root: PathBuf,
+    store: Arc<FilesystemStore>,
+    array: Array<FilesystemStore>,
+    spec_job: Value,
+    job_sha256: String,
+    grid: BlockGrid,
+    chunks: [u64; 3],
+    dtype: OutputType,
+    write_unit: [u64; 3],
+}
+
+impl std::fmt::Debug for BlockStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockStore")
+            .field("root", &self.root)
+            .field("grid", &self.grid)
+            .finish()
+    }
+}
+
+impl BlockStore {
+    /// Creates the store at `root` for `spec`, or opens the one an earlier or concurrent worker
+    /// of the same job made. The metadata files and `.unet/job.json` are written before any
+    /// block, each atomically; identical files written by several workers at once are harmless.
+    /// A store of another job is refused with its first difference, and a directory that holds
+    /// anything else (a user's data) is never written into.
+    pub fn create_or_open(root: impl AsRef<Path>, spec: &OutputSpec) -> Result<Self> {
+        let root = root.as_ref();
+        if root.exists() && !root.is_dir() {
+            return Err(zarr_error(root, "exists and is not a directory"));
+        }
+        let job = pretty(&spec.job_json());
+        let job_path = root.join(JOB_FILE);
+        let ours = spec.job_json();
+        if job_path.is_file() {
+            Self::check_job(root, &read_json(&job_path)?, &ours)?;
+        } else {
+            let files = spec.metadata_files();
+            if root.is_dir() {
+                let known = [".zgroup", ".zattrs", "zarr.json", "0", ".unet"];
+                for entry in fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+                    let entry = entry.map_err(|e| Error::io(root, e))?;
+                    let name = entry.file_name();
+                    // A concurrent worker's temporary file (`write_atomically`'s `.NAME.PID.tmp`).
+                    let temporary = name
+                        .to_str()
+                        .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"));
+                    if !temporary && !known.iter().any(|k| name == *k) {
+                        return Err(zarr_error(
+                            root,
+                            format!(
+                                "exists and holds {:?}, which no unet job writes; choose another \
+                                 --out",
+                                name
+                            ),
+                        ));
+                    }
+                }
+                for (name, value) in &files {
+                    let path = root.join(name);
+                    if path.is_file() && read_json(&path)? != *value {
+                        return Err(zarr_error(
+                            root,
+                            format!("exists with another {name}; it is not a store of this job"),
+                        ));
+                    }
+                }
+            }
+            for (name, value) in &files {
+                write_atomically(root.join(name), &pretty(value))?;
+            }
+            write_atomically(&job_path, &job)?;
+            // Two first workers with different jobs: the later rename wins, and the other
+            // sees it here, before it writes any block.
+            Self::check_job(root, &read_json(&job_path)?, &ours)?;
+        }
+        Self::open_array(root, spec, sha256_hex(&job))
+    }
+
+    fn check_job(root: &Path, stored: &Value, ours: &Value) -> Result<()> {
+        if stored != ours {
+            return Err(Error::StoreMismatch {
+                path: root.to_path_buf(),
+                detail: first_difference("", stored, ours),
+            });
+        }
+        Ok(())
+    }
+
+    fn open_array(root: &Path, spec: &OutputSpec, job_sha256: String) -> Result<Self> {
+        let store = Arc::new(FilesystemStore::new(root).map_err(|e| zarr_error(root, e))?);
+        let array = Array::open(store.clone(), "/0").map_err(|e| zarr_error(root, e))?;
+        Ok(BlockStore {
+            root: root.to_path_buf(),
+            store,
+            array,
+            spec_job: spec.job.clone(),
+            job_sha256,
+            grid: spec.grid,
+            chunks: spec.chunks,
+            dtype: spec.dtype,
+            write_unit: spec.write_unit(),
+        })
+    }
+
+    /// The block grid and done count of the store at `root`, from its `.unet/job.json` alone
+    /// (what `--status` prints): (grid, blocks done).
+    pub fn status(root: impl AsRef<Path>) -> Result<(BlockGrid, u64)> {
+        let root = root.as_ref();
+        let job_path = root.join(JOB_FILE);
+        if !job_path.is_file() {
+            return Err(zarr_error(
+                root,
+                "no .unet/job.json: not a store written by blockwise `unet predict`",
+            ));
+        }
+        let job = read_json(&job_path)?;
+        let dims = |key: &str| -> Result<[u64; 3]> {
+            let v: Vec<u64> = job[key]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default();
+            v.try_into()
+                .map_err(|_| zarr_error(&job_path, format!("no 3 numbers in {key:?}")))
+        };
+        let grid = BlockGrid {
+            shape: dims("shape")?,
+            block: dims("block")?,
+        };
+        if grid.block.contains(&0) {
+            return Err(zarr_error(&job_path, "a block of zero size"));
+        }
+        let sha = sha256_hex(&fs::read(&job_path).map_err(|e| Error::io(&job_path, e))?);
+        let done = (0..grid.len())
+            .filter(|&id| marker_is_current(&root.join(BLOCKS_DIR).join(id.to_string()), &sha))
+            .count() as u64;
+        Ok((grid, done))
+    }
+
+    /// The block grid.
+    pub fn grid(&self) -> BlockGrid {
+        self.grid
+    }
+
+    /// The caller's job description this store was made for.
+    pub fn job(&self) -> &Value {
+        &self.spec_job
+    }
+
+    fn marker_path(&self, id: u64) -> PathBuf {
+        self.root.join(BLOCKS_DIR).join(id.to_string())
+    }
+
+    /// Whether block `id` is done: its marker exists and names this job.
+    pub fn is_done(&self, id: u64) -> bool {
+        marker_is_current(&self.marker_path(id), &self.job_sha256)
+    }
+
+    /// The number of blocks done.
+    pub fn done_count(&self) -> u64 {
+        (0..self.grid.len()).filter(|&id| self.is_done(id)).count() as u64
+    }
+
+    /// Writes block `id`'s P(cell) (`[z][y][x]` over [`BlockGrid::block`]) and flushes its chunk
+    /// files to disk; [`BlockStore::mark_done`] then records it.
+    pub fn write_block(&self, id: u64, p_cell: &[f32]) -> Result<()> {
+        let ranges = self.grid.block(id);
+        let dims = ranges.clone().map(|r| r.len());
+        if p_cell.len() != dims.iter().product::<usize>() {
+            return Err(zarr_error(
+                &self.root,
+                format!(
+                    "block {id}: {} values for a block of {dims:?} voxels",
+                    p_cell.len()
+                ),
+            ));
+        }
+        // Whole write units (chunks, or the shard), padded with the fill value past the volume's
+        // end: zarrs then encodes each one without reading what a killed worker left there.
+        let unit = self.write_unit;
+        let first = [0, 1, 2].map(|d| ranges[d].start as u64 / unit[d]);
+        let last = [0, 1, 2].map(|d| (ranges[d].end as u64).div_ceil(unit[d]));
+        let padded = [0, 1, 2].map(|d| ((last[d] - first[d]) * unit[d]) as usize);
+        let origin = [0, 1, 2].map(|d| (first[d] * unit[d]) as usize);
+        let mut full = vec![0f32; padded.iter().product()];
+        for z in 0..dims[0] {
+            for y in 0..dims[1] {
+                let src = (z * dims[1] + y) * dims[2];
+                let dz = ranges[0].start - origin[0] + z;
+                let dy = ranges[1].start - origin[1] + y;
+                let dst = (dz * padded[1] + dy) * padded[2] + ranges[2].start - origin[2];
+                full[dst..dst + dims[2]].copy_from_slice(&p_cell[src..src + dims[2]]);
+            }
+        }
+        let chunk_range: Vec<Range<u64>> = (0..3).map(|d| first[d]..last[d]).collect();
+        let chunks = ArraySubset::new_with_ranges(&chunk_range);
+        let stored = match self.dtype {
+            OutputType::U8 => {
+                let bytes: Vec<u8> = full.iter().map(|&p| to_u8(p)).collect();
+                self.array.store_chunks_elements(&chunks, &bytes)
+            }
+            OutputType::F32 => self.array.store_chunks_elements(&chunks, &full),
+        };
+        stored.map_err(|e| zarr_error(&self.root, format!("writing block {id}: {e}")))?;
+        self.sync_chunks(&chunks)
+    }
+
+    /// Marks block `id` done, atomically: call it after [`BlockStore::write_block`] returned,
+    /// when the block's data is on disk. A marker names the job, so a store's markers only
+    /// count for the job that wrote them.
+    pub fn mark_done(&self, id: u64) -> Result<()> {
+        let ranges = self.grid.block(id);
+        let marker = json!({
+            "block": id,
+            "job_sha256": self.job_sha256,
+            "z": [ranges[0].start, ranges[0].end],
+            "y": [ranges[1].start, ranges[1].end],
+            "x": [ranges[2].start, ranges[2].end],
+        });
+        write_atomically(self.marker_path(id), &pretty(&marker))
+    }
+
+    /// Flushes the chunk files of `chunks` (and their directories) to disk, so a marker never
+    /// outlives the data it vouches for. A chunk of fill values only has no file (zarrs erases
+    /// it), which is what a reader expects.
+    fn sync_chunks(&self, chunks: &ArraySubset) -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for indices in &chunks.indices() {
+            let path = self.store.key_to_fspath(&self.array.chunk_key(&indices));
+            match fs::File::open(&path) {
+                Ok(file) => file.sync_all().map_err(|e| Error::io(&path, e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+            if let Some(parent) = path.parent() {
+                dirs.insert(parent.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            if let Ok(d) = fs::File::open(&dir) {
+                d.sync_all().map_err(|e| Error::io(&dir, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The chunk shape (z, y, x).
+    pub fn chunks(&self) -> [u64; 3] {
+        self.chunks
+    }
+}
+
+/// P(cell) in [0, 1] as stored in a `uint8` output: `round(P x 255)`.
+pub fn to_u8(p: f32) -> u8 {
+    (p.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+fn marker_is_current(path: &Path, job_sha256: &str) -> bool {
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|m| m["job_sha256"] == job_sha256)
+}
+
+/// The blocks worker `index` of `count` takes: every block `b` with `b % count == index`
+/// (round-robin, so the workers share the volume's edges and its costly middle alike).
+pub fn worker_blocks(total: u64, index: u64, count: u64) -> impl Iterator<Item = u64> {
+    (index..total).step_by(count.max(1) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_paths_split_at_the_zarr_directory() {
+        let (root, inner) = split_store_path(Path::new("/d/vol.zarr/raw/s0"));
+        assert_eq!(
+            (root, inner.as_str()),
+            (PathBuf::from("/d/vol.zarr"), "raw/s0")
+        );
+        let (root, inner) = split_store_path(Path::new("rel/V.ZARR"));
+        assert_eq!((root, inner.as_str()), (PathBuf::from("rel/V.ZARR"), ""));
+        let (root, inner) = split_store_path(Path::new("plain/dir"));
+        assert_eq!((root, inner.as_str()), (PathBuf::from("plain/dir"), ""));
+    }
+
+    #[test]
+    fn axes_must_be_ome_ordered() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let p = Path::new("v.zarr");
+        let r = axis_roles(p, &names(&["c", "z", "y", "x"]), &[2, 3, 4, 5]).unwrap();
+        assert_eq!((r.c, r.z, r.x), (Some(0), 1, 3));
+        let r = axis_roles(p, &names(&["t", "c", "z", "y", "x"]), &[1, 2, 3, 4, 5]).unwrap();
+        assert_eq!((r.c, r.z), (Some(1), 2));
+        for (axes, shape, why) in [
+            (&["x", "y", "z"][..], &[1u64, 2, 3][..], "wrong order"),
+            (&["c", "y", "x"], &[1, 2, 3], "z, y and x are all needed"),
+            (&["q", "z", "y", "x"], &[1, 2, 3, 4], "unknown axis"),
+            (&["t", "z", "y", "x"], &[2, 2, 3, 4], "time axis"),
+            (&["z", "y", "x"], &[2, 3], "one name per dimension"),
+        ] {
+            let err = axis_roles(p, &names(axes), shape).unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains("v.zarr"), "{err}");
+        }
+    }
+
+    #[test]
+    fn blocks_tile_the_volume_and_workers_share_them() {
+        let grid = BlockGrid {
+            shape: [5, 9, 7],
+            block: [2, 4, 4],
+        };
+        assert_eq!(grid.counts(), [3, 3, 2]);
+        let mut seen = vec![0u8; 5 * 9 * 7];
+        for id in 0..grid.len() {
+            let [z, y, x] = grid.block(id);
+            for z in z {
+                for y in y.clone() {
+                    for x in x.clone() {
+                        seen[(z * 9 + y) * 7 + x] += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1));
+        let mut all: Vec<u64> = (0..3)
+            .flat_map(|i| worker_blocks(grid.len(), i, 3))
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..grid.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn rounding_to_u8() {
+        assert_eq!(
+            [0.0, 0.5, 1.0, 0.001_96, 0.998].map(to_u8),
+            [0, 128, 255, 0, 254]
+        );
+    }
+
+    #[test]
+    fn job_differences_are_named() {
+        let a = json!({"job": {"model_sha256": "aa", "tile": 8}, "dtype": "uint8"});
+        let b = json!({"job": {"model_sha256": "bb", "tile": 8}, "dtype": "uint8"});
+        let d = first_difference("", &a, &b);
+        assert!(
+            d.starts_with("job.model_sha256: the store has \"aa\""),
+            "{d}"
+        );
+    }
+}
