@@ -59,7 +59,7 @@ def test_model_by_path_is_the_builtin(crops, prob, repo):
 
 
 def test_equals_unet_predict_and_packages(crops, prob, unet_bin, tmp_path):
-    tifffile.imwrite(tmp_path / "in.tif", crops[0])
+    tifffile.imwrite(tmp_path / "in.tif", crops[0], photometric="minisblack")
     subprocess.run(
         [unet_bin, "predict", "--input", str(tmp_path / "in.tif"), "--out", str(tmp_path / "p.tif")],
         check=True,

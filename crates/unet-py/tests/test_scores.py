@@ -101,8 +101,8 @@ def test_unthinned_v_scores_equal_skimage(isbi):
 def test_thinned_scores_equal_the_unet_score_command(isbi, unet_bin, tmp_path):
     labels = isbi[1][SECTIONS]
     prob = imperfect(labels, seed=2)
-    tifffile.imwrite(tmp_path / "p.tif", prob)
-    tifffile.imwrite(tmp_path / "l.tif", labels)
+    tifffile.imwrite(tmp_path / "p.tif", prob, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "l.tif", labels, photometric="minisblack")
     subprocess.run(
         [unet_bin, "score", "--pred", str(tmp_path / "p.tif"), "--labels", str(tmp_path / "l.tif"),
          "--json", str(tmp_path / "s.json")],

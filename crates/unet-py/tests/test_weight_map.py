@@ -93,7 +93,7 @@ def test_any_dtype_and_strides(isbi):
 
 def test_equals_the_unet_weights_command(isbi, unet_bin, tmp_path):
     labels = isbi[1][:2]
-    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    tifffile.imwrite(tmp_path / "labels.tif", labels, photometric="minisblack")
     subprocess.run(
         [unet_bin, "weights", "--labels", str(tmp_path / "labels.tif"), "--out", str(tmp_path / "w.tif")],
         check=True,
