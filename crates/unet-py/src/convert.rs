@@ -19,6 +19,10 @@ pub trait Num: Element + Copy {
     fn to_grey(self) -> f32;
     /// The value as it is, in single precision.
     fn to_f32(self) -> f32;
+    /// The value as a class id, when it is an integer in `0..=255`.
+    fn to_label(self) -> Option<u8> {
+        label_value(self.to_f64())
+    }
 }
 
 macro_rules! num_as_is {
@@ -35,6 +39,9 @@ num_as_is!(u32, u64, i8, i16, i32, i64, f32, f64);
 impl Num for u8 {
     fn to_f64(self) -> f64 {
         f64::from(self)
+    }
+    fn to_label(self) -> Option<u8> {
+        Some(self)
     }
     fn to_grey(self) -> f32 {
         f32::from(self) / 255.0
@@ -59,6 +66,9 @@ impl Num for u16 {
 impl Num for bool {
     fn to_f64(self) -> f64 {
         f64::from(u8::from(self))
+    }
+    fn to_label(self) -> Option<u8> {
+        Some(u8::from(self))
     }
     fn to_grey(self) -> f32 {
         f32::from(u8::from(self))
@@ -177,14 +187,22 @@ pub struct AsLabel;
 impl Visitor for AsLabel {
     type Out = Result<Vec<u8>, LabelError>;
     fn visit<T: Num>(self, view: ArrayViewD<'_, T>) -> Self::Out {
+        let error = |index: usize, v: T| LabelError {
+            index,
+            value: v.to_f64(),
+        };
+        // The contiguous case in one pass without per-value error bookkeeping: labels are read
+        // for every augmented sample, so this is on the hot path of a DataLoader.
+        if let Some(slice) = view.as_slice() {
+            let out: Vec<u8> = slice.iter().map(|v| v.to_label().unwrap_or(0)).collect();
+            if let Some(i) = slice.iter().position(|v| v.to_label().is_none()) {
+                return Err(error(i, slice[i]));
+            }
+            return Ok(out);
+        }
         view.iter()
             .enumerate()
-            .map(|(index, v)| {
-                label_value(v.to_f64()).ok_or(LabelError {
-                    index,
-                    value: v.to_f64(),
-                })
-            })
+            .map(|(index, &v)| v.to_label().ok_or_else(|| error(index, v)))
             .collect()
     }
 }
