@@ -44,44 +44,56 @@ def centre(a):
     return a[..., top : top + OUT, left : left + OUT]
 
 
-def make_dataset(images, labels, sections, augment=True, seed=0):
-    """A torch Dataset of (image (1, 572, 572), label (388, 388) int64, weight (388, 388))."""
-    import torch
+try:
+    from torch.utils.data import Dataset
+except ImportError:  # the array helpers and the dataset's items need no torch
+    Dataset = object
 
-    class ISBIDataset(torch.utils.data.Dataset):
-        """ISBI sections with the reference augmentation and exact border weights.
 
-        Item i of epoch e is augmented with index e * len(self) + i: reproducible whatever
-        the number of DataLoader workers (each worker holds a copy of this object, so a
-        counter kept in the Augmenter would repeat across workers), new draws every epoch.
-        """
+class ISBIDataset(Dataset):
+    """ISBI sections with the reference augmentation and exact border weights.
 
-        def __init__(self):
-            self.sections = list(sections)
-            self.augmenter = unet_rs.Augmenter("reference", seed=seed) if augment else None
-            self.epoch = 0
+    Items are numpy arrays (the DataLoader's default collate makes tensors of them): image
+    float32 (1, 572, 572), label int64 (388, 388) (1 cell, 0 membrane), weight float32
+    (388, 388). Item i of epoch e is augmented with index e * len(self) + i: the same whatever
+    the number of DataLoader workers (each holds a copy of this object, so a counter kept in
+    the Augmenter would repeat across workers), new draws every epoch (`set_epoch`).
+    """
 
-        def set_epoch(self, epoch):
-            self.epoch = epoch
+    def __init__(self, images, labels, sections, augment=True, seed=0):
+        self.images, self.labels = images, labels
+        self.sections = list(sections)
+        self.augment, self.seed = augment, seed
+        self.epoch = 0
+        self._augmenter = None
 
-        def __len__(self):
-            return len(self.sections)
+    def set_epoch(self, epoch):
+        self.epoch = epoch
 
-        def __getitem__(self, i):
-            image, label = images[self.sections[i]], labels[self.sections[i]]
-            if self.augmenter is not None:
-                image, label = self.augmenter.sample(self.epoch * len(self) + i, image, label)
-            else:
-                image = image / np.float32(255.0)
-            # w(x) of the label the net sees (after the deformation), as the paper defines it.
-            weight = unet_rs.weight_map(label, w0=10.0, sigma=5.0)
-            return (
-                torch.from_numpy(to_net_input(image))[None],
-                torch.from_numpy(centre(label > 0).astype(np.int64)),
-                torch.from_numpy(np.ascontiguousarray(centre(weight))),
-            )
+    def __len__(self):
+        return len(self.sections)
 
-    return ISBIDataset()
+    def __getstate__(self):
+        # Workers started by "spawn" get a pickled copy: the Augmenter is made again there.
+        state = dict(self.__dict__)
+        state["_augmenter"] = None
+        return state
+
+    def __getitem__(self, i):
+        image, label = self.images[self.sections[i]], self.labels[self.sections[i]]
+        if self.augment:
+            if self._augmenter is None:
+                self._augmenter = unet_rs.Augmenter("reference", seed=self.seed)
+            image, label = self._augmenter.sample(self.epoch * len(self) + i, image, label)
+        else:
+            image = image / np.float32(255.0)
+        # w(x) of the label the net sees (after the deformation), as the paper defines it.
+        weight = unet_rs.weight_map(label, w0=10.0, sigma=5.0)
+        return (
+            to_net_input(image)[None],
+            centre(label > 0).astype(np.int64),
+            np.ascontiguousarray(centre(weight)),
+        )
 
 
 def unet(in_channels=1, n_classes=2, widths=(64, 128, 256, 512, 1024)):
@@ -135,7 +147,7 @@ def main():
     args = parser.parse_args()
 
     images, labels = load_isbi(args.data)
-    train = make_dataset(images, labels, TRAIN, augment=True)
+    train = ISBIDataset(images, labels, TRAIN, augment=True)
     loader = torch.utils.data.DataLoader(train, batch_size=3, shuffle=True, num_workers=args.workers)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = unet().to(device)
