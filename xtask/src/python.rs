@@ -156,6 +156,7 @@ pub fn run_checks(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
     let checks: &[(&str, Check)] = &[
         ("bioimageio test of unet export", bioimageio_test),
         ("zarr-python reads unet predict's OME-Zarr", zarr_check),
+        ("the unet_rs package's tests", unet_py_tests),
     ];
     for (name, check) in checks {
         eprintln!("==> python check: {name}");
@@ -192,14 +193,7 @@ fn zarr_check(root: &Path, venv: &Venv, _data: &Path) -> Result<()> {
 /// BioImage Model Zoo's own validator on the package, with the network cut off (a dead proxy):
 /// the package must validate and reproduce its test outputs offline.
 fn bioimageio_test(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
-    let status = crate::cargo()
-        .current_dir(root)
-        .args(["build", "--quiet", "-p", "unet-cli"])
-        .status()
-        .context("starting cargo build -p unet-cli")?;
-    if !status.success() {
-        bail!("cargo build -p unet-cli failed ({status})");
-    }
+    build_unet(root)?;
     let out_dir = root.join("target").join("ci-export");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let package = out_dir.join("default.bioimageio.zip");
@@ -217,4 +211,57 @@ fn bioimageio_test(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
         test.env(key, "http://127.0.0.1:9");
     }
     run("bioimageio test (offline)", &mut test)
+}
+
+/// The dev `unet` binary (`target/debug/unet`), built if needed: what the tests built is reused.
+fn build_unet(root: &Path) -> Result<PathBuf> {
+    let status = crate::cargo()
+        .current_dir(root)
+        .args(["build", "--quiet", "-p", "unet-cli"])
+        .status()
+        .context("starting cargo build -p unet-cli")?;
+    if !status.success() {
+        bail!("cargo build -p unet-cli failed ({status})");
+    }
+    Ok(root.join("target/debug/unet"))
+}
+
+/// `pip install ./crates/unet-py` (maturin, as a user installs it) into the environment, then
+/// its pytest suite with the ISBI data and the `unet` binary the results are compared with.
+///
+/// The wheel is built in the dev profile (`MATURIN_PEP517_ARGS`): its dependencies are then the
+/// ones `cargo test` just built, so the install compiles little more than the package itself.
+/// pytest fails on any failed test and on finding none (exit 5).
+fn unet_py_tests(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
+    let unet = build_unet(root)?;
+    run(
+        "pip install ./crates/unet-py",
+        venv.command(root, "python")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-build-isolation",
+                "--no-deps",
+                "--force-reinstall",
+                "./crates/unet-py",
+            ])
+            .env("MATURIN_PEP517_ARGS", "--profile dev"),
+    )?;
+    run(
+        "pytest crates/unet-py/tests",
+        venv.command(root, "python")
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "crates/unet-py/tests",
+            ])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env(unet_data::DATA_ENV, data)
+            .env("UNET_BIN", &unet),
+    )
 }

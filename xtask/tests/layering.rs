@@ -1,11 +1,11 @@
 //! Architecture invariants of docs/ARCHITECTURE.md, checked on `cargo metadata`.
 //!
-//! - The layers: `unet-cli`, `xtask` -> `unet-train`, `unet-export` -> `unet-model` -> `unet-data`, with
+//! - The layers: `unet-cli`, `unet-py`, `xtask` -> `unet-train`, `unet-export` -> `unet-model` -> `unet-data`, with
 //!   `unet-augment`, `unet-weights` and `unet-metrics` beside `unet-data` at the bottom. Arrows
 //!   point down only; `unet-model` uses no unet crate but `unet-data`.
 //! - unet-augment, unet-weights and unet-metrics depend on no candle crate and on no other unet
 //!   crate, so a user can take any one of them alone.
-//! - Only unet-model and what sits above it (unet-train, unet-export, unet-cli) use candle; unet-data and
+//! - Only unet-model and what sits above it (unet-train, unet-export, unet-cli, unet-py) use candle; unet-data and
 //!   xtask do not.
 
 use std::collections::{BTreeSet, HashMap};
@@ -107,7 +107,7 @@ fn lower_crates_stand_alone() {
 }
 
 /// Each workspace crate's layer (0 is the bottom) and the unet crates it may use directly.
-const LAYERS: [(&str, usize, &[&str]); 9] = [
+const LAYERS: [(&str, usize, &[&str]); 10] = [
     ("unet-augment", 0, &[]),
     ("unet-weights", 0, &[]),
     ("unet-metrics", 0, &[]),
@@ -133,6 +133,17 @@ const LAYERS: [(&str, usize, &[&str]); 9] = [
             "unet-export",
             "unet-model",
             "unet-data",
+            "unet-augment",
+            "unet-weights",
+            "unet-metrics",
+        ],
+    ),
+    (
+        "unet-py",
+        3,
+        &[
+            "unet-export",
+            "unet-model",
             "unet-augment",
             "unet-weights",
             "unet-metrics",

@@ -1,26 +1,18 @@
 //! The model `unet predict` uses without `--model`: the committed `models/default`, built into
-//! the binary by the default-on `builtin-model` feature, so an installed `unet` works from any
-//! directory.
+//! the binary through `unet_model::builtin` (the default-on `builtin-model` feature), so an
+//! installed `unet` works from any directory.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use unet_export::package::{is_package_path, read_package, CheckpointBytes};
+use unet_model::builtin::builtin_checkpoint;
 use unet_model::checkpoint::sidecar_path;
 use unet_model::{load_model, load_model_from_bytes, CheckpointMeta, UNet};
 
 /// What `--model` names in messages when it was not given.
-pub const BUILTIN_NAME: &str = "the built-in default model (models/default)";
-
-/// The sidecar and weights of `models/default`, when built in.
-#[cfg(feature = "builtin-model")]
-const BUILTIN: Option<(&[u8], &[u8])> = Some((
-    include_bytes!("../../../models/default.json"),
-    include_bytes!("../../../models/default.safetensors"),
-));
-#[cfg(not(feature = "builtin-model"))]
-const BUILTIN: Option<(&[u8], &[u8])> = None;
+pub const BUILTIN_NAME: &str = unet_model::builtin::NAME;
 
 /// The net of the checkpoint `model` (weights file with its sidecar, or a BioImage Model Zoo
 /// package that `unet export` wrote), or of the built-in model when `model` is `None`, on
@@ -52,14 +44,13 @@ pub fn open_model(model: Option<&Path>, device: &Device) -> Result<(UNet, Checkp
 
 /// The built-in model, or an error saying how to get one.
 pub fn builtin_model(device: &Device) -> Result<(UNet, CheckpointMeta)> {
-    let Some((sidecar, weights)) = BUILTIN else {
+    let Some(loaded) = unet_model::builtin::builtin_model(device) else {
         bail!(
             "no --model given, and this unet was built without the built-in default model \
              (the `builtin-model` feature): pass --model PATH.safetensors"
         );
     };
-    load_model_from_bytes("models/default.safetensors", sidecar, weights, device)
-        .context("loading the built-in default model")
+    loaded.context("loading the built-in default model")
 }
 
 /// The sidecar's and weights' bytes of the checkpoint `model` (or of a package), or of the
@@ -79,15 +70,15 @@ pub fn checkpoint_bytes(model: Option<&Path>) -> Result<(CheckpointBytes, String
             Ok((bytes, path.display().to_string()))
         }
         None => {
-            let Some((sidecar, weights)) = BUILTIN else {
+            let Some(builtin) = builtin_checkpoint() else {
                 bail!(
                     "no --model given, and this unet was built without the built-in default \
                      model (the `builtin-model` feature): pass --model PATH.safetensors"
                 );
             };
             let bytes = CheckpointBytes {
-                sidecar: sidecar.to_vec(),
-                weights: weights.to_vec(),
+                sidecar: builtin.sidecar.to_vec(),
+                weights: builtin.weights.to_vec(),
             };
             Ok((bytes, BUILTIN_NAME.to_string()))
         }

@@ -22,6 +22,9 @@
 //!   tile with mirrored context, seamless for valid padding, blended for same padding, with
 //!   optional flip/rotation test-time augmentation.
 //!
+//! - The committed default model ([`builtin`], with the `builtin-model` feature), for every
+//!   front end that predicts without a checkpoint of the user's.
+//!
 //! The forward pass is written from small layer structs ([`layers`]); on the CPU the fast custom
 //! ops of [`kernels`] run them.
 //!
@@ -54,6 +57,7 @@
 //! ```
 
 mod arch;
+pub mod builtin;
 pub mod checkpoint;
 pub mod config;
 mod error;
