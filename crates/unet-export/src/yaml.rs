@@ -4,11 +4,12 @@
 
 use serde_json::Value;
 
-/// `value` as a YAML document (a mapping or sequence at the top; keys in serde_json's order,
-/// sorted).
+/// `value` as a YAML document (a mapping or sequence at the top; keys in the map's order:
+/// sorted, or as inserted where a crate in the build turns on serde_json's `preserve_order`,
+/// as zarrs does).
 ///
 /// ```
-/// let v = serde_json::json!({"name": "U-Net", "tags": ["a", "b"], "n": 1, "e": []});
+/// let v = serde_json::json!({"e": [], "n": 1, "name": "U-Net", "tags": ["a", "b"]});
 /// assert_eq!(
 ///     unet_export::yaml::to_yaml(&v),
 ///     "e: []\nn: 1\nname: \"U-Net\"\ntags:\n  - \"a\"\n  - \"b\"\n"
