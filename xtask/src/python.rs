@@ -169,14 +169,7 @@ pub fn run_checks(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
 /// predict` (the dev binary, built-in model), and zarr-python reads the OME-Zarr 0.4 and 0.5
 /// outputs back, metadata included.
 fn zarr_check(root: &Path, venv: &Venv, _data: &Path) -> Result<()> {
-    let status = crate::cargo()
-        .current_dir(root)
-        .args(["build", "--quiet", "-p", "unet-cli"])
-        .status()
-        .context("starting cargo build -p unet-cli")?;
-    if !status.success() {
-        bail!("cargo build -p unet-cli failed ({status})");
-    }
+    let unet = build_unet(root)?;
     let work = root.join("target").join("ci-zarr");
     if work.exists() {
         fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
@@ -184,7 +177,7 @@ fn zarr_check(root: &Path, venv: &Venv, _data: &Path) -> Result<()> {
     let mut check = venv.command(root, "python");
     check
         .arg(root.join("xtask/python/zarr_check.py"))
-        .arg(root.join("target/debug/unet"))
+        .arg(&unet)
         .arg(&work);
     run("zarr_check.py", &mut check)
 }
@@ -193,13 +186,13 @@ fn zarr_check(root: &Path, venv: &Venv, _data: &Path) -> Result<()> {
 /// BioImage Model Zoo's own validator on the package, with the network cut off (a dead proxy):
 /// the package must validate and reproduce its test outputs offline.
 fn bioimageio_test(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
-    build_unet(root)?;
+    let unet = build_unet(root)?;
     let out_dir = root.join("target").join("ci-export");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let package = out_dir.join("default.bioimageio.zip");
     run(
         "unet export of the built-in default model",
-        Command::new(root.join("target/debug/unet"))
+        Command::new(&unet)
             .current_dir(root)
             .env("UNET_DATA", data)
             .args(["export", "--overwrite", "--out"])
