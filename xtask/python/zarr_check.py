@@ -1,7 +1,7 @@
 """`unet predict` on OME-Zarr, checked with zarr-python: a volume zarr-python writes (OME-Zarr
 0.4 on Zarr v2, its default codecs, chunks that do not divide it) goes in; the default output
 (0.4 on v2) and the `--zarr-version 3` output (0.5, sharded) are read back with their axes and
-voxel size, shape and type, and hold the same voxels.
+voxel size, shape and type, and hold the same voxels; a `--dtype f16` output reads as float16.
 
 usage: python zarr_check.py UNET_BINARY WORK_DIR
 """
@@ -55,4 +55,12 @@ for out, version in [("p2.zarr", "0.4"), ("p3.zarr", "0.5")]:
 assert group["0"].shards == (2, 64, 64), group["0"].shards
 assert np.array_equal(read["p2.zarr"], read["p3.zarr"])
 assert 0 < read["p2.zarr"].mean() < 255
-print(f"zarr-python {zarr.__version__} reads unet's OME-Zarr 0.4 and 0.5 outputs")
+
+# Half precision on Zarr v3: zarr-python reads float16, and it rounds to the uint8 output.
+cmd = [unet, "predict", "--input", str(work / "vol.zarr"), "--out", str(work / "p3f16.zarr"),
+       "--block", "1,64,64", "--zarr-version", "3", "--dtype", "f16"]
+subprocess.run(cmd, check=True, capture_output=True)
+half = zarr.open_group(work / "p3f16.zarr", mode="r")["0"][:]
+assert half.dtype == np.float16 and half.shape == shape, (half.dtype, half.shape)
+assert np.abs(np.rint(half.astype(np.float32) * 255) - read["p2.zarr"]).max() <= 1
+print(f"zarr-python {zarr.__version__} reads unet's OME-Zarr 0.4 and 0.5 outputs, uint8 and float16")

@@ -6,10 +6,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use unet_export::load_model_or_package;
 use unet_export::package::{is_package_path, read_package, CheckpointBytes};
 use unet_model::builtin::builtin_checkpoint;
 use unet_model::checkpoint::sidecar_path;
-use unet_model::{load_model, load_model_from_bytes, CheckpointMeta, UNet};
+use unet_model::{CheckpointMeta, UNet};
 
 /// What `--model` names in messages when it was not given.
 pub const BUILTIN_NAME: &str = unet_model::builtin::NAME;
@@ -23,16 +24,8 @@ pub fn open_model(model: Option<&Path>, device: &Device) -> Result<(UNet, Checkp
             if !path.is_file() {
                 bail!("{}: no such checkpoint file", path.display());
             }
-            if is_package_path(path) {
-                let name = path.display().to_string();
-                let bytes = read_package(path)?;
-                let (net, meta) =
-                    load_model_from_bytes(&name, &bytes.sidecar, &bytes.weights, device)
-                        .with_context(|| format!("loading the checkpoint inside {name}"))?;
-                return Ok((net, meta, name));
-            }
-            let (net, meta) =
-                load_model(path, device).with_context(|| format!("loading {}", path.display()))?;
+            let (net, meta) = load_model_or_package(path, device)
+                .with_context(|| format!("loading {}", path.display()))?;
             Ok((net, meta, path.display().to_string()))
         }
         None => {

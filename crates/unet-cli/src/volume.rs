@@ -29,6 +29,8 @@ use crate::predict::PredictArgs;
 pub enum DtypeArg {
     /// round(P x 255).
     U8,
+    /// P in half precision.
+    F16,
     /// P as computed.
     F32,
 }
@@ -43,7 +45,7 @@ pub struct VolumeArgs {
     /// open today) or 3 (OME-Zarr 0.5, one shard per block).
     #[arg(long, value_parser = ["2", "3"])]
     pub zarr_version: Option<String>,
-    /// The output's voxel type: u8 (round(P x 255)) or f32 [default: u8].
+    /// The output's voxel type: u8 (round(P x 255)), f16 or f32 [default: u8].
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
     /// The output's chunk shape Z,Y,X [default: the input's chunk shape, within the volume].
@@ -261,6 +263,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let opts = args.tile_options();
     let dtype = match v.dtype.unwrap_or(DtypeArg::U8) {
         DtypeArg::U8 => OutputType::U8,
+        DtypeArg::F16 => OutputType::F16,
         DtypeArg::F32 => OutputType::F32,
     };
     let version = match v.zarr_version.as_deref() {

@@ -281,6 +281,27 @@ fn blockwise_equals_whole_section_prediction() {
         ok(&unet(&u8_args, d));
         let got = read_out::<u8>(&d.join(&u8_out));
         assert_eq!(got, want.iter().map(|&p| to_u8(p)).collect::<Vec<_>>());
+        if padding == Padding::Valid {
+            // Half precision: P rounded to the nearest f16, in blocks unlike the f32 run's.
+            let f16_out = format!("{model}-f16.zarr");
+            let mut f16_args = args.clone();
+            f16_args.extend([
+                "--out",
+                f16_out.as_str(),
+                "--dtype",
+                "f16",
+                "--block",
+                "2,16,40",
+            ]);
+            ok(&unet(&f16_args, d));
+            let got = read_out::<half::f16>(&d.join(&f16_out));
+            let halves: Vec<half::f16> = want.iter().map(|&p| half::f16::from_f32(p)).collect();
+            assert_eq!(got, halves, "{model}");
+            let zarray: Value =
+                serde_json::from_slice(&std::fs::read(d.join(&f16_out).join("0/.zarray")).unwrap())
+                    .unwrap();
+            assert_eq!(zarray["dtype"], "<f2");
+        }
     }
     // Per-image standardisation: each whole section's mean and std, gathered in bands of rows
     // before its blocks are predicted.

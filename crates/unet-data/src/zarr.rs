@@ -487,8 +487,31 @@ pub enum ZarrVersion {
 pub enum OutputType {
     /// P x 255, rounded.
     U8,
+    /// P rounded to half precision (IEEE binary16, nearest): half the bytes of f32, and what
+    /// viewers and GPU pipelines read directly.
+    F16,
     /// P as computed.
     F32,
+}
+
+impl OutputType {
+    /// The name in `.unet/job.json` and Zarr v3's `data_type`.
+    fn name(self) -> &'static str {
+        match self {
+            OutputType::U8 => "uint8",
+            OutputType::F16 => "float16",
+            OutputType::F32 => "float32",
+        }
+    }
+
+    /// Zarr v2's `dtype` and the fill value.
+    fn v2_dtype(self) -> (&'static str, Value) {
+        match self {
+            OutputType::U8 => ("|u1", json!(0)),
+            OutputType::F16 => ("<f2", json!(0.0)),
+            OutputType::F32 => ("<f4", json!(0.0)),
+        }
+    }
 }
 
 /// How a volume of `shape` (z, y, x) is cut into blocks of `block` voxels, numbered in (z, y, x)
@@ -556,7 +579,7 @@ impl OutputSpec {
             "shape": self.grid.shape,
             "block": self.grid.block,
             "chunks": self.chunks,
-            "dtype": match self.dtype { OutputType::U8 => "uint8", OutputType::F32 => "float32" },
+            "dtype": self.dtype.name(),
             "zarr_version": match self.version { ZarrVersion::V2 => 2, ZarrVersion::V3 => 3 },
         })
     }
@@ -572,10 +595,7 @@ impl OutputSpec {
         }]);
         match self.version {
             ZarrVersion::V2 => {
-                let (dtype, fill) = match self.dtype {
-                    OutputType::U8 => ("|u1", json!(0)),
-                    OutputType::F32 => ("<f4", json!(0.0)),
-                };
+                let (dtype, fill) = self.dtype.v2_dtype();
                 vec![
                     (
                         "0/.zarray",
@@ -607,10 +627,7 @@ impl OutputSpec {
                 ]
             }
             ZarrVersion::V3 => {
-                let (dtype, fill) = match self.dtype {
-                    OutputType::U8 => ("uint8", json!(0)),
-                    OutputType::F32 => ("float32", json!(0.0)),
-                };
+                let (dtype, fill) = (self.dtype.name(), self.dtype.v2_dtype().1);
                 let names: Vec<Value> = self.axes.iter().map(|a| a["name"].clone()).collect();
                 vec![
                     (
@@ -917,6 +934,10 @@ impl BlockStore {
             OutputType::U8 => {
                 let bytes: Vec<u8> = full.iter().map(|&p| to_u8(p)).collect();
                 self.array.store_chunks_elements(&chunks, &bytes)
+            }
+            OutputType::F16 => {
+                let halves: Vec<half::f16> = full.iter().map(|&p| half::f16::from_f32(p)).collect();
+                self.array.store_chunks_elements(&chunks, &halves)
             }
             OutputType::F32 => self.array.store_chunks_elements(&chunks, &full),
         };

@@ -16,5 +16,6 @@ pub mod yaml;
 pub use error::{Error, Result};
 pub use onnx::onnx_model;
 pub use package::{
-    package, read_package, read_package_bytes, CheckpointBytes, PackageOptions, Sample,
+    load_model_or_package, package, read_package, read_package_bytes, CheckpointBytes,
+    PackageOptions, Sample,
 };

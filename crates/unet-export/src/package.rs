@@ -778,6 +778,24 @@ pub fn is_package_path(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
 }
 
+/// The net and sidecar of a model file: a `.safetensors` checkpoint with its `.json` sidecar, or a
+/// `.bioimageio.zip` package that [`package`] wrote (told apart by [`is_package_path`]). The one
+/// rule `unet predict` and the Python package share.
+pub fn load_model_or_package(path: &Path, device: &Device) -> Result<(UNet, CheckpointMeta)> {
+    if is_package_path(path) {
+        let bytes = read_package(path)?;
+        let name = path.display().to_string();
+        Ok(unet_model::load_model_from_bytes(
+            &name,
+            &bytes.sidecar,
+            &bytes.weights,
+            device,
+        )?)
+    } else {
+        Ok(unet_model::load_model(path, device)?)
+    }
+}
+
 /// The name of a file inside a package, for messages: `package.zip/file`.
 pub fn inside(package: &Path, file: &str) -> PathBuf {
     package.join(file)

@@ -6,11 +6,9 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
 use pyo3::prelude::*;
-use unet_export::package::{is_package_path, read_package};
+use unet_export::load_model_or_package;
 use unet_model::tiling::TileOptions;
-use unet_model::{
-    load_model, load_model_from_bytes, overlap_tile_predict, CheckpointMeta, Normalisation, UNet,
-};
+use unet_model::{overlap_tile_predict, CheckpointMeta, Normalisation, UNet};
 
 use crate::convert::{check_shape, read_grey, to_array, unravel};
 
@@ -63,14 +61,8 @@ pub fn open_model(model: Option<&Path>) -> Result<(UNet, CheckpointMeta, String)
              sidecar, or a .bioimageio.zip package)"
         )));
     }
-    let model_err = |e: &dyn std::fmt::Display| PredictError::Model(format!("loading {name}: {e}"));
-    let (net, meta) = if is_package_path(path) {
-        let bytes = read_package(path).map_err(|e| model_err(&e))?;
-        load_model_from_bytes(&name, &bytes.sidecar, &bytes.weights, &device)
-            .map_err(|e| model_err(&e))?
-    } else {
-        load_model(path, &device).map_err(|e| model_err(&e))?
-    };
+    let (net, meta) = load_model_or_package(path, &device)
+        .map_err(|e| PredictError::Model(format!("loading {name}: {e}")))?;
     Ok((net, meta, name))
 }
 

@@ -1,5 +1,6 @@
 """unet_rs.scores: perfect predictions score 1; pixel scores against numpy; V-Rand and V-Info
-(unthinned) against scikit-image's contingency table; the `unet score` command; bad inputs."""
+unthinned against scikit-image's contingency table, and thinned (the official scores) against a
+Python port of the Fiji scoring (fiji_port.py); the `unet score` command; bad inputs."""
 
 import subprocess
 
@@ -11,6 +12,7 @@ from skimage.measure import label as skimage_label
 from skimage.metrics import contingency_table
 
 import unet_rs
+from fiji_port import fiji_scores
 
 SECTIONS = [0, 14, 29]
 
@@ -96,6 +98,30 @@ def test_unthinned_v_scores_equal_skimage(isbi):
     assert r["v_rand"] == r["v_rand_per_threshold"][best]
     assert r["v_rand_threshold"] == thresholds[best]
     assert len(r["v_rand_per_section"]) == 3
+
+
+def test_thinned_scores_equal_the_fiji_port(isbi):
+    """The official scores (with Fiji's border thinning) against a Python port of the Fiji
+    scoring: 128 x 128 crops of three sections at five thresholds, and one whole section."""
+    labels = isbi[1][SECTIONS][:, 200:328, 100:228]
+    prob = imperfect(labels, seed=3)
+    thresholds = [0.1, 0.3, 0.5, 0.7, 0.9]
+    r = unet_rs.scores(prob, labels, thresholds=thresholds)
+    port = fiji_scores(prob, labels, thresholds)
+    assert r["thinning"] == "fiji"
+    assert r["v_rand_per_threshold"] == pytest.approx(port["v_rand"], abs=1e-12)
+    assert r["v_info_per_threshold"] == pytest.approx(port["v_info"], abs=1e-12)
+    assert r["isbi_pixel_error"] == pytest.approx(1 - max(port["pixel_f"]), abs=1e-12)
+    # The thinning matters here: the unthinned scores differ.
+    none = unet_rs.scores(prob, labels, thresholds=thresholds, thinning="none")
+    assert max(abs(a - b) for a, b in zip(none["v_rand_per_threshold"], port["v_rand"])) > 1e-3
+
+    whole = isbi[1][SECTIONS[1:2]]
+    prob = imperfect(whole, seed=4)
+    r = unet_rs.scores(prob, whole, thresholds=[0.5])
+    port = fiji_scores(prob, whole, [0.5])
+    assert r["v_rand"] == pytest.approx(port["v_rand"][0], abs=1e-12)
+    assert r["v_info"] == pytest.approx(port["v_info"][0], abs=1e-12)
 
 
 def test_thinned_scores_equal_the_unet_score_command(isbi, unet_bin, tmp_path):
