@@ -4,6 +4,9 @@
 //! (`cargo xtask fetch-data` puts it there).
 //! Each iteration computes all 30 sections, so the per-section time is the reported time / 30
 //! (criterion's throughput line gives sections per second).
+//!
+//! The K = 3 case gives each ISBI cell class 1 or 2 (alternating in raster order), so its
+//! instances are the binary case's cells and the two timings compare like for like.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -11,7 +14,9 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tiff::decoder::{Decoder, DecodingResult};
-use unet_weights::{label_components, weight_map, weight_maps, Connectivity, WeightMapParams};
+use unet_weights::{
+    label_components, weight_map, weight_maps, ClassLabels, Connectivity, WeightMapParams,
+};
 
 struct Stack {
     pages: usize,
@@ -61,6 +66,20 @@ fn bench(c: &mut Criterion) {
     let stack = read_labels();
     let section = stack.height * stack.width;
     let params = WeightMapParams::default();
+    let three_classes: Vec<Vec<u16>> = stack
+        .labels
+        .chunks_exact(section)
+        .map(|page| {
+            let cells = label_components(page, stack.height, stack.width, Connectivity::Four)
+                .expect("valid input");
+            cells
+                .labels()
+                .iter()
+                .map(|&cell| if cell == 0 { 0 } else { 1 + (cell % 2) as u16 })
+                .collect()
+        })
+        .collect();
+    let valid = params.validate().expect("valid parameters");
     let mut group = c.benchmark_group("isbi_30_sections");
     group.sample_size(10);
     group.throughput(Throughput::Elements(stack.pages as u64));
@@ -93,6 +112,24 @@ fn bench(c: &mut Criterion) {
                 })
             })
         });
+        group.bench_function(
+            format!("class_weight_map_k3_per_section/threads={threads}"),
+            |b| {
+                b.iter(|| {
+                    pool.install(|| {
+                        for page in &three_classes {
+                            let weights = valid.class_weight_map(
+                                page,
+                                stack.height,
+                                stack.width,
+                                &ClassLabels::new(3),
+                            );
+                            std::hint::black_box(weights.expect("valid input"));
+                        }
+                    })
+                })
+            },
+        );
         group.bench_function(format!("label_components/threads={threads}"), |b| {
             b.iter(|| {
                 pool.install(|| {

@@ -37,6 +37,29 @@ pub enum Error {
         /// What a valid value looks like.
         requirement: &'static str,
     },
+    /// A class-index label is not below the class count and is not the ignore value.
+    #[error(
+        "label {value} at page {page}, row {row}, column {column} is not a class: \
+         expected 0..{n_classes} or the ignore value"
+    )]
+    LabelOutOfRange {
+        /// The offending label value.
+        value: u16,
+        /// The class count K.
+        n_classes: usize,
+        /// Page in the stack (0 for a single image).
+        page: usize,
+        /// Row of the pixel.
+        row: usize,
+        /// Column of the pixel.
+        column: usize,
+    },
+    /// The class count is 0 or more than a 16-bit label image can hold.
+    #[error("invalid class count {n_classes}: must be in 1..=65536")]
+    InvalidClassCount {
+        /// The rejected class count.
+        n_classes: usize,
+    },
 }
 
 /// The crate's result type.

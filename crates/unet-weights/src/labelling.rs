@@ -1,4 +1,5 @@
-//! Connected components of the foreground (label > 0), found run by run.
+//! Connected components of the foreground (label > 0), or of each foreground class of a
+//! class-index image, found run by run.
 
 use crate::error::{check_shape, Result};
 
@@ -71,12 +72,14 @@ impl Components {
     }
 }
 
-/// A horizontal run of foreground pixels `start..end` in one row.
+/// A horizontal run of foreground pixels `start..end` of one class in one row.
 #[derive(Debug, Clone, Copy)]
 struct Run {
     row: usize,
     start: usize,
     end: usize,
+    /// Runs join only runs of the same class (always 1 for a binary mask).
+    class: u16,
 }
 
 /// Finds the connected components of `mask > 0` (row-major, `height * width` values).
@@ -90,14 +93,8 @@ pub fn label_components(
     connectivity: Connectivity,
 ) -> Result<Components> {
     check_shape(mask.len(), 1, height, width)?;
-    let mut runs: Vec<Run> = Vec::new();
-    let mut parent: Vec<usize> = Vec::new();
-    // Runs that touch diagonally count as touching under 8-connectivity.
-    let reach = usize::from(connectivity == Connectivity::Eight);
-    let mut previous_row = 0..0;
-    for row in 0..height {
+    Ok(label_runs(height, width, connectivity, |row, runs| {
         let pixels = &mask[row * width..(row + 1) * width];
-        let row_first = runs.len();
         let mut x = 0;
         loop {
             let start = next_foreground(pixels, x);
@@ -105,9 +102,80 @@ pub fn label_components(
                 break;
             }
             x = next_background(pixels, start);
-            runs.push(Run { row, start, end: x });
-            parent.push(runs.len() - 1);
+            runs.push(Run {
+                row,
+                start,
+                end: x,
+                class: 1,
+            });
         }
+    }))
+}
+
+/// Finds the instances of a class-index image (row-major, `height * width` values): the
+/// connected components of each foreground class, foreground being every value other than 0 and
+/// `ignore`. Touching pixels of different classes belong to different instances; touching pixels
+/// of one class belong to one. Numbering and bounding boxes are as in [`label_components`],
+/// which this equals on a 0/1 image.
+///
+/// ```
+/// use unet_weights::{label_class_components, Connectivity};
+///
+/// // Classes 1 and 2 touch; the 9s are ignored, like background.
+/// let classes: Vec<u16> = vec![1, 1, 2, 0, 9, 1];
+/// let instances = label_class_components(&classes, 1, 6, Connectivity::Four, Some(9))?;
+/// assert_eq!(instances.labels(), &[1, 1, 2, 0, 0, 3]);
+/// # Ok::<(), unet_weights::Error>(())
+/// ```
+pub fn label_class_components(
+    classes: &[u16],
+    height: usize,
+    width: usize,
+    connectivity: Connectivity,
+    ignore: Option<u16>,
+) -> Result<Components> {
+    check_shape(classes.len(), 1, height, width)?;
+    let background = |value: u16| value == 0 || Some(value) == ignore;
+    Ok(label_runs(height, width, connectivity, |row, runs| {
+        let pixels = &classes[row * width..(row + 1) * width];
+        let mut x = 0;
+        while x < width {
+            let class = pixels[x];
+            if background(class) {
+                x += 1;
+                continue;
+            }
+            let start = x;
+            while x < width && pixels[x] == class {
+                x += 1;
+            }
+            runs.push(Run {
+                row,
+                start,
+                end: x,
+                class,
+            });
+        }
+    }))
+}
+
+/// The labelling shared by binary masks and class images: `row_runs(row, runs)` appends the
+/// foreground runs of `row`, left to right; runs of one class touching across rows are joined.
+fn label_runs(
+    height: usize,
+    width: usize,
+    connectivity: Connectivity,
+    mut row_runs: impl FnMut(usize, &mut Vec<Run>),
+) -> Components {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut parent: Vec<usize> = Vec::new();
+    // Runs that touch diagonally count as touching under 8-connectivity.
+    let reach = usize::from(connectivity == Connectivity::Eight);
+    let mut previous_row = 0..0;
+    for row in 0..height {
+        let row_first = runs.len();
+        row_runs(row, &mut runs);
+        parent.extend(row_first..runs.len());
         // Both rows' runs are sorted and disjoint, so one merge-like sweep finds all overlaps.
         let mut above = previous_row.start;
         for current in row_first..runs.len() {
@@ -117,7 +185,9 @@ pub fn label_components(
             }
             let mut candidate = above;
             while candidate < previous_row.end && runs[candidate].start < run.end + reach {
-                union(&mut parent, candidate, current);
+                if runs[candidate].class == run.class {
+                    union(&mut parent, candidate, current);
+                }
                 candidate += 1;
             }
         }
@@ -147,18 +217,18 @@ pub fn label_components(
             bounds.bottom = run.row + 1;
         }
     }
-    let mut labels = crate::scratch::take(mask.len(), 0);
+    let mut labels = crate::scratch::take(height * width, 0);
     for (run, &label) in runs.iter().zip(&run_label) {
         let offset = run.row * width;
         labels[offset + run.start..offset + run.end].fill(label);
     }
-    Ok(Components {
+    Components {
         labels,
         count: boxes.len(),
         height,
         width,
         boxes,
-    })
+    }
 }
 
 /// Bytes looked at together by the run scanners.
@@ -220,10 +290,23 @@ mod tests {
 
     /// Flood fill, pixel by pixel: the obvious reference.
     fn flood_fill_labels(mask: &[u8], height: usize, width: usize, eight: bool) -> Vec<u32> {
+        let classes: Vec<u16> = mask.iter().map(|&m| u16::from(m != 0)).collect();
+        flood_fill_classes(&classes, height, width, eight, None)
+    }
+
+    /// Flood fill joining neighbours of the same class; 0 and `ignore` are background.
+    fn flood_fill_classes(
+        mask: &[u16],
+        height: usize,
+        width: usize,
+        eight: bool,
+        ignore: Option<u16>,
+    ) -> Vec<u32> {
+        let foreground = |value: u16| value != 0 && Some(value) != ignore;
         let mut labels = vec![0u32; mask.len()];
         let mut next = 0;
         for seed in 0..mask.len() {
-            if mask[seed] == 0 || labels[seed] != 0 {
+            if !foreground(mask[seed]) || labels[seed] != 0 {
                 continue;
             }
             next += 1;
@@ -241,7 +324,7 @@ mod tests {
                             continue;
                         }
                         let neighbour = ny as usize * width + nx as usize;
-                        if mask[neighbour] != 0 && labels[neighbour] == 0 {
+                        if mask[neighbour] == mask[seed] && labels[neighbour] == 0 {
                             labels[neighbour] = next;
                             stack.push(neighbour);
                         }
@@ -326,8 +409,57 @@ mod tests {
         assert!(components.labels().is_empty());
     }
 
+    #[test]
+    fn touching_classes_are_separate_instances() {
+        #[rustfmt::skip]
+        let classes: [u16; 12] = [
+            1, 1, 2, 0,
+            1, 2, 2, 7,
+            0, 0, 7, 3,
+        ];
+        let four = label_class_components(&classes, 3, 4, Connectivity::Four, Some(7)).unwrap();
+        assert_eq!(four.labels(), &[1, 1, 2, 0, 1, 2, 2, 0, 0, 0, 0, 3]);
+        let eight = label_class_components(&classes, 3, 4, Connectivity::Eight, None).unwrap();
+        // Without an ignore value the 7s are a class, joined across their diagonal.
+        assert_eq!(eight.labels(), &[1, 1, 2, 0, 1, 2, 2, 3, 0, 0, 3, 4]);
+        assert_eq!(
+            eight.bounding_boxes()[2],
+            BoundingBox {
+                top: 1,
+                left: 2,
+                bottom: 3,
+                right: 4
+            }
+        );
+        assert!(label_class_components(&classes, 3, 5, Connectivity::Four, None).is_err());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn class_labelling_matches_flood_fill(
+            (height, width, classes) in (1usize..14, 1usize..14).prop_flat_map(|(h, w)| {
+                let pixel = prop_oneof![3 => Just(0u16), 2 => 1u16..4, 1 => Just(9u16)];
+                (Just(h), Just(w), proptest::collection::vec(pixel, h * w))
+            }),
+            eight in any::<bool>(),
+            ignore in prop_oneof![Just(None), Just(Some(9u16)), Just(Some(2u16))],
+        ) {
+            let connectivity = if eight { Connectivity::Eight } else { Connectivity::Four };
+            let components =
+                label_class_components(&classes, height, width, connectivity, ignore).unwrap();
+            let expected = flood_fill_classes(&classes, height, width, eight, ignore);
+            prop_assert_eq!(components.labels(), &expected[..]);
+            prop_assert_eq!(components.count() as u32, expected.iter().copied().max().unwrap_or(0));
+            // On a 0/1 image it is the binary labelling, boxes included.
+            let binary: Vec<u16> = classes.iter().map(|&c| u16::from(c != 0)).collect();
+            let mask: Vec<u8> = binary.iter().map(|&c| if c == 0 { 0 } else { 255 }).collect();
+            prop_assert_eq!(
+                label_class_components(&binary, height, width, connectivity, None).unwrap(),
+                label_components(&mask, height, width, connectivity).unwrap()
+            );
+        }
 
         #[test]
         fn matches_flood_fill(

@@ -5,6 +5,10 @@
 //! where w_c balances the class frequencies and d1, d2 are the Euclidean distances from pixel x
 //! to the nearest and the second-nearest cell (cells = connected components of label > 0).
 //!
+//! Class-index images (labels 0..K, 0 the background, optionally an ignore value) go through
+//! the same computation ([`ValidWeightMapParams::class_weight_map`]): w_c balances the K
+//! classes, and the cells are the connected components of each foreground class.
+//!
 //! The distances are exact: each cell gets its own linear-time squared distance transform
 //! (Felzenszwalb & Huttenlocher), restricted to its bounding box grown by the distance beyond
 //! which the border term drops below [`BORDER_TOLERANCE`], folded into running nearest/second
@@ -42,8 +46,10 @@ mod weight_map;
 
 pub use distance::{nearest_two_distances, nearest_two_distances_within, NearestTwo};
 pub use error::{Error, Result};
-pub use labelling::{label_components, BoundingBox, Components, Connectivity};
+pub use labelling::{
+    label_class_components, label_components, BoundingBox, Components, Connectivity,
+};
 pub use weight_map::{
-    weight_map, weight_maps, BorderTerm, ClassWeight, ValidWeightMapParams, WeightMapParams,
-    BORDER_TOLERANCE,
+    class_weight_map, class_weight_maps, weight_map, weight_maps, BorderTerm, ClassLabels,
+    ClassWeight, ValidWeightMapParams, WeightMapParams, BORDER_TOLERANCE,
 };

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::distance::{nearest_two_squared, squared_cap, Needed};
 use crate::error::{check_shape, Error, Result};
-use crate::labelling::{label_components, Components, Connectivity};
+use crate::labelling::{label_class_components, label_components, Components, Connectivity};
 use crate::scratch;
 
 /// The border term is computed exactly wherever it is at least this large; where it is smaller
@@ -24,7 +24,10 @@ pub enum BorderTerm {
     AllPixels,
 }
 
-/// The class-balancing term w_c(x), for the two classes background (label 0) and cell (> 0).
+/// The class-balancing term w_c(x), for the two classes background (label 0) and cell (> 0),
+/// or for the K classes of a class-index image
+/// ([`ValidWeightMapParams::class_weight_map`]), where "H * W" below counts only the pixels that
+/// are not ignored (ignored pixels get weight 0 whatever this is).
 ///
 /// A class that does not occur in a section gets weight 0; no pixel carries it, so the map never
 /// shows it, and a section of one class only gets w_c = 1 under both balanced schemes.
@@ -109,6 +112,52 @@ impl WeightMapParams {
     }
 }
 
+/// How to read a class-index label image: values `0..n_classes` are classes (0 the
+/// background), and `ignore`, if set, marks pixels left out of the loss.
+///
+/// With the `serde` feature it is (de)serialised field by field; `ignore` may be left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct ClassLabels {
+    /// K, the number of classes, background included (1..=65536).
+    pub n_classes: usize,
+    /// A label value whose pixels get weight 0, are left out of the class counts and are
+    /// neither background nor part of an instance. It may be any value, `>= K` or not.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub ignore: Option<u16>,
+}
+
+impl ClassLabels {
+    /// The ISBI convention as class indices: 0 background, 1 cell, nothing ignored.
+    pub const BINARY: Self = Self {
+        n_classes: 2,
+        ignore: None,
+    };
+
+    /// K classes, nothing ignored.
+    pub fn new(n_classes: usize) -> Self {
+        Self {
+            n_classes,
+            ignore: None,
+        }
+    }
+
+    /// The class count, checked to be one a `u16` image can hold.
+    fn checked_count(&self) -> Result<usize> {
+        if (1..=MAX_CLASSES).contains(&self.n_classes) {
+            Ok(self.n_classes)
+        } else {
+            Err(Error::InvalidClassCount {
+                n_classes: self.n_classes,
+            })
+        }
+    }
+}
+
+/// The most classes a 16-bit class-index image can hold.
+const MAX_CLASSES: usize = 1 << 16;
+
 /// Checked [`WeightMapParams`], ready to compute weight maps.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ValidWeightMapParams {
@@ -150,7 +199,7 @@ impl ValidWeightMapParams {
     ) -> Result<()> {
         check_shape(weights.len(), 1, height, width)?;
         let components = label_components(labels, height, width, self.params.connectivity)?;
-        self.fill_weight_map(&components, weights);
+        self.fill_binary_weight_map(&components, weights);
         scratch::recycle(components.into_labels());
         Ok(())
     }
@@ -158,7 +207,7 @@ impl ValidWeightMapParams {
     /// The weight map of an already labelled image (the labelling's connectivity is used as is).
     pub fn weight_map_of(&self, components: &Components) -> Vec<f32> {
         let mut weights = vec![0.0; components.labels().len()];
-        self.fill_weight_map(components, &mut weights);
+        self.fill_binary_weight_map(components, &mut weights);
         weights
     }
 
@@ -186,9 +235,158 @@ impl ValidWeightMapParams {
         Ok(weights)
     }
 
-    fn fill_weight_map(&self, components: &Components, weights: &mut [f32]) {
+    /// The weight map of a class-index image (row-major, `height * width`): labels `0..K` with
+    /// 0 the background, K = `classes.n_classes`, and optionally an ignore value.
+    ///
+    /// w_c balances the K classes over the pixels that are not ignored (see [`ClassWeight`]).
+    /// The border term's instances are the connected components of each foreground class
+    /// ([`label_class_components`](crate::label_class_components)), and d1, d2 are distances to
+    /// the two nearest instances of any class; with [`BorderTerm::Background`] only class-0
+    /// pixels get the term. Ignored pixels get weight 0. A 0/1 image with K = 2 gives exactly
+    /// [`ValidWeightMapParams::weight_map`] of the same image as 0/255.
+    ///
+    /// A value `>= K` other than the ignore value is [`Error::LabelOutOfRange`].
+    ///
+    /// ```
+    /// use unet_weights::{ClassLabels, ClassWeight, WeightMapParams};
+    ///
+    /// // A class-1 and a class-2 cell touching, class 0 around them, 255 ignored.
+    /// let labels: Vec<u16> = vec![0, 1, 2, 0, 255];
+    /// let params = WeightMapParams { class_weight: ClassWeight::None, ..WeightMapParams::default() };
+    /// let classes = ClassLabels { n_classes: 3, ignore: Some(255) };
+    /// let weights = params.validate()?.class_weight_map(&labels, 1, 5, &classes)?;
+    /// // Pixel 3 is 1 px from the class-2 cell and 2 px from the class-1 cell.
+    /// let expected = 1.0 + 10.0 * (-9.0f32 / 50.0).exp();
+    /// assert!((weights[3] - expected).abs() < 1e-5);
+    /// assert_eq!((weights[1], weights[4]), (1.0, 0.0));
+    /// # Ok::<(), unet_weights::Error>(())
+    /// ```
+    pub fn class_weight_map(
+        &self,
+        labels: &[u16],
+        height: usize,
+        width: usize,
+        classes: &ClassLabels,
+    ) -> Result<Vec<f32>> {
+        let mut weights = vec![0.0; labels.len()];
+        self.class_weight_map_into(labels, height, width, classes, &mut weights)?;
+        Ok(weights)
+    }
+
+    /// [`ValidWeightMapParams::class_weight_map`] into a caller's buffer of `height * width`
+    /// values.
+    pub fn class_weight_map_into(
+        &self,
+        labels: &[u16],
+        height: usize,
+        width: usize,
+        classes: &ClassLabels,
+        weights: &mut [f32],
+    ) -> Result<()> {
+        check_shape(labels.len(), 1, height, width)?;
+        check_shape(weights.len(), 1, height, width)?;
+        let n_classes = classes.checked_count()?;
+        let ignore = classes.ignore;
+        // One pass both checks the values and counts the classes.
+        let mut counts = vec![0usize; n_classes];
+        for (index, &value) in labels.iter().enumerate() {
+            if Some(value) == ignore {
+                continue;
+            }
+            match counts.get_mut(usize::from(value)) {
+                Some(count) => *count += 1,
+                None => {
+                    return Err(Error::LabelOutOfRange {
+                        value,
+                        n_classes,
+                        page: 0,
+                        row: index / width,
+                        column: index % width,
+                    })
+                }
+            }
+        }
+        let counted = counts.iter().sum();
+        let table = self.class_weight_table(&counts, counted);
+        let components =
+            label_class_components(labels, height, width, self.params.connectivity, ignore)?;
+        // Ignored pixels look up the table's last entry (weight 0, no border term).
+        let class_of = |value: u16| {
+            if Some(value) == ignore {
+                n_classes
+            } else {
+                usize::from(value)
+            }
+        };
+        self.fill_weight_map(&components, labels, class_of, &table, weights);
+        scratch::recycle(components.into_labels());
+        Ok(())
+    }
+
+    /// The class weight maps of a stack of `pages` class-index images (page-major), computed in
+    /// parallel over pages; see [`ValidWeightMapParams::class_weight_map`].
+    pub fn class_weight_maps(
+        &self,
+        labels: &[u16],
+        pages: usize,
+        height: usize,
+        width: usize,
+        classes: &ClassLabels,
+    ) -> Result<Vec<f32>> {
+        check_shape(labels.len(), pages, height, width)?;
+        classes.checked_count()?;
+        let page_len = height * width;
+        let mut weights = vec![0.0; labels.len()];
+        if page_len == 0 {
+            return Ok(weights);
+        }
+        weights
+            .par_chunks_mut(page_len)
+            .zip(labels.par_chunks(page_len))
+            .enumerate()
+            .try_for_each(|(page, (page_weights, page_labels))| {
+                self.class_weight_map_into(page_labels, height, width, classes, page_weights)
+                    .map_err(|error| match error {
+                        Error::LabelOutOfRange {
+                            value,
+                            n_classes,
+                            row,
+                            column,
+                            ..
+                        } => Error::LabelOutOfRange {
+                            value,
+                            n_classes,
+                            page,
+                            row,
+                            column,
+                        },
+                        other => other,
+                    })
+            })?;
+        Ok(weights)
+    }
+
+    /// The binary weight map of a labelled image: class 0 where the component label is 0, class
+    /// 1 elsewhere.
+    fn fill_binary_weight_map(&self, components: &Components, weights: &mut [f32]) {
         let labels = components.labels();
-        let [background_weight, cell_weight] = self.class_weights(labels);
+        let cells = labels.par_iter().filter(|&&label| label != 0).count();
+        let table = self.class_weight_table(&[labels.len() - cells, cells], labels.len());
+        let class_of = |label: u32| usize::from(label != 0);
+        self.fill_weight_map(components, labels, class_of, &table, weights);
+    }
+
+    /// w(x) from the instances, each pixel's class (`class_of(classes[i])`, an index into
+    /// `table`, whose last entry is the ignored pixels') and the class weights.
+    fn fill_weight_map<C: Copy + Sync>(
+        &self,
+        components: &Components,
+        classes: &[C],
+        class_of: impl Fn(C) -> usize + Sync,
+        table: &[f32],
+        weights: &mut [f32],
+    ) {
+        let ignored = table.len() - 1;
         let max_squared = self.max_squared.unwrap_or(0);
         let border = match self.max_squared {
             Some(max_squared) if components.count() >= 2 => {
@@ -203,14 +401,8 @@ impl ValidWeightMapParams {
         let Some(border) = border else {
             weights
                 .par_iter_mut()
-                .zip(labels.par_iter())
-                .for_each(|(weight, &label)| {
-                    *weight = if label == 0 {
-                        background_weight
-                    } else {
-                        cell_weight
-                    };
-                });
+                .zip(classes.par_iter())
+                .for_each(|(weight, &class)| *weight = table[class_of(class)]);
             return;
         };
         let w0 = self.params.w0;
@@ -219,19 +411,17 @@ impl ValidWeightMapParams {
         const BLOCK: usize = 4096;
         weights
             .par_chunks_mut(BLOCK)
-            .zip(labels.par_chunks(BLOCK))
+            .zip(classes.par_chunks(BLOCK))
             .zip(border.first.par_chunks(BLOCK))
             .zip(border.second.par_chunks(BLOCK))
-            .for_each(|(((weights, labels), first), second)| {
-                for (((weight, &label), &first), &second) in
-                    weights.iter_mut().zip(labels).zip(first).zip(second)
+            .for_each(|(((weights, classes), first), second)| {
+                for (((weight, &class), &first), &second) in
+                    weights.iter_mut().zip(classes).zip(first).zip(second)
                 {
-                    let class_weight = if label == 0 {
-                        background_weight
-                    } else {
-                        cell_weight
-                    };
-                    *weight = if (label == 0 || all_pixels) && second <= max_squared {
+                    let class = class_of(class);
+                    let class_weight = table[class];
+                    let applies = class == 0 || (all_pixels && class != ignored);
+                    *weight = if applies && second <= max_squared {
                         let sum = (first as f32).sqrt() + (second as f32).sqrt();
                         class_weight + w0 * (-sum * sum * inverse_two_variance).exp()
                     } else {
@@ -242,23 +432,26 @@ impl ValidWeightMapParams {
         border.recycle();
     }
 
-    /// w_c for background and for cells.
-    fn class_weights(&self, labels: &[u32]) -> [f32; 2] {
-        let cells = labels.par_iter().filter(|&&label| label != 0).count();
-        let counts = [labels.len() - cells, cells];
+    /// w_c of each class from its pixel count (`counted` = pixels not ignored), then 0 for the
+    /// ignored pixels.
+    fn class_weight_table(&self, counts: &[usize], counted: usize) -> Vec<f32> {
         let present = counts.iter().filter(|&&count| count > 0).count();
         let balanced = |count: usize| {
             if count == 0 {
                 0.0
             } else {
-                labels.len() as f64 / count as f64
+                counted as f64 / count as f64
             }
         };
-        counts.map(|count| match self.params.class_weight {
-            ClassWeight::None => 1.0,
-            ClassWeight::Balanced => balanced(count) as f32,
-            ClassWeight::Mean1 => (balanced(count) / present as f64) as f32,
-        })
+        counts
+            .iter()
+            .map(|&count| match self.params.class_weight {
+                ClassWeight::None => 1.0,
+                ClassWeight::Balanced => balanced(count) as f32,
+                ClassWeight::Mean1 => (balanced(count) / present as f64) as f32,
+            })
+            .chain([0.0])
+            .collect()
     }
 }
 
@@ -281,6 +474,34 @@ pub fn weight_maps(
     params: &WeightMapParams,
 ) -> Result<Vec<f32>> {
     params.validate()?.weight_maps(labels, pages, height, width)
+}
+
+/// The weight map of one class-index image; see [`ValidWeightMapParams::class_weight_map`].
+pub fn class_weight_map(
+    labels: &[u16],
+    height: usize,
+    width: usize,
+    classes: &ClassLabels,
+    params: &WeightMapParams,
+) -> Result<Vec<f32>> {
+    params
+        .validate()?
+        .class_weight_map(labels, height, width, classes)
+}
+
+/// The weight maps of a stack of `pages` class-index images (page-major), in parallel over
+/// pages; see [`ValidWeightMapParams::class_weight_map`].
+pub fn class_weight_maps(
+    labels: &[u16],
+    pages: usize,
+    height: usize,
+    width: usize,
+    classes: &ClassLabels,
+    params: &WeightMapParams,
+) -> Result<Vec<f32>> {
+    params
+        .validate()?
+        .class_weight_maps(labels, pages, height, width, classes)
 }
 
 #[cfg(test)]
@@ -498,6 +719,205 @@ mod tests {
         ));
     }
 
+    fn all_params() -> Vec<WeightMapParams> {
+        let mut all = Vec::new();
+        for class_weight in [ClassWeight::Balanced, ClassWeight::Mean1, ClassWeight::None] {
+            for border_term in [BorderTerm::Background, BorderTerm::AllPixels] {
+                for connectivity in [Connectivity::Four, Connectivity::Eight] {
+                    for (w0, sigma) in [(10.0, 5.0), (3.0, 1.5), (0.0, 5.0)] {
+                        all.push(WeightMapParams {
+                            w0,
+                            sigma,
+                            connectivity,
+                            border_term,
+                            class_weight,
+                        });
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn binary_classes_give_the_binary_map_bit_for_bit() {
+        let labels = two_squares();
+        let classes: Vec<u16> = labels.iter().map(|&l| u16::from(l != 0)).collect();
+        for params in all_params() {
+            let binary = weight_map(&labels, 10, 20, &params).unwrap();
+            let indexed =
+                class_weight_map(&classes, 10, 20, &ClassLabels::BINARY, &params).unwrap();
+            let bits = |weights: &[f32]| weights.iter().map(|w| w.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&binary), bits(&indexed), "{params:?}");
+        }
+    }
+
+    #[test]
+    fn touching_cells_of_different_classes_get_the_border_term() {
+        // The two squares of `two_squares`, widened until they touch: class 1 in columns 2..8,
+        // class 2 in columns 8..14. As one class they would be one cell and get no border term.
+        let mut classes = vec![0u16; 10 * 20];
+        for row in 3..7 {
+            classes[row * 20 + 2..row * 20 + 8].fill(1);
+            classes[row * 20 + 8..row * 20 + 14].fill(2);
+        }
+        let params = unbalanced(BorderTerm::Background);
+        let weights = class_weight_map(&classes, 10, 20, &ClassLabels::new(3), &params).unwrap();
+        // Just above the seam, (2, 7) is 1 px from class 1 and sqrt(2) px from class 2.
+        assert_close(weights[2 * 20 + 7], 1.0 + border(1.0, 2f32.sqrt()));
+        assert_eq!(weights[4 * 20 + 7], 1.0);
+        let merged: Vec<u16> = classes.iter().map(|&c| u16::from(c != 0)).collect();
+        let one_cell = class_weight_map(&merged, 10, 20, &ClassLabels::BINARY, &params).unwrap();
+        assert!(one_cell.iter().all(|&w| w == 1.0));
+    }
+
+    #[test]
+    fn class_balance_over_k_leaves_out_ignored_pixels() {
+        // 12 pixels: 5 of class 0, 3 of class 1, none of class 2, 1 of class 3, 3 ignored (9).
+        let classes: Vec<u16> = vec![0, 0, 0, 0, 0, 1, 1, 1, 3, 9, 9, 9];
+        let ignore = ClassLabels {
+            n_classes: 4,
+            ignore: Some(9),
+        };
+        let balanced = WeightMapParams {
+            w0: 0.0,
+            ..WeightMapParams::default()
+        };
+        let weights = class_weight_map(&classes, 3, 4, &ignore, &balanced).unwrap();
+        let expected = [9.0 / 5.0, 9.0 / 3.0, 9.0];
+        for (index, &class) in classes.iter().enumerate() {
+            match class {
+                9 => assert_eq!(weights[index], 0.0),
+                0 => assert_close(weights[index], expected[0]),
+                1 => assert_close(weights[index], expected[1]),
+                _ => assert_close(weights[index], expected[2]),
+            }
+        }
+        let mean1 = WeightMapParams {
+            class_weight: ClassWeight::Mean1,
+            ..balanced
+        };
+        let weights = class_weight_map(&classes, 3, 4, &ignore, &mean1).unwrap();
+        // Three classes present; w_c averages 1 over the 9 counted pixels.
+        assert_close(weights[0], 9.0 / 5.0 / 3.0);
+        assert_close(weights.iter().sum::<f32>(), 9.0);
+        // The ignore value may be a class index too: then that class is left out.
+        let ignore_three = ClassLabels {
+            n_classes: 4,
+            ignore: Some(3),
+        };
+        let classes: Vec<u16> = vec![0, 0, 0, 0, 0, 1, 1, 1, 3, 0, 0, 0];
+        let weights = class_weight_map(&classes, 3, 4, &ignore_three, &balanced).unwrap();
+        assert_eq!(weights[8], 0.0);
+        assert_close(weights[0], 11.0 / 8.0);
+        // All pixels ignored: all weights 0.
+        let weights = class_weight_map(&[9; 4], 2, 2, &ignore, &balanced).unwrap();
+        assert_eq!(weights, vec![0.0; 4]);
+    }
+
+    #[test]
+    fn ignored_pixels_are_neither_cells_nor_weighted() {
+        // Cells of class 1 at columns 0 and 6; an ignored pixel at column 3 between them.
+        let classes: Vec<u16> = vec![1, 0, 0, 255, 0, 0, 1];
+        let ignore = ClassLabels {
+            n_classes: 2,
+            ignore: Some(255),
+        };
+        for border_term in [BorderTerm::Background, BorderTerm::AllPixels] {
+            let params = unbalanced(border_term);
+            let weights = class_weight_map(&classes, 1, 7, &ignore, &params).unwrap();
+            assert_eq!(weights[3], 0.0);
+            assert_close(weights[2], 1.0 + border(2.0, 4.0));
+            let cell = if border_term == BorderTerm::AllPixels {
+                1.0 + border(0.0, 6.0)
+            } else {
+                1.0
+            };
+            assert_close(weights[0], cell);
+        }
+    }
+
+    #[test]
+    fn labels_outside_the_classes_are_errors_with_their_position() {
+        let params = WeightMapParams::default();
+        let mut classes = vec![0u16; 3 * 4];
+        classes[6] = 3;
+        let error = class_weight_map(&classes, 3, 4, &ClassLabels::new(3), &params).unwrap_err();
+        assert_eq!(
+            error,
+            Error::LabelOutOfRange {
+                value: 3,
+                n_classes: 3,
+                page: 0,
+                row: 1,
+                column: 2
+            }
+        );
+        assert!(error.to_string().contains("row 1, column 2"), "{error}");
+        // The same value as the ignore value is fine.
+        let ignore = ClassLabels {
+            n_classes: 3,
+            ignore: Some(3),
+        };
+        assert!(class_weight_map(&classes, 3, 4, &ignore, &params).is_ok());
+        // In a stack, the page is named.
+        let stack = [vec![0u16; 12], classes.clone()].concat();
+        let error = class_weight_maps(&stack, 2, 3, 4, &ClassLabels::new(2), &params).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::LabelOutOfRange {
+                    value: 3,
+                    page: 1,
+                    row: 1,
+                    column: 2,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        for n_classes in [0, 65_537] {
+            let error = class_weight_map(&classes, 3, 4, &ClassLabels::new(n_classes), &params);
+            assert_eq!(error, Err(Error::InvalidClassCount { n_classes }));
+        }
+        assert!(class_weight_map(&[65_535], 1, 1, &ClassLabels::new(65_536), &params).is_ok());
+        assert!(matches!(
+            class_weight_map(&classes, 3, 5, &ClassLabels::new(4), &params),
+            Err(Error::LengthMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn class_stack_equals_pages() {
+        let first: Vec<u16> = two_squares().iter().map(|&l| u16::from(l != 0)).collect();
+        let mut second = first.clone();
+        second[0..40].fill(2);
+        second[45] = 7;
+        let classes = ClassLabels {
+            n_classes: 3,
+            ignore: Some(7),
+        };
+        let stack = [first.clone(), second.clone()].concat();
+        let params = WeightMapParams::default();
+        let weights = class_weight_maps(&stack, 2, 10, 20, &classes, &params).unwrap();
+        let expected = [
+            class_weight_map(&first, 10, 20, &classes, &params).unwrap(),
+            class_weight_map(&second, 10, 20, &classes, &params).unwrap(),
+        ]
+        .concat();
+        assert_eq!(weights, expected);
+        assert!(class_weight_maps(&stack, 3, 10, 20, &classes, &params).is_err());
+        assert!(class_weight_maps(&[], 4, 0, 20, &classes, &params)
+            .unwrap()
+            .is_empty());
+        let valid = params.validate().unwrap();
+        let mut reused = vec![f32::NAN; 200];
+        valid
+            .class_weight_map_into(&second, 10, 20, &classes, &mut reused)
+            .unwrap();
+        assert_eq!(reused, expected[200..]);
+    }
+
     #[test]
     fn images_too_large_for_u32_distances_are_errors() {
         let error = check_shape(0, 0, 50_000, 50_000).unwrap_err();
@@ -591,6 +1011,19 @@ mod serde_tests {
         assert_eq!(json(&BorderTerm::Background), r#""background""#);
         assert_eq!(json(&BorderTerm::AllPixels), r#""all_pixels""#);
         assert!(serde_json::from_str::<ClassWeight>(r#""Balanced""#).is_err());
+    }
+
+    #[test]
+    fn class_labels_round_trip_and_ignore_may_be_left_out() {
+        let classes = ClassLabels {
+            n_classes: 4,
+            ignore: Some(255),
+        };
+        let text = json(&classes);
+        assert_eq!(text, r#"{"n_classes":4,"ignore":255}"#);
+        assert_eq!(serde_json::from_str::<ClassLabels>(&text).unwrap(), classes);
+        let plain: ClassLabels = serde_json::from_str(r#"{"n_classes": 3}"#).unwrap();
+        assert_eq!(plain, ClassLabels::new(3));
     }
 
     #[test]
