@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::pixel::{ConfusionMatrix, PixelScores};
-use crate::validate::check_stack_shape;
+use crate::validate::{check_finite, check_stack_shape};
 
 /// The pixel scores of one candidate threshold over a stack.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,9 +96,7 @@ pub fn sweep_decision_thresholds(
     if let Some(&value) = thresholds.iter().find(|t| !t.is_finite()) {
         return Err(Error::NonFiniteThreshold { value });
     }
-    if let Some((index, &value)) = scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
-        return Err(Error::NonFiniteScore { index, value });
-    }
+    check_finite(scores)?;
     let sorted: Vec<SortedPage> = scores
         .par_chunks(page)
         .zip(labels.par_chunks(page))

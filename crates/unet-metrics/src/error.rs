@@ -60,15 +60,18 @@ pub enum Error {
         /// The offending value.
         value: f32,
     },
-    /// A confusion matrix needs at least one class.
-    #[error("a confusion matrix needs at least one class, got {n_classes}")]
+    /// A class count outside `1..=65536` (class maps hold `u8` or `u16` class indices).
+    #[error("class count {n_classes} is not in 1..=65536")]
     InvalidClassCount {
         /// The number of classes asked for.
         n_classes: usize,
     },
-    /// A class index is not below the number of classes.
-    #[error("class {class} at index {index} is not below the class count {n_classes}")]
+    /// A class index is not below the number of classes (and, in the truth, not the ignore
+    /// value).
+    #[error("{what} class {class} at index {index} is not below the class count {n_classes}")]
     ClassOutOfRange {
+        /// Which class map holds it: `"truth"` or `"predicted"`.
+        what: &'static str,
         /// Flat index of the pixel.
         index: usize,
         /// The offending class.
@@ -83,6 +86,29 @@ pub enum Error {
         left: usize,
         /// Classes of the other matrix.
         right: usize,
+    },
+    /// Per-class values must be `n_classes` planes of equal size, class-major.
+    #[error("{len} values are not {n_classes} class planes of equal size")]
+    ClassPlanes {
+        /// Number of values given.
+        len: usize,
+        /// Number of classes.
+        n_classes: usize,
+    },
+    /// The instance class of V-Rand / V-Info is not one of the classes.
+    #[error("instance class {class} is not below the class count {n_classes}")]
+    InstanceClassOutOfRange {
+        /// The instance class asked for.
+        class: usize,
+        /// The number of classes.
+        n_classes: usize,
+    },
+    /// V-Rand and V-Info are restricted to the truth's pixels of the instance class; an image
+    /// without any has no score.
+    #[error("the truth has no pixel of instance class {class}: V-Rand and V-Info are undefined")]
+    NoTruthInstances {
+        /// The instance class.
+        class: usize,
     },
     /// The ISBI scores are restricted to the truth's cell pixels; a section without any
     /// has no score (Fiji divides by zero there).

@@ -4,9 +4,13 @@
 //! defined as the originals so the numbers can be compared.
 //!
 //! - [`pixel`]: [`ConfusionMatrix`], [`PixelScores`], [`pixel_scores`] (probability map against a
-//!   0/255 label map, cell where `P > t`, strict), [`class_pixel_scores`] (multi-class), and the
-//!   two stack aggregations ([`stack_pixel_scores`]: mean over images as the reference does, and
-//!   pooled).
+//!   0/255 label map, cell where `P > t`, strict), and the two stack aggregations
+//!   ([`stack_pixel_scores`]: mean over images as the reference does, and pooled).
+//! - [`classes`]: `K` classes: class maps of `u8` or `u16` class indices with an optional ignore
+//!   value ([`ConfusionMatrix::from_class_maps`]), [`argmax_classes`] of per-class
+//!   probabilities ([`ConfusionMatrix::from_class_probabilities`]), [`ClassScores`] (per-class
+//!   accuracy, IoU and Dice, their means over the foreground classes; [`class_pixel_scores`])
+//!   and V-Rand / V-Info of one instance class ([`instance_contingency`]).
 //! - [`isbi`]: [`isbi_scores`], a Rust reimplementation of the challenge's Fiji scoring
 //!   (Arganda-Carreras et al., Front. Neuroanat. 9:142, 2015; Fiji `Trainable_Segmentation`
 //!   `RandError`, `VariationOfInformation`, `PixelError`, `WatershedTransform2D`), parallel over
@@ -39,6 +43,7 @@
 //! assert!(report.to_json().contains("\"v_rand\": 1,"));
 //! ```
 
+pub mod classes;
 pub mod decision;
 pub mod error;
 pub mod isbi;
@@ -49,6 +54,9 @@ pub mod segmentation;
 pub mod thinning;
 mod validate;
 
+pub use classes::{
+    argmax_classes, class_pixel_scores, instance_contingency, ClassLabel, ClassScores,
+};
 pub use decision::{best_decision_threshold, sweep_decision_thresholds, ThresholdCandidate};
 pub use error::{Error, Result};
 pub use isbi::{
@@ -56,10 +64,7 @@ pub use isbi::{
     SegmentationScores, ThresholdScores,
 };
 pub use labelling::{label_components, Labelling};
-pub use pixel::{
-    class_pixel_scores, pixel_scores, stack_pixel_scores, ConfusionMatrix, PixelScores,
-    StackPixelScores,
-};
+pub use pixel::{pixel_scores, stack_pixel_scores, ConfusionMatrix, PixelScores, StackPixelScores};
 pub use report::{score_stack, ScoreOptions, ScoreReport};
 pub use segmentation::{Contingency, Entropies};
 pub use thinning::thin_borders;

@@ -14,8 +14,9 @@
 //! `np.where` index tuples, which counts distinct coordinate values rather than pixels; we
 //! compute the IoU it meant, `|P ∩ T| / |P ∪ T|` in pixels.
 
+use crate::classes::{argmax_classes, check_class_maps, ClassLabel, ClassScores};
 use crate::error::{Error, Result};
-use crate::validate::{check_len, check_probabilities, check_threshold};
+use crate::validate::{check_class_count, check_len, check_probabilities, check_threshold};
 
 /// Confusion counts for `n` classes: `count(truth, predicted)` pixels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,34 +27,79 @@ pub struct ConfusionMatrix {
 }
 
 impl ConfusionMatrix {
-    /// An empty matrix over `n_classes` classes.
+    /// An empty matrix over `n_classes` classes (`1..=65536`).
     pub fn new(n_classes: usize) -> Result<Self> {
-        if n_classes == 0 {
-            return Err(Error::InvalidClassCount { n_classes });
-        }
+        check_class_count(n_classes)?;
         Ok(Self {
             n_classes,
             counts: vec![0; n_classes * n_classes],
         })
     }
 
-    /// Counts a predicted class map against a truth class map (both hold class indices).
-    pub fn from_class_maps(predicted: &[u8], truth: &[u8], n_classes: usize) -> Result<Self> {
+    /// Counts a predicted class map against a truth class map, both holding class indices
+    /// `0..n_classes` as `u8` or `u16` (see [`ClassLabel`]). Pixels whose truth equals `ignore`
+    /// are left out of the counts; their prediction must still be a class. A value not below
+    /// `n_classes` (other than `ignore` in the truth) is [`Error::ClassOutOfRange`], naming the
+    /// map, the value and the pixel.
+    ///
+    /// `ignore` may be any value, a class index included: that class then has no truth pixels.
+    ///
+    /// ```
+    /// use unet_metrics::ConfusionMatrix;
+    ///
+    /// let truth: [u16; 4] = [0, 2, 2, 300];
+    /// let predicted: [u8; 4] = [0, 2, 1, 1];
+    /// let m = ConfusionMatrix::from_class_maps(&predicted, &truth, 3, Some(300)).unwrap();
+    /// assert_eq!((m.total(), m.count(2, 2), m.count(2, 1)), (3, 1, 1));
+    /// ```
+    pub fn from_class_maps<P: ClassLabel, T: ClassLabel>(
+        predicted: &[P],
+        truth: &[T],
+        n_classes: usize,
+        ignore: Option<T>,
+    ) -> Result<Self> {
         check_len("truth", predicted.len(), truth.len())?;
         let mut matrix = Self::new(n_classes)?;
-        for (index, (&p, &t)) in predicted.iter().zip(truth).enumerate() {
-            for class in [t, p] {
-                if usize::from(class) >= n_classes {
-                    return Err(Error::ClassOutOfRange {
-                        index,
-                        class: usize::from(class),
-                        n_classes,
-                    });
-                }
+        check_class_maps(predicted, truth, n_classes, ignore)?;
+        for (&p, &t) in predicted.iter().zip(truth) {
+            if Some(t) != ignore {
+                matrix.counts[t.index() * n_classes + p.index()] += 1;
             }
-            matrix.counts[usize::from(t) * n_classes + usize::from(p)] += 1;
         }
         Ok(matrix)
+    }
+
+    /// Counts the [`argmax_classes`] of per-class scores against a truth class map, as
+    /// [`ConfusionMatrix::from_class_maps`] does. `probs` holds `n_classes` planes of
+    /// `truth.len()` pixels, class-major (the net's channel axis first); probabilities or logits
+    /// give the same argmax. Ties go to the lowest class.
+    ///
+    /// With two classes and `probs = [1 - p, p]` this is
+    /// [`ConfusionMatrix::from_probabilities`] at threshold 0.5: cell where `p > 0.5`.
+    ///
+    /// ```
+    /// use unet_metrics::ConfusionMatrix;
+    ///
+    /// // Two pixels, three classes: class planes [0.7, 0.1], [0.2, 0.1], [0.1, 0.8].
+    /// let probs = [0.7, 0.1, 0.2, 0.1, 0.1, 0.8];
+    /// let truth: [u8; 2] = [0, 1];
+    /// let m = ConfusionMatrix::from_class_probabilities(&probs, &truth, 3, None).unwrap();
+    /// assert_eq!((m.count(0, 0), m.count(1, 2)), (1, 1));
+    /// ```
+    pub fn from_class_probabilities<T: ClassLabel>(
+        probs: &[f32],
+        truth: &[T],
+        n_classes: usize,
+        ignore: Option<T>,
+    ) -> Result<Self> {
+        check_class_count(n_classes)?;
+        check_len(
+            "class probabilities",
+            n_classes.saturating_mul(truth.len()),
+            probs.len(),
+        )?;
+        let predicted = argmax_classes(probs, n_classes)?;
+        Self::from_class_maps(&predicted, truth, n_classes, ignore)
     }
 
     /// Counts a probability map `P(cell)` thresholded at `P > threshold` against a 0/255 label
@@ -138,6 +184,24 @@ impl ConfusionMatrix {
         correct as f64 / total as f64
     }
 
+    /// Per-class accuracy of `class`: the fraction of its truth pixels predicted as `class`,
+    /// `tp / (tp + fn)` (its recall). A class absent from the truth scores 1 when it is never
+    /// predicted either and 0 when it is (every prediction of it is then wrong), as
+    /// [`ConfusionMatrix::iou`] and [`ConfusionMatrix::dice`] score it.
+    pub fn accuracy(&self, class: usize) -> f64 {
+        let tp = self.count(class, class);
+        let truth = self.truth_total(class);
+        if truth == 0 {
+            if self.predicted_total(class) == 0 {
+                1.0
+            } else {
+                0.0
+            }
+        } else {
+            tp as f64 / truth as f64
+        }
+    }
+
     /// Intersection over union of `class`: `tp / (tp + fp + fn)`; 1 when the class is absent
     /// from both truth and prediction.
     pub fn iou(&self, class: usize) -> f64 {
@@ -176,6 +240,39 @@ impl ConfusionMatrix {
             2.0 * precision * recall / (precision + recall)
         } else {
             0.0
+        }
+    }
+
+    /// The multi-class scores of this matrix: per-class accuracy, IoU and Dice, their means
+    /// over the foreground classes `1..n_classes`, and the pixel accuracy.
+    ///
+    /// ```
+    /// use unet_metrics::ConfusionMatrix;
+    ///
+    /// let truth: [u8; 4] = [0, 1, 2, 2];
+    /// let predicted: [u8; 4] = [0, 1, 2, 1];
+    /// let s = ConfusionMatrix::from_class_maps(&predicted, &truth, 3, None)
+    ///     .unwrap()
+    ///     .class_scores();
+    /// assert_eq!(s.accuracy_per_class, vec![1.0, 1.0, 0.5]);
+    /// assert_eq!(s.iou_per_class, vec![1.0, 0.5, 0.5]);
+    /// assert_eq!(s.mean_foreground_iou, 0.5);
+    /// ```
+    pub fn class_scores(&self) -> ClassScores {
+        let per_class = |f: fn(&Self, usize) -> f64| -> Vec<f64> {
+            (0..self.n_classes).map(|c| f(self, c)).collect()
+        };
+        let accuracy_per_class = per_class(Self::accuracy);
+        let iou_per_class = per_class(Self::iou);
+        let dice_per_class = per_class(Self::dice);
+        ClassScores {
+            pixel_accuracy: self.pixel_accuracy(),
+            mean_foreground_accuracy: mean(&accuracy_per_class[1..]),
+            mean_foreground_iou: mean(&iou_per_class[1..]),
+            mean_foreground_dice: mean(&dice_per_class[1..]),
+            accuracy_per_class,
+            iou_per_class,
+            dice_per_class,
         }
     }
 
@@ -262,11 +359,6 @@ impl PixelScores {
 /// ```
 pub fn pixel_scores(prob: &[f32], labels: &[u8], threshold: f64) -> Result<PixelScores> {
     Ok(ConfusionMatrix::from_probabilities(prob, labels, threshold)?.scores())
-}
-
-/// Pixel scores of a predicted class map against a truth class map (multi-class).
-pub fn class_pixel_scores(predicted: &[u8], truth: &[u8], n_classes: usize) -> Result<PixelScores> {
-    Ok(ConfusionMatrix::from_class_maps(predicted, truth, n_classes)?.scores())
 }
 
 /// Pixel scores of a stack in both aggregations.
@@ -377,9 +469,9 @@ mod tests {
 
     #[test]
     fn multi_class_scores() {
-        let truth = [0, 1, 2, 2, 1, 0];
-        let pred = [0, 1, 2, 1, 1, 2];
-        let m = ConfusionMatrix::from_class_maps(&pred, &truth, 3).unwrap();
+        let truth: [u8; 6] = [0, 1, 2, 2, 1, 0];
+        let pred: [u8; 6] = [0, 1, 2, 1, 1, 2];
+        let m = ConfusionMatrix::from_class_maps(&pred, &truth, 3, None).unwrap();
         let s = m.scores();
         assert_eq!(s.pixel_accuracy, 4.0 / 6.0);
         // class 0: tp 1, truth 2, pred 1 -> 1/2; class 1: tp 2, truth 2, pred 3 -> 2/3;
@@ -387,7 +479,7 @@ mod tests {
         assert_eq!(s.iou_per_class, vec![0.5, 2.0 / 3.0, 1.0 / 3.0]);
         assert_eq!(s.dice_per_class, vec![2.0 / 3.0, 0.8, 0.5]);
         assert!(matches!(
-            ConfusionMatrix::from_class_maps(&[3], &[0], 3),
+            ConfusionMatrix::from_class_maps(&[3u8], &[0u8], 3, None),
             Err(Error::ClassOutOfRange { class: 3, .. })
         ));
     }

@@ -28,6 +28,23 @@ pub(crate) fn check_probabilities(prob: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// Checks that every score (a logit, a margin or a probability) is finite.
+pub(crate) fn check_finite(scores: &[f32]) -> Result<()> {
+    match scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
+        Some((index, &value)) => Err(Error::NonFiniteScore { index, value }),
+        None => Ok(()),
+    }
+}
+
+/// Checks that a class count lies in `1..=65536`, so that every class fits a `u16`.
+pub(crate) fn check_class_count(n_classes: usize) -> Result<()> {
+    if (1..=usize::from(u16::MAX) + 1).contains(&n_classes) {
+        Ok(())
+    } else {
+        Err(Error::InvalidClassCount { n_classes })
+    }
+}
+
 /// Checks that a threshold is a finite number in [0, 1].
 pub(crate) fn check_threshold(value: f64) -> Result<()> {
     if value.is_finite() && (0.0..=1.0).contains(&value) {

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use unet_metrics::{
-    class_pixel_scores, isbi_scores, label_components, pixel_scores, thin_borders, IsbiOptions,
+    isbi_scores, label_components, pixel_scores, thin_borders, ConfusionMatrix, IsbiOptions,
 };
 
 /// A random section: `(height, width, labels 0/255, probabilities)`.
@@ -74,8 +74,8 @@ proptest! {
             prop::collection::vec(0u8..3, n),
         ))
     ) {
-        let ab = class_pixel_scores(&a, &b, 3).unwrap();
-        let ba = class_pixel_scores(&b, &a, 3).unwrap();
+        let ab = ConfusionMatrix::from_class_maps(&a, &b, 3, None).unwrap().scores();
+        let ba = ConfusionMatrix::from_class_maps(&b, &a, 3, None).unwrap().scores();
         prop_assert_eq!(ab, ba);
     }
 
