@@ -66,8 +66,9 @@ pub enum Error {
         /// What the TIFF library said.
         detail: String,
     },
-    /// A page's pixel type is not one we read (8/16-bit unsigned or 32-bit float grey).
-    #[error("{} page {page}: unsupported pixel type {pixel} (expected 8-bit, 16-bit or 32-bit float grey)", path.display())]
+    /// A page's pixel type is not one we read (8/16-bit unsigned or 32-bit float samples, grey,
+    /// RGB or N per pixel).
+    #[error("{} page {page}: unsupported pixel type {pixel} (expected 8-bit, 16-bit or 32-bit float grey, RGB or N samples a pixel)", path.display())]
     UnsupportedPixelType {
         /// The file.
         path: PathBuf,

@@ -438,9 +438,10 @@ fn check_directories(bytes: &[u8], path: &Path) -> Result<()> {
 fn samples_of(color: ColorType) -> Option<usize> {
     match color {
         ColorType::Gray(8 | 16 | 32) => Some(1),
-        ColorType::RGB(8 | 16) => Some(3),
-        ColorType::RGBA(8 | 16) => Some(4),
-        ColorType::GrayA(8 | 16) => Some(2),
+        // 32 bits: float samples (32-bit integers are refused once decoded).
+        ColorType::RGB(8 | 16 | 32) => Some(3),
+        ColorType::RGBA(8 | 16 | 32) => Some(4),
+        ColorType::GrayA(8 | 16 | 32) => Some(2),
         ColorType::Multiband {
             bit_depth: 8 | 16 | 32,
             num_samples,

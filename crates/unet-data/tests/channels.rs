@@ -69,6 +69,28 @@ fn rgb_8bit_pages_are_sections_of_three_channels() {
 }
 
 #[test]
+fn float_rgb_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let page: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 1.0).collect();
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    tiff::encoder::TiffEncoder::new(&mut bytes)
+        .unwrap()
+        .write_image::<colortype::RGB32Float>(2, 2, &page)
+        .unwrap();
+    let path = write(dir.path(), "rgbf.tif", &bytes.into_inner());
+    let c = read_channels(&path).unwrap();
+    assert_eq!(
+        (c.sections(), c.channels(), c.pixel_type()),
+        (1, 3, "32-bit float")
+    );
+    let expected: Vec<f32> = [0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 8, 11]
+        .iter()
+        .map(|&i| page[i])
+        .collect();
+    assert_eq!(c.to_unit_f32().as_slice(), &expected[..]);
+}
+
+#[test]
 fn planar_16bit_three_channels() {
     let dir = tempfile::tempdir().unwrap();
     let (h, w) = (3u32, 4u32);
