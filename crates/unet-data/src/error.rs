@@ -66,8 +66,9 @@ pub enum Error {
         /// What the TIFF library said.
         detail: String,
     },
-    /// A page's pixel type is not one we read (8/16-bit unsigned or 32-bit float grey).
-    #[error("{} page {page}: unsupported pixel type {pixel} (expected 8-bit, 16-bit or 32-bit float grey)", path.display())]
+    /// A page's pixel type is not one we read (8/16-bit unsigned or 32-bit float samples, grey,
+    /// RGB or N per pixel).
+    #[error("{} page {page}: unsupported pixel type {pixel} (expected 8-bit, 16-bit or 32-bit float grey, RGB or N samples a pixel)", path.display())]
     UnsupportedPixelType {
         /// The file.
         path: PathBuf,
@@ -109,6 +110,53 @@ pub enum Error {
         value: u16,
         /// The values allowed, in words.
         expected: &'static str,
+    },
+    /// A class-index label holds a value that is neither a class (0..K-1) nor the ignore value.
+    #[error(
+        "{} page {page} (counting from 0), row {row}, column {column}: value {value} is not a \
+         class index (expected 0..={} for {classes} classes{}); give the right --classes or \
+         --ignore-label",
+        path.display(),
+        classes.saturating_sub(1),
+        ignore_note(ignore)
+    )]
+    ClassOutOfRange {
+        /// The label file.
+        path: PathBuf,
+        /// The page (0-based).
+        page: usize,
+        /// The row of the first such pixel in the page.
+        row: usize,
+        /// Its column.
+        column: usize,
+        /// The offending value.
+        value: u16,
+        /// The number of classes K.
+        classes: usize,
+        /// The ignore value, if any.
+        ignore: Option<u16>,
+    },
+    /// Options for reading class labels that cannot hold (fewer than 2 classes, an ignore value
+    /// that is also a class of the binary convention).
+    #[error("{}: {detail}", path.display())]
+    LabelOptions {
+        /// The label file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// An image has another number of channels than the model takes.
+    #[error(
+        "{}: {found} channel(s) per section, but the model takes {expected}",
+        path.display()
+    )]
+    ChannelMismatch {
+        /// The image file.
+        path: PathBuf,
+        /// Channels in the file.
+        found: usize,
+        /// Channels the model takes.
+        expected: usize,
     },
     /// Two stacks that must match (images and labels) do not.
     #[error("{} and {}: {what}", first.display(), second.display())]
@@ -179,6 +227,14 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// ", or the ignore value V" when there is one.
+fn ignore_note(ignore: &Option<u16>) -> String {
+    match ignore {
+        Some(v) => format!(", or the ignore value {v}"),
+        None => String::new(),
+    }
+}
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -66,38 +66,123 @@ pub fn decode_labels(bytes: &[u8], path: &Path) -> Result<Stack<u8>> {
     Ok(stack.map(|v| if v == 0 { MEMBRANE } else { CELL }))
 }
 
-/// Check that an image stack and a label stack pair up: same page count, same page size.
-pub fn check_pair<A, B>(
+/// The shape of sections that must pair up with others: a [`Stack`] (its pages), an
+/// [`AnyStack`](crate::AnyStack), a [`ChannelStack`](crate::ChannelStack) (its sections of channel
+/// planes) or [`ClassLabels`](crate::ClassLabels).
+pub trait Sections {
+    /// Sections: pages, or channel planes a section for channel stacks.
+    fn sections(&self) -> usize;
+    /// Rows of a section.
+    fn section_height(&self) -> usize;
+    /// Columns of a section.
+    fn section_width(&self) -> usize;
+    /// Values per pixel of a page (1 but for stacks with interleaved samples).
+    fn samples_per_pixel(&self) -> usize {
+        1
+    }
+    /// What a section is called in messages ("pages", or "sections" of several channels).
+    fn sections_word(&self) -> &'static str {
+        "pages"
+    }
+}
+
+impl<T> Sections for Stack<T> {
+    fn sections(&self) -> usize {
+        self.pages()
+    }
+    fn section_height(&self) -> usize {
+        self.height()
+    }
+    fn section_width(&self) -> usize {
+        self.width()
+    }
+    fn samples_per_pixel(&self) -> usize {
+        self.samples()
+    }
+}
+
+impl Sections for crate::AnyStack {
+    fn sections(&self) -> usize {
+        self.dims().0
+    }
+    fn section_height(&self) -> usize {
+        self.dims().1
+    }
+    fn section_width(&self) -> usize {
+        self.dims().2
+    }
+    fn samples_per_pixel(&self) -> usize {
+        self.dims().3
+    }
+}
+
+impl Sections for crate::ChannelStack {
+    fn sections(&self) -> usize {
+        crate::ChannelStack::sections(self)
+    }
+    fn section_height(&self) -> usize {
+        self.height()
+    }
+    fn section_width(&self) -> usize {
+        self.width()
+    }
+    fn sections_word(&self) -> &'static str {
+        if self.channels() > 1 {
+            "sections"
+        } else {
+            "pages"
+        }
+    }
+}
+
+impl Sections for crate::ClassLabels {
+    fn sections(&self) -> usize {
+        self.labels().pages()
+    }
+    fn section_height(&self) -> usize {
+        self.labels().height()
+    }
+    fn section_width(&self) -> usize {
+        self.labels().width()
+    }
+}
+
+/// Check that images and labels pair up: as many sections, of the same size, and labels of one
+/// sample per pixel. The error names both files and how they differ.
+pub fn check_pair(
     images_path: &Path,
-    images: &Stack<A>,
+    images: &impl Sections,
     labels_path: &Path,
-    labels: &Stack<B>,
+    labels: &impl Sections,
 ) -> Result<()> {
     let mismatch = |what: String| Error::StackMismatch {
         first: images_path.to_path_buf(),
         second: labels_path.to_path_buf(),
         what,
     };
-    if images.pages() != labels.pages() {
+    if images.sections() != labels.sections() {
         return Err(mismatch(format!(
-            "{} image pages but {} label pages",
-            images.pages(),
-            labels.pages()
+            "{} image {} but {} label {}",
+            images.sections(),
+            images.sections_word(),
+            labels.sections(),
+            labels.sections_word()
         )));
     }
-    if (images.height(), images.width()) != (labels.height(), labels.width()) {
+    let size = |s: &dyn Sections| (s.section_height(), s.section_width());
+    if size(images) != size(labels) {
         return Err(mismatch(format!(
             "images are {}x{} but labels are {}x{}",
-            images.height(),
-            images.width(),
-            labels.height(),
-            labels.width()
+            images.section_height(),
+            images.section_width(),
+            labels.section_height(),
+            labels.section_width()
         )));
     }
-    if labels.samples() != 1 {
+    if labels.samples_per_pixel() != 1 {
         return Err(mismatch(format!(
             "labels have {} samples per pixel, expected 1",
-            labels.samples()
+            labels.samples_per_pixel()
         )));
     }
     Ok(())

@@ -3,7 +3,10 @@
 //! A [`Stack`] is pages of equal-sized images kept as one plain `Vec`, so the other crates borrow
 //! pages as slices. [`read_stack`] / [`write_stack`] read and write 8-bit, 16-bit and 32-bit float
 //! multi-page TIFFs as ImageJ/Fiji and the ISBI challenge use them; [`read_labels`] checks that a
-//! label stack is binary; [`LabelledSections`] loads and checks the challenge's stacks; [`Split`] picks
+//! label stack is binary; [`read_class_labels`] reads class-index labels (0..K-1, an ignore value,
+//! the binary convention as classes 0 and 1); [`read_channels`] / [`write_channels`] read and
+//! write images with channels (RGB, N samples, ImageJ hyperstacks, OME-TIFF) as a
+//! [`ChannelStack`]; [`LabelledSections`] loads and checks the challenge's stacks; [`Split`] picks
 //! training and validation sections. Errors name the file and page and say what is wrong.
 //!
 //! ```
@@ -22,9 +25,11 @@
 //! # }
 //! ```
 
+mod channels;
 mod error;
 mod fsutil;
 mod isbi;
+mod labels;
 mod limits;
 mod png_io;
 mod split;
@@ -40,15 +45,17 @@ pub mod fuzz;
 #[cfg(feature = "zarr")]
 pub mod zarr;
 
+pub use channels::{decode_channels, read_channels, write_channels, ChannelStack};
 pub use error::{Error, Result};
 pub use fsutil::{
     process_is_running, temp_path_for, temp_path_pid, write_all_atomically, write_atomically,
 };
 pub use isbi::{
     check_pair, decode_labels, locate_data_dir, pair_sha256, pixel_sha256, read_labels, DataSource,
-    DataSummary, LabelledSections, SplitSummary, CELL, DATA_ENV, DEFAULT_DATA_DIR, MEMBRANE,
-    TEST_VOLUME, TRAIN_LABELS, TRAIN_VOLUME,
+    DataSummary, LabelledSections, Sections, SplitSummary, CELL, DATA_ENV, DEFAULT_DATA_DIR,
+    MEMBRANE, TEST_VOLUME, TRAIN_LABELS, TRAIN_VOLUME,
 };
+pub use labels::{decode_class_labels, read_class_labels, ClassLabels, LabelOptions};
 pub use limits::{
     max_pixels, set_max_pixels, DEFAULT_MAX_PIXELS, MAX_COMPRESSION_RATIO, MAX_PIXELS_ENV,
 };

@@ -247,32 +247,86 @@ impl GreyStats {
     ///
     /// Fails on an empty page list or an index out of range.
     pub fn of_pages<T: Copy + Into<f64>>(stack: &Stack<T>, pages: &[usize]) -> Result<Self> {
-        if pages.is_empty() {
-            return Err(Error::Shape("statistics of no page".into()));
+        let mut all = Moments::default();
+        for_pages(stack, 1, pages, |_, page| all.add(page))?;
+        Ok(all.stats())
+    }
+
+    /// Statistics of each channel over the given sections, for a per-channel normalisation:
+    /// the stack's pages are channel planes, `channels` a section, section `s`'s channel `c` at
+    /// page `s * channels + c` (as [`crate::ChannelStack`] keeps them). With one channel it is
+    /// [`GreyStats::of_pages`].
+    ///
+    /// Fails on an empty section list, a section out of range, or a page count that is not a
+    /// multiple of `channels`.
+    pub fn per_channel<T: Copy + Into<f64>>(
+        stack: &Stack<T>,
+        channels: usize,
+        sections: &[usize],
+    ) -> Result<Vec<Self>> {
+        let mut moments = vec![Moments::default(); channels];
+        for_pages(stack, channels, sections, |c, page| moments[c].add(page))?;
+        Ok(moments.iter().map(Moments::stats).collect())
+    }
+}
+
+/// Calls `f(channel, page)` for every channel plane of the given sections (`channels` pages a
+/// section), after checking the arguments.
+fn for_pages<T>(
+    stack: &Stack<T>,
+    channels: usize,
+    sections: &[usize],
+    mut f: impl FnMut(usize, &[T]),
+) -> Result<()> {
+    if sections.is_empty() {
+        return Err(Error::Shape("statistics of no page".into()));
+    }
+    if channels == 0 || stack.pages() % channels != 0 {
+        return Err(Error::Shape(format!(
+            "{} pages are not sections of {channels} channels",
+            stack.pages()
+        )));
+    }
+    let n = stack.pages() / channels;
+    if let Some(&bad) = sections.iter().find(|&&s| s >= n) {
+        return Err(Error::Shape(format!(
+            "page {bad} asked for, the stack has {n} pages"
+        )));
+    }
+    for &s in sections {
+        for c in 0..channels {
+            f(c, stack.page(s * channels + c));
         }
-        let mut sum = 0.0f64;
-        let mut sum_sq = 0.0f64;
-        let mut n = 0usize;
-        for &p in pages {
-            if p >= stack.pages() {
-                return Err(Error::Shape(format!(
-                    "page {p} asked for, the stack has {} pages",
-                    stack.pages()
-                )));
-            }
-            for &v in stack.page(p) {
-                let v: f64 = v.into();
-                sum += v;
-                sum_sq += v * v;
-            }
-            n += stack.page_len();
+    }
+    Ok(())
+}
+
+/// Running sums for a mean and a standard deviation.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moments {
+    sum: f64,
+    sum_sq: f64,
+    n: usize,
+}
+
+impl Moments {
+    fn add<T: Copy + Into<f64>>(&mut self, values: &[T]) {
+        for &v in values {
+            let v: f64 = v.into();
+            self.sum += v;
+            self.sum_sq += v * v;
         }
-        let mean = sum / n as f64;
-        let var = (sum_sq / n as f64 - mean * mean).max(0.0);
-        Ok(GreyStats {
+        self.n += values.len();
+    }
+
+    fn stats(&self) -> GreyStats {
+        let n = self.n.max(1) as f64;
+        let mean = self.sum / n;
+        let var = (self.sum_sq / n - mean * mean).max(0.0);
+        GreyStats {
             mean,
             std: var.sqrt(),
-        })
+        }
     }
 }
 
@@ -322,5 +376,12 @@ mod tests {
         let all = GreyStats::of_pages(&s, &[0, 1]).unwrap();
         assert_eq!(all.mean, 3.0);
         assert!((all.std - 5f64.sqrt()).abs() < 1e-12);
+        // Two channels: pages 0 and 1 are section 0's channels.
+        let per = GreyStats::per_channel(&s, 2, &[0]).unwrap();
+        assert_eq!(per, vec![st, GreyStats::of_pages(&s, &[1]).unwrap()]);
+        assert_eq!(GreyStats::per_channel(&s, 1, &[0, 1]).unwrap(), vec![all]);
+        assert!(GreyStats::per_channel(&s, 2, &[1]).is_err());
+        assert!(GreyStats::per_channel(&s, 3, &[0]).is_err());
+        assert!(GreyStats::per_channel(&s, 2, &[]).is_err());
     }
 }

@@ -1,8 +1,9 @@
 //! Multi-page TIFF stacks, as ImageJ/Fiji and the ISBI challenge use them.
 //!
-//! Reading accepts 8-bit, 16-bit and 32-bit float grey pages (and several samples per pixel);
-//! every page must have the size and type of the first. Writing produces an uncompressed baseline
-//! TIFF with one page per section, written atomically.
+//! Reading accepts 8-bit, 16-bit and 32-bit float grey pages, and several samples per pixel
+//! stored interleaved or as separate planes; every page must have the size and type of the
+//! first. Writing produces an uncompressed baseline TIFF with one page per section, written
+//! atomically.
 
 use std::fs;
 use std::io::{Cursor, Seek, Write};
@@ -17,14 +18,35 @@ use crate::{AnyStack, Error, Result, Stack};
 
 /// A pixel type that can be written to a TIFF page.
 pub trait TiffPixel: Copy + sealed::Sealed {
-    /// Write one page of `width` x `height` grey pixels.
+    /// Write one page of `width` x `height` grey pixels, with an ImageDescription if given.
     #[doc(hidden)]
     fn write_page<W: Write + Seek>(
         encoder: &mut TiffEncoder<W>,
         width: u32,
         height: u32,
         data: &[Self],
+        description: Option<&str>,
     ) -> std::result::Result<(), TiffError>;
+}
+
+/// One page of colour type `C`, with an ImageDescription tag when `description` is given.
+fn write_described<C: colortype::ColorType, W: Write + Seek>(
+    e: &mut TiffEncoder<W>,
+    w: u32,
+    h: u32,
+    d: &[C::Inner],
+    description: Option<&str>,
+) -> std::result::Result<(), TiffError>
+where
+    [C::Inner]: tiff::encoder::TiffValue,
+{
+    let mut image = e.new_image::<C>(w, h)?;
+    if let Some(text) = description {
+        image
+            .encoder()
+            .write_tag(tiff::tags::Tag::ImageDescription, text)?;
+    }
+    image.write_data(d)
 }
 
 mod sealed {
@@ -40,8 +62,9 @@ impl TiffPixel for u8 {
         w: u32,
         h: u32,
         d: &[u8],
+        description: Option<&str>,
     ) -> std::result::Result<(), TiffError> {
-        e.write_image::<colortype::Gray8>(w, h, d)
+        write_described::<colortype::Gray8, W>(e, w, h, d, description)
     }
 }
 
@@ -51,8 +74,9 @@ impl TiffPixel for u16 {
         w: u32,
         h: u32,
         d: &[u16],
+        description: Option<&str>,
     ) -> std::result::Result<(), TiffError> {
-        e.write_image::<colortype::Gray16>(w, h, d)
+        write_described::<colortype::Gray16, W>(e, w, h, d, description)
     }
 }
 
@@ -62,8 +86,9 @@ impl TiffPixel for f32 {
         w: u32,
         h: u32,
         d: &[f32],
+        description: Option<&str>,
     ) -> std::result::Result<(), TiffError> {
-        e.write_image::<colortype::Gray32Float>(w, h, d)
+        write_described::<colortype::Gray32Float, W>(e, w, h, d, description)
     }
 }
 
@@ -73,7 +98,16 @@ impl TiffPixel for f32 {
 /// Only stacks of one sample per pixel are written.
 pub fn write_stack<T: TiffPixel>(path: impl AsRef<Path>, stack: &Stack<T>) -> Result<()> {
     let path = path.as_ref();
-    let bytes = encode_stack(stack).map_err(|(page, e)| Error::Tiff {
+    write_stack_described(path, stack, None)
+}
+
+/// [`write_stack`] with an ImageDescription on the first page (ImageJ's metadata).
+pub(crate) fn write_stack_described<T: TiffPixel>(
+    path: &Path,
+    stack: &Stack<T>,
+    description: Option<&str>,
+) -> Result<()> {
+    let bytes = encode_stack(stack, description).map_err(|(page, e)| Error::Tiff {
         path: path.to_path_buf(),
         page,
         detail: e.to_string(),
@@ -84,6 +118,7 @@ pub fn write_stack<T: TiffPixel>(path: impl AsRef<Path>, stack: &Stack<T>) -> Re
 /// Encode a grey stack as TIFF bytes; on failure, the page and the encoder's error.
 fn encode_stack<T: TiffPixel>(
     stack: &Stack<T>,
+    description: Option<&str>,
 ) -> std::result::Result<Vec<u8>, (usize, TiffError)> {
     if stack.samples() != 1 {
         return Err((
@@ -96,7 +131,8 @@ fn encode_stack<T: TiffPixel>(
         let mut encoder = TiffEncoder::new(&mut cursor).map_err(|e| (0, e))?;
         let (w, h) = (stack.width() as u32, stack.height() as u32);
         for (i, page) in stack.iter_pages().enumerate() {
-            T::write_page(&mut encoder, w, h, page).map_err(|e| (i, e))?;
+            let text = if i == 0 { description } else { None };
+            T::write_page(&mut encoder, w, h, page, text).map_err(|e| (i, e))?;
         }
     }
     Ok(cursor.into_inner())
@@ -126,7 +162,16 @@ pub fn read_u8_stack(path: impl AsRef<Path>) -> Result<Stack<u8>> {
 }
 
 /// Decode TIFF bytes; `path` is only used in error messages.
+///
+/// Several samples per pixel come back interleaved, whether the file stores them so
+/// (PlanarConfiguration 1) or as separate planes (2).
 pub fn decode_stack(bytes: &[u8], path: &Path) -> Result<AnyStack> {
+    decode_tiff(bytes, path).map(|(stack, _)| stack)
+}
+
+/// [`decode_stack`], and the first page's ImageDescription (ImageJ's or OME's metadata) when it
+/// has one in ASCII.
+pub(crate) fn decode_tiff(bytes: &[u8], path: &Path) -> Result<(AnyStack, Option<String>)> {
     if bytes.is_empty() {
         return Err(Error::Empty {
             path: path.to_path_buf(),
@@ -172,6 +217,7 @@ pub fn decode_stack(bytes: &[u8], path: &Path) -> Result<AnyStack> {
     let mut declared_so_far = 0u64;
 
     let mut first: Option<(u32, u32, ColorType)> = None;
+    let mut description: Option<String> = None;
     let mut pages: Vec<DecodingResult> = Vec::new();
     let mut page = 0usize;
     loop {
@@ -187,15 +233,15 @@ pub fn decode_stack(bytes: &[u8], path: &Path) -> Result<AnyStack> {
         let planar = decoder
             .find_tag_unsigned::<u16>(tiff::tags::Tag::PlanarConfiguration)
             .map_err(|e| tiff_err(page, e))?;
-        if samples > 1 && planar == Some(2) {
-            return Err(Error::UnsupportedPixelType {
-                path: path.to_path_buf(),
-                page,
-                pixel: format!("{color:?} stored as separate planes (PlanarConfiguration 2)"),
-            });
-        }
+        let planar = samples > 1 && planar == Some(2);
         match first {
-            None => first = Some((w, h, color)),
+            None => {
+                first = Some((w, h, color));
+                description = decoder
+                    .find_tag(tiff::tags::Tag::ImageDescription)
+                    .map_err(|e| tiff_err(page, e))?
+                    .and_then(|v| v.into_string().ok());
+            }
             Some((w0, h0, c0)) if (w0, h0, c0) != (w, h, color) => {
                 return Err(Error::PageMismatch {
                     path: path.to_path_buf(),
@@ -224,8 +270,17 @@ pub fn decode_stack(bytes: &[u8], path: &Path) -> Result<AnyStack> {
                 bytes.len()
             )));
         }
-        let image = decoder.read_image().map_err(|e| tiff_err(page, e))?;
         let expected = w as usize * h as usize * samples;
+        let image = if planar {
+            // All planes, one after the other (the bound above keeps them within the limits).
+            let mut planes = DecodingResult::U8(Vec::new());
+            decoder
+                .read_image_to_buffer(&mut planes)
+                .map_err(|e| tiff_err(page, e))?;
+            interleave(planes, w as usize * h as usize, samples)
+        } else {
+            decoder.read_image().map_err(|e| tiff_err(page, e))?
+        };
         let len = decoded_len(&image);
         if len < expected {
             return Err(Error::Truncated {
@@ -261,12 +316,33 @@ pub fn decode_stack(bytes: &[u8], path: &Path) -> Result<AnyStack> {
             Stack::with_samples(pages.len(), h, w, samples, data)?
         }};
     }
-    Ok(match &pages[0] {
+    let stack = match &pages[0] {
         DecodingResult::U8(_) => AnyStack::U8(collect!(U8, u8)),
         DecodingResult::U16(_) => AnyStack::U16(collect!(U16, u16)),
         DecodingResult::F32(_) => AnyStack::F32(collect!(F32, f32)),
         other => return Err(unsupported(other)),
-    })
+    };
+    Ok((stack, description))
+}
+
+/// Planes of `samples` x `n` values, one after the other, as `n` pixels of interleaved samples.
+/// A short buffer (fewer planes than asked) is returned as it is, for the caller to call
+/// truncated.
+fn interleave(planes: DecodingResult, n: usize, samples: usize) -> DecodingResult {
+    fn go<T: Copy>(v: Vec<T>, n: usize, samples: usize) -> Vec<T> {
+        if v.len() < n * samples {
+            return v;
+        }
+        (0..n * samples)
+            .map(|i| v[(i % samples) * n + i / samples])
+            .collect()
+    }
+    match planes {
+        DecodingResult::U8(v) => DecodingResult::U8(go(v, n, samples)),
+        DecodingResult::U16(v) => DecodingResult::U16(go(v, n, samples)),
+        DecodingResult::F32(v) => DecodingResult::F32(go(v, n, samples)),
+        other => other,
+    }
 }
 
 /// Walks the TIFF's chain of image directories before the decoder sees it, refusing a tag whose
@@ -362,9 +438,10 @@ fn check_directories(bytes: &[u8], path: &Path) -> Result<()> {
 fn samples_of(color: ColorType) -> Option<usize> {
     match color {
         ColorType::Gray(8 | 16 | 32) => Some(1),
-        ColorType::RGB(8 | 16) => Some(3),
-        ColorType::RGBA(8 | 16) => Some(4),
-        ColorType::GrayA(8 | 16) => Some(2),
+        // 32 bits: float samples (32-bit integers are refused once decoded).
+        ColorType::RGB(8 | 16 | 32) => Some(3),
+        ColorType::RGBA(8 | 16 | 32) => Some(4),
+        ColorType::GrayA(8 | 16 | 32) => Some(2),
         ColorType::Multiband {
             bit_depth: 8 | 16 | 32,
             num_samples,

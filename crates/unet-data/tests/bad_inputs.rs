@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use unet_data::{check_pair, read_labels, read_stack, read_u8_stack, Error, Stack};
+use unet_data::{check_pair, read_labels, read_stack, read_u8_stack, AnyStack, Error, Stack};
 
 fn bad(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -115,11 +115,24 @@ fn label_with_other_value() {
 }
 
 #[test]
-fn planar_samples_are_named_not_called_truncated() {
-    // Written by tifffile: one 4x5 page, 3 samples stored as separate planes.
-    let e = read_stack(bad("planar-3-samples.tif")).unwrap_err();
-    assert!(matches!(e, Error::UnsupportedPixelType { .. }), "{e:?}");
-    assert!(e.to_string().contains("separate planes"), "{e}");
+fn planar_samples_read_as_interleaved_not_called_truncated() {
+    // Written by tifffile: one 4x5 page, 3 samples stored as separate planes holding
+    // 0..20, 20..40 and 40..60. Once refused; read since the channel readers (#23).
+    let AnyStack::U8(s) = read_stack(bad("planar-3-samples.tif")).unwrap() else {
+        panic!("8-bit expected");
+    };
+    assert_eq!(
+        (s.pages(), s.height(), s.width(), s.samples()),
+        (1, 4, 5, 3)
+    );
+    let expected: Vec<u8> = (0..60).map(|i| (i % 3 * 20 + i / 3) as u8).collect();
+    assert_eq!(s.as_slice(), &expected[..]);
+    let c = unet_data::read_channels(bad("planar-3-samples.tif")).unwrap();
+    assert_eq!(c.channels(), 3);
+    assert_eq!(
+        c.planes(),
+        &AnyStack::U8(Stack::new(3, 4, 5, (0..60).collect()).unwrap())
+    );
 }
 
 #[test]

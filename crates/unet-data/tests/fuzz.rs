@@ -1,14 +1,19 @@
-//! Mutation fuzzing of the TIFF stack, label and PNG readers: every mutant of a valid small
+//! Mutation fuzzing of the TIFF stack, label, class-label, channel and PNG readers: every mutant of a valid small
 //! file is read to `Ok` or a typed error, never a panic, and within an allocation bound.
 //! `UNET_FUZZ_CASES=N` sets the mutants per reader (`cargo xtask fuzz` runs many); inputs that
 //! once failed live in `tests/bad/fuzz/` and are read on every run.
+
+mod common;
 
 use std::io::Cursor;
 use std::path::Path;
 
 use tiff::encoder::{colortype, Compression, TiffEncoder};
 use unet_data::fuzz::{self, CountingAllocator};
-use unet_data::{decode_labels, decode_png_grey, decode_stack, encode_png_grey};
+use unet_data::{
+    decode_channels, decode_class_labels, decode_labels, decode_png_grey, decode_stack,
+    encode_png_grey, LabelOptions,
+};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -90,6 +95,39 @@ fn every_reader_gives_a_value_or_a_typed_error_on_mutated_files() {
     ];
     fuzz::run("labels", &labels, cases, 2, MAX_BYTES, |b| {
         decode_labels(b, path).map(|_| ())
+    })
+    .assert_clean();
+    let class_options = [
+        LabelOptions::default(),
+        LabelOptions {
+            classes: Some(3),
+            ignore: Some(255),
+        },
+    ];
+    fuzz::run("class-labels", &labels, cases, 4, MAX_BYTES, |b| {
+        class_options
+            .iter()
+            .try_for_each(|o| decode_class_labels(b, path, o).map(|_| ()))
+    })
+    .assert_clean();
+    let mut channel_seeds = seeds.clone();
+    channel_seeds.extend([
+        common::planar_rgb16(3, 4, &[(0..36).collect(), (36..72).collect()]),
+        common::described::<colortype::Gray16>(
+            4,
+            5,
+            &(0..6u16).map(|k| vec![k; 20]).collect::<Vec<_>>(),
+            &common::imagej(2, 3),
+        ),
+        common::described::<colortype::Gray8>(
+            2,
+            3,
+            &(0..6u8).map(|k| vec![k; 6]).collect::<Vec<_>>(),
+            &common::ome("XYZCT", 2, 3, 2, 3),
+        ),
+    ]);
+    fuzz::run("channels", &channel_seeds, cases, 5, MAX_BYTES, |b| {
+        decode_channels(b, path).map(|_| ())
     })
     .assert_clean();
     let pngs = vec![
