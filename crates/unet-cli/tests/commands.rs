@@ -271,3 +271,209 @@ fn bench_prints_one_json_line_and_refuses_a_missing_gpu() {
         assert!(err.contains("--device cuda: no CUDA device"), "{err}");
     }
 }
+
+/// Two 8 x 10 pages of classes 0, 1, 2 in column bands; page 1's first row holds the ignore
+/// value 9. The prediction is the truth (0 where ignored) but for three pixels: page 0 (1, 5)
+/// class 1 -> 2, page 1 (3, 0) and (3, 1) class 0 -> 1.
+fn three_classes() -> (Stack<u8>, Stack<u8>) {
+    let (h, w) = (8, 10);
+    let band = |x: usize| match x {
+        0..=2 => 0u8,
+        3..=6 => 1,
+        _ => 2,
+    };
+    let mut truth = vec![0u8; 2 * h * w];
+    for p in 0..2 {
+        for y in 0..h {
+            for x in 0..w {
+                truth[(p * h + y) * w + x] = if p == 1 && y == 0 { 9 } else { band(x) };
+            }
+        }
+    }
+    let mut predicted: Vec<u8> = truth.iter().map(|&t| if t == 9 { 0 } else { t }).collect();
+    predicted[w + 5] = 2;
+    predicted[(h + 3) * w] = 1;
+    predicted[(h + 3) * w + 1] = 1;
+    (
+        Stack::new(2, h, w, truth).unwrap(),
+        Stack::new(2, h, w, predicted).unwrap(),
+    )
+}
+
+fn score_json(d: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["score", "--labels", "labels.tif", "--json", "s.json"];
+    all.extend(args);
+    ok(&unet(&all, d));
+    serde_json::from_slice(&std::fs::read(d.join("s.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn score_with_classes_counts_per_class_from_every_form_of_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (truth, predicted) = three_classes();
+    write_stack(d.join("labels.tif"), &truth).unwrap();
+    write_stack(d.join("classes.tif"), &predicted).unwrap();
+    write_stack(d.join("classes16.tif"), &predicted.map(u16::from)).unwrap();
+    // Per-class probabilities, an ImageJ hyperstack of 3 channels: 0.8 on the predicted class.
+    let plane = 8 * 10;
+    let mut probs = vec![0.1f32; 2 * 3 * plane];
+    for (i, &c) in predicted.as_slice().iter().enumerate() {
+        let (s, pixel) = (i / plane, i % plane);
+        probs[(s * 3 + usize::from(c)) * plane + pixel] = 0.8;
+    }
+    let stack = unet_data::ChannelStack::new(3, Stack::new(6, 8, 10, probs).unwrap()).unwrap();
+    unet_data::write_channels(d.join("probs.tif"), &stack).unwrap();
+
+    let args = ["--classes", "3", "--ignore-label", "9"];
+    let want = score_json(d, &[&["--pred", "classes.tif"][..], &args].concat());
+    let close = |v: &serde_json::Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-12;
+    assert!(close(&want["pixel_accuracy"], 147.0 / 150.0), "{want}");
+    for (key, values) in [
+        ("accuracy_per_class", [43.0 / 45.0, 59.0 / 60.0, 1.0]),
+        ("iou_per_class", [43.0 / 45.0, 59.0 / 62.0, 45.0 / 46.0]),
+        ("dice_per_class", [86.0 / 88.0, 118.0 / 121.0, 90.0 / 91.0]),
+    ] {
+        for (c, &x) in values.iter().enumerate() {
+            assert!(close(&want[key][c], x), "{key}[{c}]: {want}");
+        }
+    }
+    assert!(close(
+        &want["mean_foreground_iou"],
+        (59.0 / 62.0 + 45.0 / 46.0) / 2.0
+    ));
+    assert_eq!(
+        want["confusion"],
+        serde_json::json!([[43, 2, 0], [0, 59, 1], [0, 0, 45]])
+    );
+    assert_eq!(want["ignore_label"], 9);
+    for pred in ["classes16.tif", "probs.tif"] {
+        let got = score_json(d, &[&["--pred", pred][..], &args].concat());
+        assert_eq!(got, want, "{pred}");
+    }
+
+    // Instances of class 2: one band per page, found whole.
+    let got = score_json(
+        d,
+        &[
+            &["--pred", "classes.tif", "--instance-class", "2"][..],
+            &args,
+        ]
+        .concat(),
+    );
+    assert_eq!(got["v_rand"], 1.0, "{got}");
+    assert_eq!(got["instance_sections"], 2);
+    let out = unet(
+        &["score", "--pred", "classes.tif", "--labels", "labels.tif"]
+            .iter()
+            .chain(&args)
+            .copied()
+            .collect::<Vec<_>>(),
+        d,
+    );
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fg mean"));
+}
+
+#[test]
+fn score_with_two_classes_agrees_with_the_binary_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let labels = two_cells();
+    write_stack(d.join("labels.tif"), &labels).unwrap();
+    let p = Stack::new(
+        2,
+        32,
+        40,
+        (0..2 * 32 * 40)
+            // The same on both pages: `unet score` averages Dice over pages, --classes pools.
+            .map(|i| (((i % (32 * 40)) * 7919) % 1000) as f32 / 1000.0)
+            .collect(),
+    )
+    .unwrap();
+    write_stack(d.join("p.tif"), &p).unwrap();
+    let binary = score_json(d, &["--pred", "p.tif"]);
+    let classes = score_json(d, &["--pred", "p.tif", "--classes", "2"]);
+    assert_eq!(classes["pixel_accuracy"], binary["pixel_accuracy"]);
+    assert_eq!(classes["dice_per_class"][1], binary["dice"]);
+}
+
+#[test]
+fn score_with_classes_refuses_bad_labels_and_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (truth, predicted) = three_classes();
+    write_stack(d.join("labels.tif"), &truth).unwrap();
+    write_stack(d.join("classes.tif"), &predicted).unwrap();
+    let fails = |args: &[&str], words: &[&str]| {
+        let out = unet(args, d);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for w in words {
+            assert!(err.contains(w), "{args:?}: {w:?} not in {err}");
+        }
+    };
+    // 9 is a label value, not a class, when it is not ignored.
+    fails(
+        &[
+            "score",
+            "--pred",
+            "classes.tif",
+            "--labels",
+            "labels.tif",
+            "--classes",
+            "3",
+        ],
+        &["labels.tif", "page 1", "value 9"],
+    );
+    // Two channels for three classes.
+    let two =
+        unet_data::ChannelStack::new(2, Stack::new(4, 8, 10, vec![0.5f32; 320]).unwrap()).unwrap();
+    unet_data::write_channels(d.join("two.tif"), &two).unwrap();
+    let k3 = ["--classes", "3", "--ignore-label", "9"];
+    fails(
+        &[
+            &["score", "--pred", "two.tif", "--labels", "labels.tif"][..],
+            &k3,
+        ]
+        .concat(),
+        &[
+            "two.tif",
+            "2 channel(s)",
+            "3 channels of per-class probabilities",
+        ],
+    );
+    // A predicted class out of range, and a prediction of another size.
+    write_stack(d.join("seven.tif"), &predicted.map(|v| v.max(7))).unwrap();
+    fails(
+        &[
+            &["score", "--pred", "seven.tif", "--labels", "labels.tif"][..],
+            &k3,
+        ]
+        .concat(),
+        &["seven.tif", "7"],
+    );
+    let one = Stack::new(1, 8, 10, vec![0u8; 80]).unwrap();
+    write_stack(d.join("one.tif"), &one).unwrap();
+    fails(
+        &[
+            &["score", "--pred", "one.tif", "--labels", "labels.tif"][..],
+            &k3,
+        ]
+        .concat(),
+        &["one.tif", "labels.tif"],
+    );
+    // The instance class needs --classes.
+    fails(
+        &[
+            "score",
+            "--pred",
+            "classes.tif",
+            "--labels",
+            "labels.tif",
+            "--instance-class",
+            "1",
+        ],
+        &["--classes"],
+    );
+}
