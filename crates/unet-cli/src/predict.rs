@@ -1,6 +1,7 @@
 //! `unet predict`: P(cell) for every pixel of a TIFF stack, a PNG or a directory of them, by
-//! overlap-tile prediction with a trained checkpoint; OME-Zarr volumes go block by block through
-//! [`crate::volume`].
+//! overlap-tile prediction with a trained checkpoint (every class's probability, or the most
+//! probable class, for a model of more than two classes); OME-Zarr volumes go block by block
+//! through [`crate::volume`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,9 +9,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use unet_data::{read_png_grey, read_stack, write_png_grey, write_stack, AnyStack, Stack};
+use unet_data::{
+    read_png_grey, read_stack, write_channels, write_png_grey, write_stack, AnyStack, ChannelStack,
+    Stack,
+};
+use unet_metrics::argmax_classes;
 use unet_model::tiling::TileOptions;
-use unet_model::{overlap_tile_predict, Blend, Normalisation};
+use unet_model::{overlap_tile_predict, overlap_tile_predict_probs, Blend, Normalisation};
 
 use crate::builtin::open_model;
 use crate::device::DeviceArg;
@@ -49,9 +54,15 @@ pub struct PredictArgs {
     pub input: Option<PathBuf>,
     /// Where to write P(cell): a 32-bit float TIFF stack, one page per input page (the ISBI 2012
     /// submission format); or, for a volume, an OME-Zarr store `OUT.zarr`, written block by
-    /// block, resumable and shared by the workers of a job array (README, "Volumes").
+    /// block, resumable and shared by the workers of a job array (README, "Volumes"). For a
+    /// model of K > 2 classes: every class's probability, an ImageJ hyperstack of K channels
+    /// (one page per class per input page).
     #[arg(long)]
     pub out: PathBuf,
+    /// Write the most probable class of every pixel instead of probabilities: an 8-bit
+    /// class-index TIFF (16-bit above 256 classes), one page per input page (TIFF only).
+    #[arg(long)]
+    pub argmax: bool,
     /// The format of `--input` and `--out` [default: zarr when a path has a `.zarr` component,
     /// else tiff].
     #[arg(long, value_enum)]
@@ -329,6 +340,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     check_output(&args.out, args.overwrite)?;
     if let Some(binary) = &args.binary {
         check_output(binary, args.overwrite)?;
+        if args.argmax {
+            bail!("--binary and --argmax: --argmax already writes the class of every pixel");
+        }
     }
     if !(0.0..=1.0).contains(&args.threshold) {
         bail!("--threshold {} is not in [0, 1]", args.threshold);
@@ -336,6 +350,13 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let device = args.device.open()?;
     let (model, meta, model_name) = open_model(args.model.as_deref(), &device)?;
     let cfg = model.config().clone();
+    let k = cfg.n_classes;
+    if k > 2 && args.binary.is_some() {
+        bail!(
+            "--binary thresholds P(cell) of a two-class model; {model_name} has {k} classes: \
+             --argmax writes the most probable class of every pixel"
+        );
+    }
     let mut input = read_input(input_path)?;
     if input.channels != cfg.in_channels {
         bail!(
@@ -373,28 +394,68 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     );
     bar.set_message("predicting");
     let started = Instant::now();
-    let mut prob = Vec::with_capacity(n * h * w);
+    let mut prob = Vec::new();
+    let mut classes = Vec::new();
     for (p, page) in input.pages.iter_mut().enumerate() {
         // Channels are normalised together, as training does with its grey statistics.
         normalisation.apply(page);
-        let cell = overlap_tile_predict(&model, page, h, w, &opts)
-            .with_context(|| format!("{} page {p}", input_path.display()))?;
-        prob.extend(cell);
+        let context = || format!("{} page {p}", input_path.display());
+        if k > 2 || args.argmax {
+            let probs =
+                overlap_tile_predict_probs(&model, page, h, w, &opts).with_context(context)?;
+            if args.argmax {
+                classes.extend(argmax_classes(&probs, k).with_context(context)?);
+            } else {
+                prob.extend(probs);
+            }
+        } else {
+            let cell = overlap_tile_predict(&model, page, h, w, &opts).with_context(context)?;
+            prob.extend(cell);
+        }
         *page = Vec::new();
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let writing = || format!("writing {}", args.out.display());
+    let (what, tta) = (
+        if args.argmax {
+            format!("the most probable of {k} classes")
+        } else if k > 2 {
+            format!("the probabilities of {k} classes")
+        } else {
+            "P(cell)".to_string()
+        },
+        if args.tta { " (8-fold TTA)" } else { "" },
+    );
+    let done = || {
+        println!(
+            "wrote {what} of {n} page(s) of {h}x{w} to {} in {:.1} s{tta}",
+            args.out.display(),
+            started.elapsed().as_secs_f64(),
+        )
+    };
+    if args.argmax {
+        if k <= 256 {
+            let bytes = classes.iter().map(|&c| c as u8).collect();
+            write_stack(&args.out, &Stack::new(n, h, w, bytes)?).with_context(writing)?;
+        } else {
+            write_stack(&args.out, &Stack::new(n, h, w, classes)?).with_context(writing)?;
+        }
+        done();
+        return Ok(());
+    }
+    if k > 2 {
+        let stack = ChannelStack::new(k, Stack::new(n * k, h, w, prob)?)?;
+        write_channels(&args.out, &stack).with_context(writing)?;
+        done();
+        return Ok(());
+    }
     let prob = Stack::new(n, h, w, prob)?;
-    write_stack(&args.out, &prob).with_context(|| format!("writing {}", args.out.display()))?;
+    write_stack(&args.out, &prob).with_context(writing)?;
     if let Some(path) = &args.binary {
         write_binary(path, &prob, args.threshold)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    println!(
-        "wrote P(cell) of {n} page(s) of {h}x{w} to {} in {:.1} s{}",
-        args.out.display(),
-        started.elapsed().as_secs_f64(),
-        if args.tta { " (8-fold TTA)" } else { "" }
-    );
+    done();
     Ok(())
 }

@@ -213,6 +213,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         (args.tta, "--tta"),
         (args.binary.is_some(), "--binary"),
         (args.overwrite, "--overwrite"),
+        (args.argmax, "--argmax"),
     ] {
         if given {
             bail!(
@@ -223,6 +224,13 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     let device = args.device.open()?;
     let (model, meta, model_name) = open_model(args.model.as_deref(), &device)?;
+    if model.config().n_classes != 2 {
+        bail!(
+            "{model_name} has {} classes; OME-Zarr volumes hold P(cell) of two-class models \
+             (predict TIFF stacks for every class's probability)",
+            model.config().n_classes
+        );
+    }
     let (bytes, _) = checkpoint_bytes(args.model.as_deref())?;
     let model_sha256 = sha256_hex(&[&bytes.sidecar, &bytes.weights]);
     let cfg = model.config().clone();

@@ -591,3 +591,135 @@ fn an_exported_package_predicts_as_its_checkpoint_and_bad_ones_are_refused() {
     ));
     assert!(err.contains("cut.bioimageio.zip"), "{err}");
 }
+
+#[test]
+fn a_three_class_model_writes_every_class_probability_or_the_most_probable_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = UNetConfig {
+        depth: 2,
+        base_width: 4,
+        padding: Padding::Same,
+        n_classes: 3,
+        ..UNetConfig::small()
+    };
+    let model = UNet::seeded(&cfg, 5, &Device::Cpu).unwrap();
+    let normalisation = Normalisation::dataset(MEAN, STD).unwrap();
+    save_checkpoint(
+        d.join("k3.safetensors"),
+        &model,
+        1,
+        Some(normalisation),
+        serde_json::json!({}),
+        None,
+    )
+    .unwrap();
+    let input = pages();
+    write_stack(d.join("in.tif"), &input).unwrap();
+    let tiling = ["--tile", "16", "--overlap", "4", "--tta"];
+    let mut args = vec![
+        "predict",
+        "--model",
+        "k3.safetensors",
+        "--input",
+        "in.tif",
+        "--out",
+        "p.tif",
+    ];
+    args.extend(tiling);
+    ok(&unet(&args, d));
+    let probs = unet_data::read_channels(d.join("p.tif")).unwrap();
+    let (h, w) = (input.height(), input.width());
+    assert_eq!(
+        (
+            probs.sections(),
+            probs.channels(),
+            probs.height(),
+            probs.width()
+        ),
+        (2, 3, h, w)
+    );
+    let values = probs.to_unit_f32();
+    let values = values.as_slice();
+    let plane = h * w;
+    // The library's numbers, and every pixel's probabilities sum to one.
+    let opts = TileOptions {
+        output_tile: 16,
+        overlap: 4,
+        tta: true,
+        ..TileOptions::default()
+    };
+    for s in 0..2 {
+        let mut page: Vec<f32> = input
+            .page(s)
+            .iter()
+            .map(|&v| f32::from(v) / 255.0)
+            .collect();
+        normalisation.apply(&mut page);
+        let want = unet_model::overlap_tile_predict_probs(&model, &page, h, w, &opts).unwrap();
+        assert_eq!(
+            &values[s * 3 * plane..(s + 1) * 3 * plane],
+            &want[..],
+            "section {s}"
+        );
+        for i in 0..plane {
+            let sum: f32 = (0..3).map(|c| want[c * plane + i]).sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{sum}");
+        }
+    }
+    // --argmax: the class-index image of those probabilities.
+    let mut args = vec![
+        "predict",
+        "--model",
+        "k3.safetensors",
+        "--input",
+        "in.tif",
+        "--out",
+        "c.tif",
+        "--argmax",
+    ];
+    args.extend(tiling);
+    ok(&unet(&args, d));
+    let classes = match read_stack(d.join("c.tif")).unwrap() {
+        AnyStack::U8(s) => s,
+        other => panic!("{}", other.pixel_type()),
+    };
+    for s in 0..2 {
+        let want =
+            unet_metrics::argmax_classes(&values[s * 3 * plane..(s + 1) * 3 * plane], 3).unwrap();
+        let got: Vec<u16> = classes.page(s).iter().map(|&c| u16::from(c)).collect();
+        assert_eq!(got, want);
+    }
+    // What a three-class model cannot give.
+    let err = fails(&unet(
+        &[
+            "predict",
+            "--model",
+            "k3.safetensors",
+            "--input",
+            "in.tif",
+            "--out",
+            "b1.tif",
+            "--binary",
+            "b.tif",
+        ],
+        d,
+    ));
+    assert!(
+        err.contains("3 classes") && err.contains("--argmax"),
+        "{err}"
+    );
+    let err = fails(&unet(
+        &[
+            "predict",
+            "--model",
+            "k3.safetensors",
+            "--input",
+            "in.tif",
+            "--out",
+            "v.zarr",
+        ],
+        d,
+    ));
+    assert!(err.contains("3 classes"), "{err}");
+}
