@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use unet_data::{locate_data_dir, LabelledSections};
+use unet_data::{locate_data_dir, LabelOptions, LabelledSections};
 use unet_train::DataRecord;
 
 /// Flags naming the training sections.
@@ -20,22 +20,37 @@ pub struct DataArgs {
     #[arg(long, requires = "labels")]
     pub images: Option<PathBuf>,
     /// The labels of --images: a TIFF stack of the same pages and size, 0 = membrane or
-    /// background, 255 or 1 = cell. [default: the ISBI data, as --data]
+    /// background, 255 or 1 = cell; or class indices 0..K-1 (see --classes). [default: the
+    /// ISBI data, as --data]
     #[arg(long, requires = "images")]
     pub labels: Option<PathBuf>,
+    /// The number of classes K of --labels, which then hold class indices 0..K-1 (8- or
+    /// 16-bit) [default: 2 for binary labels, else the largest label + 1].
+    #[arg(long, value_name = "K", requires = "labels")]
+    pub classes: Option<usize>,
+    /// A label value that is no class: its pixels are left out of the loss and the scores.
+    /// [default: none, every pixel counts]
+    #[arg(long, value_name = "V", requires = "labels")]
+    pub ignore_label: Option<u16>,
 }
 
 impl DataArgs {
     /// Load and check the sections these flags name.
     pub fn load(&self) -> Result<LabelledSections> {
         if let (Some(images), Some(labels)) = (&self.images, &self.labels) {
-            return LabelledSections::load_files(images, labels).with_context(|| {
-                format!(
-                    "loading the sections {} and their labels {}",
-                    images.display(),
-                    labels.display()
-                )
-            });
+            let options = LabelOptions {
+                classes: self.classes,
+                ignore: self.ignore_label,
+            };
+            return LabelledSections::load_files_with(images, labels, &options).with_context(
+                || {
+                    format!(
+                        "loading the sections {} and their labels {}",
+                        images.display(),
+                        labels.display()
+                    )
+                },
+            );
         }
         let dir = locate_data_dir(self.data.as_deref())?;
         LabelledSections::load(&dir)

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use unet_data::LabelClasses;
 use unet_model::{Precision, Preset};
 use unet_train::{files, train, Recipe, SplitConfig, TrainConfig, TrainControl, TrainEvent};
 
@@ -210,11 +211,32 @@ fn config_from(args: &TrainArgs) -> Result<(TrainConfig, bool)> {
 
 /// Runs `unet train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let (cfg, resume) = config_from(args)?;
+    let (mut cfg, resume) = config_from(args)?;
     let (data, recorded) = match &args.resume {
         Some(run) => args.data.load_for_run(run)?,
         None => (args.data.load()?, false),
     };
+    let classes = data.label_classes;
+    if resume {
+        if cfg.labels != classes {
+            bail!(
+                "the run trained on labels read as {:?}, these read as {classes:?} (the same \
+                 --classes and --ignore-label as the run's first start)",
+                cfg.labels
+            );
+        }
+    } else if classes != LabelClasses::Binary {
+        cfg.labels = classes;
+        cfg.model.n_classes = classes.n_classes();
+        if cfg.calibrate {
+            eprintln!(
+                "note: calibration fits P(cell) of binary labels; these labels hold {} classes, \
+                 so the run trains without it",
+                classes.n_classes()
+            );
+            cfg.calibrate = false;
+        }
+    }
     let control = TrainControl {
         device: args.device.open()?,
         resume,
@@ -412,8 +434,15 @@ impl Bars {
                         v.calibrated.as_ref().map_or(String::new(), |c| format!(
                             "  | at P > {:.3} (fitted on training sections): acc {:.4}  IoU {:.4}",
                             c.threshold, c.pixel_accuracy, c.mean_iou
-                        ))
-                    )),
+                        )),
+                    ) + &v.classes.as_ref().map_or(String::new(), |c| format!(
+                        "  | IoU per class {}",
+                        c.iou_per_class
+                            .iter()
+                            .map(|x| format!("{x:.3}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ))),
                     if record.best { "  best" } else { "" },
                     match record.loss_scale {
                         Some(scale) => format!(

@@ -654,3 +654,114 @@ fn robustness_scores_every_shift_of_the_grid() {
         assert!((0.0..=1.0).contains(&iou), "{row}");
     }
 }
+
+/// The own sections in three classes (membrane 0, cell 1, cell pixels right of a diagonal 2),
+/// with the label value 9 on each section's first two rows (ignored below).
+fn write_three_class_sections(dir: &Path) {
+    write_own_sections(dir);
+    let labels = unet_data::read_u8_stack(dir.join("em-masks.tif")).unwrap();
+    let mut classes = labels.map(|v| u8::from(v > 0));
+    for p in 0..3 {
+        let page = classes.page_mut(p);
+        for (i, v) in page.iter_mut().enumerate() {
+            let (y, x) = (i / 64, i % 64);
+            if *v == 1 && x > y + 10 {
+                *v = 2;
+            }
+            if y < 2 {
+                *v = 9;
+            }
+        }
+    }
+    write_stack(dir.join("em-classes.tif"), &classes).unwrap();
+}
+
+#[test]
+fn own_three_class_stacks_summarise_train_predict_and_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_three_class_sections(d);
+    let own = [
+        "--images",
+        "em.tif",
+        "--labels",
+        "em-classes.tif",
+        "--classes",
+        "3",
+        "--ignore-label",
+        "9",
+    ];
+    let mut info = vec!["info", "--train-fraction", "0.6"];
+    info.extend_from_slice(&own);
+    let text = stdout_of(&unet(&info, d));
+    assert!(
+        text.contains("labels: 3 classes, some pixels ignored"),
+        "{text}"
+    );
+    assert!(text.contains("label 9 ignored"), "{text}");
+
+    let out = unet(&train_args(&own), d);
+    let text = stdout_of(&out);
+    assert!(text.contains("done: 1 epochs"), "{text}");
+    assert!(text.contains("IoU per class"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trains without it"));
+    let log = std::fs::read_to_string(d.join("runs/t/log.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        record["validation"]["classes"]["iou_per_class"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("runs/t/config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["n_classes"], 3);
+    assert_eq!(
+        config["labels"],
+        serde_json::json!({"indexed": {"classes": 3, "ignore": true}})
+    );
+
+    stdout_of(&unet(
+        &[
+            "predict",
+            "--model",
+            "runs/t/best.safetensors",
+            "--input",
+            "em.tif",
+            "--out",
+            "c.tif",
+            "--argmax",
+        ],
+        d,
+    ));
+    let text = stdout_of(&unet(
+        &[
+            "score",
+            "--pred",
+            "c.tif",
+            "--labels",
+            "em-classes.tif",
+            "--classes",
+            "3",
+            "--ignore-label",
+            "9",
+        ],
+        d,
+    ));
+    assert!(
+        text.contains("3 classes, 3 sections, label 9 ignored"),
+        "{text}"
+    );
+
+    // Labels with a value that is no class of K.
+    let mut bad = own.to_vec();
+    bad[5] = "2";
+    let out = unet(&train_args(&bad), d);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("em-classes.tif") && err.contains("value 2"),
+        "{err}"
+    );
+}

@@ -100,7 +100,11 @@ pub enum Error {
         found: &'static str,
     },
     /// A label page holds a value that is not a class.
-    #[error("{} page {page}: value {value} is not a label (expected {expected})", path.display())]
+    #[error(
+        "{} page {page}: value {value} is not a label (expected {expected}; labels of class \
+         indices 0..K-1 are read when the number of classes is given, `--classes K`)",
+        path.display()
+    )]
     NotALabel {
         /// The label file.
         path: PathBuf,

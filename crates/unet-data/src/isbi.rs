@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::{read_u8_stack, Error, GreyStats, Result, Split, Stack};
+use crate::{
+    read_class_labels, read_u8_stack, Error, GreyStats, LabelClasses, LabelOptions, Result, Split,
+    Stack,
+};
 
 /// File name of the training images.
 pub const TRAIN_VOLUME: &str = "train-volume.tif";
@@ -204,6 +207,13 @@ pub enum DataSource {
         images: PathBuf,
         /// Their labels.
         labels: PathBuf,
+        /// How the labels are read (`--classes`, `--ignore-label`; absent in records of runs
+        /// from before class labels: the default).
+        #[cfg_attr(
+            feature = "serde",
+            serde(default, skip_serializing_if = "LabelOptions::is_default")
+        )]
+        label_options: LabelOptions,
     },
 }
 
@@ -214,9 +224,14 @@ impl DataSource {
         let abs = |p: &Path| std::path::absolute(p);
         Ok(match self {
             DataSource::Directory(dir) => DataSource::Directory(abs(dir)?),
-            DataSource::Files { images, labels } => DataSource::Files {
+            DataSource::Files {
+                images,
+                labels,
+                label_options,
+            } => DataSource::Files {
                 images: abs(images)?,
                 labels: abs(labels)?,
+                label_options: *label_options,
             },
         })
     }
@@ -226,7 +241,11 @@ impl DataSource {
     pub fn load(&self) -> Result<LabelledSections> {
         match self {
             DataSource::Directory(dir) => LabelledSections::load(dir),
-            DataSource::Files { images, labels } => LabelledSections::load_files(images, labels),
+            DataSource::Files {
+                images,
+                labels,
+                label_options,
+            } => LabelledSections::load_files_with(images, labels, label_options),
         }
     }
 }
@@ -235,12 +254,25 @@ impl fmt::Display for DataSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DataSource::Directory(dir) => write!(f, "ISBI 2012 data in {}", dir.display()),
-            DataSource::Files { images, labels } => write!(
-                f,
-                "sections {} with labels {}",
-                images.display(),
-                labels.display()
-            ),
+            DataSource::Files {
+                images,
+                labels,
+                label_options,
+            } => {
+                write!(
+                    f,
+                    "sections {} with labels {}",
+                    images.display(),
+                    labels.display()
+                )?;
+                if let Some(k) = label_options.classes {
+                    write!(f, ", {k} classes")?;
+                }
+                match label_options.ignore {
+                    Some(v) => write!(f, ", label {v} ignored"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -253,8 +285,10 @@ pub struct LabelledSections {
     pub source: DataSource,
     /// Training images, 8-bit grey.
     pub train_images: Stack<u8>,
-    /// Training labels, {0, 255}.
+    /// Training labels, 8-bit: {0, 255}, or class indices (see `label_classes`).
     pub train_labels: Stack<u8>,
+    /// How `train_labels` reads.
+    pub label_classes: LabelClasses,
     /// Test images, when `test-volume.tif` is present.
     pub test_images: Option<Stack<u8>>,
 }
@@ -277,10 +311,31 @@ impl LabelledSections {
     /// labels (0 = membrane or background, 255 or 1 = cell), checked to pair up page by page.
     /// There is no test stack.
     pub fn load_files(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Self> {
+        Self::load_files_with(images, labels, &LabelOptions::default())
+    }
+
+    /// [`LabelledSections::load_files`] with the labels read under `options`: with the
+    /// default options, binary labels only ([`read_labels`]); with a class count or an ignored
+    /// value, class indices ([`crate::read_class_labels`]: K given or from the data, binary
+    /// stacks still read as binary, [`crate::ClassLabels::to_training`]).
+    pub fn load_files_with(
+        images: impl AsRef<Path>,
+        labels: impl AsRef<Path>,
+        options: &LabelOptions,
+    ) -> Result<Self> {
         let (images, labels) = (images.as_ref(), labels.as_ref());
         let train_images = read_u8_stack(images)?;
-        let train_labels = read_labels(labels)?;
-        check_pair(images, &train_images, labels, &train_labels)?;
+        // Without a class count or an ignored value, labels are binary, strictly: a stack of
+        // any other values (grey images given as labels, say) is refused, not read as classes.
+        let (train_labels, label_classes) = if options.is_default() {
+            let binary = read_labels(labels)?;
+            check_pair(images, &train_images, labels, &binary)?;
+            (binary, LabelClasses::Binary)
+        } else {
+            let classes = read_class_labels(labels, options)?;
+            check_pair(images, &train_images, labels, &classes)?;
+            classes.to_training(labels)?
+        };
         if train_images.samples() != 1 {
             return Err(Error::WrongPixelType {
                 path: images.to_path_buf(),
@@ -292,9 +347,11 @@ impl LabelledSections {
             source: DataSource::Files {
                 images: images.to_path_buf(),
                 labels: labels.to_path_buf(),
+                label_options: *options,
             },
             train_images,
             train_labels,
+            label_classes,
             test_images: None,
         })
     }
@@ -303,17 +360,23 @@ impl LabelledSections {
     pub fn summary(&self, split: &Split) -> Result<DataSummary> {
         let split_summary = |name: &'static str, pages: &[usize]| -> Result<SplitSummary> {
             let grey = GreyStats::of_pages(&self.train_images, pages)?;
-            let (mut cells, mut total) = (0usize, 0usize);
+            let classes = self.label_classes;
+            let mut counts = vec![0u64; classes.n_classes()];
             for &p in pages {
-                let page = self.train_labels.page(p);
-                cells += page.iter().filter(|&&v| v == CELL).count();
-                total += page.len();
+                for &v in self.train_labels.page(p) {
+                    if let Some(c) = classes.class_of(v) {
+                        counts[usize::from(c)] += 1;
+                    }
+                }
             }
+            let counted = counts.iter().sum::<u64>().max(1) as f64;
+            let class_fractions: Vec<f64> = counts.iter().map(|&n| n as f64 / counted).collect();
             Ok(SplitSummary {
                 name,
                 sections: pages.to_vec(),
                 grey,
-                cell_fraction: cells as f64 / total as f64,
+                cell_fraction: class_fractions[1..].iter().sum(),
+                class_fractions,
             })
         };
         let mut splits = vec![split_summary("train", &split.train)?];
@@ -332,6 +395,7 @@ impl LabelledSections {
             pages: self.train_images.pages(),
             height: self.train_images.height(),
             width: self.train_images.width(),
+            label_classes: self.label_classes,
             splits,
             test,
         })
@@ -347,8 +411,10 @@ pub struct SplitSummary {
     pub sections: Vec<usize>,
     /// Grey-value statistics of its images.
     pub grey: GreyStats,
-    /// Fraction of its label pixels that are cell.
+    /// Fraction of its (not ignored) label pixels that are cell, or of any class but 0.
     pub cell_fraction: f64,
+    /// Each class's fraction of its label pixels that are not ignored.
+    pub class_fractions: Vec<f64>,
 }
 
 /// The summary `unet info` prints.
@@ -362,6 +428,8 @@ pub struct DataSummary {
     pub height: usize,
     /// Page width.
     pub width: usize,
+    /// How the labels read.
+    pub label_classes: LabelClasses,
     /// One entry per non-empty split.
     pub splits: Vec<SplitSummary>,
     /// Test pages and their grey statistics, if the test volume is present.
@@ -397,7 +465,14 @@ impl fmt::Display for DataSummary {
         writeln!(
             f,
             "  {:<11} {:>9} {:>9} {:>9} {:>13}",
-            "split", "sections", "grey mean", "grey std", "cell fraction"
+            "split",
+            "sections",
+            "grey mean",
+            "grey std",
+            match self.label_classes {
+                LabelClasses::Binary => "cell fraction",
+                LabelClasses::Indexed { .. } => "not class 0",
+            }
         )?;
         for s in &self.splits {
             writeln!(
@@ -409,6 +484,22 @@ impl fmt::Display for DataSummary {
                 s.grey.std,
                 100.0 * s.cell_fraction
             )?;
+        }
+        if let LabelClasses::Indexed { classes, ignore } = self.label_classes {
+            writeln!(
+                f,
+                "  labels: {classes} classes{}; each class's share of the labelled pixels \
+                 (class 0, 1, ...):",
+                if ignore { ", some pixels ignored" } else { "" }
+            )?;
+            for s in &self.splits {
+                let shares: Vec<String> = s
+                    .class_fractions
+                    .iter()
+                    .map(|f| format!("{:.1}%", 100.0 * f))
+                    .collect();
+                writeln!(f, "  {:<11} {}", s.name, shares.join(" "))?;
+            }
         }
         match &self.test {
             Some((n, g)) => writeln!(

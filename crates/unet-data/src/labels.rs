@@ -9,12 +9,69 @@ use crate::{AnyStack, Error, Result, Stack};
 /// loss and the scores (`--ignore-label`). The default infers K from the data and ignores
 /// nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct LabelOptions {
     /// K, at least 2; `None`: 2 for a binary stack, else the largest value (not the ignore
     /// value) plus one.
     pub classes: Option<usize>,
     /// A value that is no class: pixels holding it count for nothing.
     pub ignore: Option<u16>,
+}
+
+impl LabelOptions {
+    /// Whether these are the default options (K from the data, nothing ignored).
+    pub fn is_default(&self) -> bool {
+        *self == LabelOptions::default()
+    }
+}
+
+/// The value that marks an ignored pixel in an 8-bit training label stack of class indices
+/// ([`LabelClasses::Indexed`]); so at most 255 classes train.
+pub const IGNORED: u8 = 255;
+
+/// How the values of an 8-bit training label stack read.
+///
+/// With the `serde` feature: `"binary"`, or `{"indexed": {"classes": 3, "ignore": true}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum LabelClasses {
+    /// The ISBI convention: 0 = membrane or background (class 0), 255 = cell (class 1).
+    #[default]
+    Binary,
+    /// Class indices `0..classes`; with `ignore`, [`IGNORED`] marks pixels that count for
+    /// nothing.
+    Indexed {
+        /// K.
+        classes: usize,
+        /// Whether [`IGNORED`] marks ignored pixels.
+        ignore: bool,
+    },
+}
+
+impl LabelClasses {
+    /// K, the number of classes.
+    pub fn n_classes(self) -> usize {
+        match self {
+            LabelClasses::Binary => 2,
+            LabelClasses::Indexed { classes, .. } => classes,
+        }
+    }
+
+    /// Whether some pixels may be ignored.
+    pub fn ignores(self) -> bool {
+        matches!(self, LabelClasses::Indexed { ignore: true, .. })
+    }
+
+    /// The class of a stored label value, `None` for an ignored pixel.
+    pub fn class_of(self, value: u8) -> Option<u8> {
+        match self {
+            LabelClasses::Binary => Some(u8::from(value > 0)),
+            LabelClasses::Indexed { ignore: true, .. } if value == IGNORED => None,
+            LabelClasses::Indexed { .. } => Some(value),
+        }
+    }
 }
 
 /// A checked stack of class indices: every pixel is a class `0..K` or the ignore value.
@@ -154,6 +211,41 @@ impl ClassLabels {
     /// value for class 1, `None` for class indices.
     pub fn binary(&self) -> Option<u16> {
         self.binary
+    }
+
+    /// The 8-bit stack training takes, and how it reads: the ISBI convention's {0, 255} when the
+    /// file was binary and nothing is ignored ([`LabelClasses::Binary`], the same stack
+    /// [`crate::read_labels`] gives), else class indices with [`IGNORED`] on ignored pixels.
+    ///
+    /// Fails above 255 classes, naming `path`.
+    pub fn to_training(&self, path: &Path) -> Result<(Stack<u8>, LabelClasses)> {
+        if self.binary.is_some() && self.ignore.is_none() {
+            return Ok((
+                self.labels.map(|v| if v == 0 { 0 } else { 255 }),
+                LabelClasses::Binary,
+            ));
+        }
+        if self.classes > usize::from(IGNORED) {
+            return Err(Error::LabelOptions {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "{} classes; training takes at most {} (8-bit labels with {IGNORED} for \
+                     ignored pixels)",
+                    self.classes, IGNORED
+                ),
+            });
+        }
+        let ignore = self.ignore;
+        let stack = self
+            .labels
+            .map(|v| if Some(v) == ignore { IGNORED } else { v as u8 });
+        Ok((
+            stack,
+            LabelClasses::Indexed {
+                classes: self.classes,
+                ignore: ignore.is_some(),
+            },
+        ))
     }
 
     /// Pixels of each class (K counts) over the given pages; ignored pixels count for nothing.

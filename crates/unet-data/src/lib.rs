@@ -55,7 +55,9 @@ pub use isbi::{
     DataSummary, LabelledSections, Sections, SplitSummary, CELL, DATA_ENV, DEFAULT_DATA_DIR,
     MEMBRANE, TEST_VOLUME, TRAIN_LABELS, TRAIN_VOLUME,
 };
-pub use labels::{decode_class_labels, read_class_labels, ClassLabels, LabelOptions};
+pub use labels::{
+    decode_class_labels, read_class_labels, ClassLabels, LabelClasses, LabelOptions, IGNORED,
+};
 pub use limits::{
     max_pixels, set_max_pixels, DEFAULT_MAX_PIXELS, MAX_COMPRESSION_RATIO, MAX_PIXELS_ENV,
 };

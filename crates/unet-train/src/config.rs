@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use unet_augment::Preset as AugmentPreset;
-use unet_data::Split;
+use unet_data::{LabelClasses, Split};
 use unet_model::{
     Adam, AdamParams, Loss, LossScaler, LrSchedule, Normalisation, Optimizer, Precision, Preset,
     Sgd, SgdParams, UNet, UNetConfig,
@@ -284,6 +284,11 @@ pub struct TrainConfig {
     /// [`Normalisation::Dataset`]); stored in every checkpoint for prediction.
     #[serde(default)]
     pub normalisation: Option<Normalisation>,
+    /// How the label stack reads: the ISBI convention (binary, the default) or K class indices
+    /// with an optional ignored value; set from the data, and checked against
+    /// `model.n_classes`.
+    #[serde(default)]
+    pub labels: LabelClasses,
     /// Training and validation sections.
     pub split: SplitConfig,
     /// Seed of the initialisation and of the data stream.
@@ -387,6 +392,7 @@ impl TrainConfig {
                 // (chosen on held-out training sections, docs/RESULTS.md).
                 augmentation: AugmentPreset::Robust,
                 normalisation: Some(Normalisation::PerImage),
+                labels: LabelClasses::Binary,
                 split: SplitConfig::Reference,
                 seed: 2015,
                 validate_every: 1,
@@ -487,6 +493,28 @@ impl TrainConfig {
             return bad(format!(
                 "calibrate needs a two-class net, the model has {} classes (set \"calibrate\": false)",
                 self.model.n_classes
+            ));
+        }
+        if self.labels.n_classes() != self.model.n_classes {
+            return bad(format!(
+                "the labels have {} classes but the model has {} (\"model\": {{\"n_classes\": {}}})",
+                self.labels.n_classes(),
+                self.model.n_classes,
+                self.labels.n_classes()
+            ));
+        }
+        if self.calibrate && self.labels != LabelClasses::Binary {
+            return bad(
+                "calibrate fits P(cell) on binary labels; these labels are class indices (set \
+                 \"calibrate\": false)"
+                    .into(),
+            );
+        }
+        if self.labels.ignores() && self.loss != Loss::CrossEntropy {
+            return bad(format!(
+                "the {:?} loss cannot leave out ignored pixels: with an ignore label, train with \
+                 \"loss\": \"cross_entropy\"",
+                self.loss
             ));
         }
         Ok(())

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use unet_data::Stack;
+use unet_data::{LabelClasses, Stack};
 use unet_metrics::{score_stack, ScoreOptions, ScoreReport};
 use unet_model::{load_model, Loss};
 
@@ -83,8 +83,24 @@ pub fn evaluate_checkpoint(
         return Err(Error::Config("no section to evaluate".into()));
     }
     let (model, meta) = load_model(checkpoint, device)?;
+    if model.config().n_classes != 2 {
+        return Err(Error::Config(format!(
+            "{}: a model of {} classes; the ISBI evaluation scores P(cell) of two-class models \
+             (unet predict --argmax, then unet score --classes, scores K classes)",
+            checkpoint.display(),
+            model.config().n_classes
+        )));
+    }
     let normalisation = meta.required_normalisation(checkpoint)?;
-    let validation = Validation::new(images, labels, sections, normalisation, None, device)?;
+    let validation = Validation::new(
+        images,
+        labels,
+        LabelClasses::Binary,
+        sections,
+        normalisation,
+        None,
+        device,
+    )?;
     let (_, probs) = predict_validation(&model, &validation, Loss::CrossEntropy, 1)?;
     let (h, w, n) = (images.height(), images.width(), sections.len());
     let options = ScoreOptions::default();

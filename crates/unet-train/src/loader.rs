@@ -23,28 +23,37 @@ use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 use unet_augment::{derive_seed, Pipeline, Sample, SplitMix64, Transform};
-use unet_data::{GreyStats, Stack};
+use unet_data::{GreyStats, LabelClasses, Stack, IGNORED};
 use unet_model::Normalisation;
 use unet_weights::{ValidWeightMapParams, WeightMapParams};
 
 use crate::{Error, Result};
 
-/// Training sections in memory: grey values in [0, 1], labels as 0 / 255, the grey statistics
-/// of these sections (for normalisation).
+/// Training sections in memory: grey values in [0, 1], labels as the stack holds them (0 / 255,
+/// or class indices: see [`LabelClasses`]), the grey statistics of these sections (for
+/// normalisation).
 #[derive(Debug, Clone)]
 pub struct SectionSet {
     height: usize,
     width: usize,
     images: Vec<Vec<f32>>,
     labels: Vec<Vec<u8>>,
+    classes: LabelClasses,
     stats: GreyStats,
 }
 
 impl SectionSet {
-    /// The sections `indices` of an 8-bit image stack and its 0/255 label stack.
+    /// The sections `indices` of an 8-bit image stack and its label stack, which reads as
+    /// `classes` says.
     ///
-    /// Fails when the stacks differ in shape, an index is out of range or the list is empty.
-    pub fn from_stacks(images: &Stack<u8>, labels: &Stack<u8>, indices: &[usize]) -> Result<Self> {
+    /// Fails when the stacks differ in shape, an index is out of range, the list is empty, or a
+    /// label is no class of `classes` (a value of K or more that is not the ignored one).
+    pub fn from_stacks(
+        images: &Stack<u8>,
+        labels: &Stack<u8>,
+        classes: LabelClasses,
+        indices: &[usize],
+    ) -> Result<Self> {
         if (images.pages(), images.height(), images.width())
             != (labels.pages(), labels.height(), labels.width())
             || images.samples() != 1
@@ -64,11 +73,14 @@ impl SectionSet {
         }
         let scaled = images.map(|v| f32::from(v) / 255.0);
         let stats = GreyStats::of_pages(&scaled, indices)?;
+        let labels: Vec<Vec<u8>> = indices.iter().map(|&i| labels.page(i).to_vec()).collect();
+        check_classes(&labels, classes, indices)?;
         Ok(SectionSet {
             height: images.height(),
             width: images.width(),
             images: indices.iter().map(|&i| scaled.page(i).to_vec()).collect(),
-            labels: indices.iter().map(|&i| labels.page(i).to_vec()).collect(),
+            labels,
+            classes,
             stats,
         })
     }
@@ -109,10 +121,44 @@ impl SectionSet {
         &self.images[i]
     }
 
-    /// Section `i`'s labels (0 membrane, 255 cell).
+    /// Section `i`'s labels (0 membrane, 255 cell; or class indices, see
+    /// [`SectionSet::classes`]).
     pub fn label(&self, i: usize) -> &[u8] {
         &self.labels[i]
     }
+
+    /// How the labels read.
+    pub fn classes(&self) -> LabelClasses {
+        self.classes
+    }
+}
+
+/// Checks that every label of `sections` (from the stack pages `pages`) is a class of
+/// `classes` or its ignored value.
+pub(crate) fn check_classes(
+    sections: &[Vec<u8>],
+    classes: LabelClasses,
+    pages: &[usize],
+) -> Result<()> {
+    let LabelClasses::Indexed { classes: k, ignore } = classes else {
+        return Ok(());
+    };
+    for (labels, &page) in sections.iter().zip(pages) {
+        let bad = labels
+            .iter()
+            .find(|&&v| usize::from(v) >= k && !(ignore && v == IGNORED));
+        if let Some(&value) = bad {
+            return Err(Error::Loader(format!(
+                "label page {page} holds {value}, no class of {k}{}",
+                if ignore {
+                    format!(" nor the ignored value {IGNORED}")
+                } else {
+                    String::new()
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Settings of the [`Loader`].
@@ -179,7 +225,8 @@ pub struct Batch {
     pub output_size: usize,
     /// Normalised images, `[size, 1, input_size, input_size]`.
     pub images: Vec<f32>,
-    /// Class ids (0 membrane, 1 cell), `[size, output_size, output_size]`.
+    /// Class ids (0 membrane, 1 cell; or 0..K, ignored pixels 0 with weight 0),
+    /// `[size, output_size, output_size]`.
     pub labels: Vec<u8>,
     /// Loss weights, `[size, output_size, output_size]`.
     pub weights: Vec<f32>,
@@ -332,16 +379,29 @@ impl Loader {
         let out = self.pipeline.apply(&input, seed)?;
         let n = self.config.input_size;
         let (image, label, _) = out.into_parts();
-        let weights_full = match &self.weights {
-            Some(params) => params.weight_map(&label, n, n)?,
-            None => vec![1.0; n * n],
+        let kind = self.data.classes();
+        let weights_full = match (&self.weights, kind) {
+            (Some(params), LabelClasses::Binary) => params.weight_map(&label, n, n)?,
+            (Some(params), LabelClasses::Indexed { classes, ignore }) => {
+                let wide: Vec<u16> = label.iter().map(|&l| u16::from(l)).collect();
+                let spec = unet_weights::ClassLabels {
+                    n_classes: classes,
+                    ignore: ignore.then_some(u16::from(IGNORED)),
+                };
+                params.class_weight_map(&wide, n, n, &spec)?
+            }
+            (None, _) => label
+                .iter()
+                .map(|&l| if kind.class_of(l).is_some() { 1.0 } else { 0.0 })
+                .collect(),
         };
         let mut image = image;
         self.normalisation.apply(&mut image);
         let margin = (n - self.config.output_size) / 2;
+        // An ignored pixel trains as class 0 with weight 0: it adds nothing to the loss.
         let classes: Vec<u8> = centre_crop(&label, n, margin)
             .into_iter()
-            .map(|l| u8::from(l > 0))
+            .map(|l| kind.class_of(l).unwrap_or(0))
             .collect();
         let weights = centre_crop(&weights_full, n, margin);
         Ok((image, classes, weights))
@@ -508,7 +568,7 @@ mod tests {
     #[test]
     fn bad_settings_are_errors() {
         let (i, l) = sections(16, 16);
-        let data = SectionSet::from_stacks(&i, &l, &[0, 1]).unwrap();
+        let data = SectionSet::from_stacks(&i, &l, LabelClasses::Binary, &[0, 1]).unwrap();
         let ok = LoaderConfig::new(16, 2, 2, 1);
         assert!(Loader::new(data.clone(), &identity(), ok.clone()).is_ok());
         for cfg in [
@@ -535,7 +595,7 @@ mod tests {
         ] {
             assert!(Loader::new(data.clone(), &identity(), cfg).is_err());
         }
-        assert!(SectionSet::from_stacks(&i, &l, &[2]).is_err());
+        assert!(SectionSet::from_stacks(&i, &l, LabelClasses::Binary, &[2]).is_err());
     }
 
     #[test]
@@ -543,7 +603,8 @@ mod tests {
         let (i, l) = sections(8, 8);
         let img = Stack::from_pages(8, 8, 1, vec![i.page(0).to_vec(); 5]).unwrap();
         let lab = Stack::from_pages(8, 8, 1, vec![l.page(0).to_vec(); 5]).unwrap();
-        let data = SectionSet::from_stacks(&img, &lab, &[0, 1, 2, 3, 4]).unwrap();
+        let data =
+            SectionSet::from_stacks(&img, &lab, LabelClasses::Binary, &[0, 1, 2, 3, 4]).unwrap();
         let cfg = LoaderConfig {
             samples_per_epoch: 12,
             ..LoaderConfig::new(8, 3, 5, 9)

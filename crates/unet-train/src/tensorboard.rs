@@ -44,6 +44,7 @@ pub fn write_epoch(writer: &mut EventWriter, record: &EpochRecord) -> Result<()>
             ("train/skipped_steps", record.skipped_steps as f64),
         ]);
     }
+    let mut class_scalars: Vec<(String, f64)> = Vec::new();
     if let Some(v) = &record.validation {
         scalars.extend([
             ("val/loss", v.loss),
@@ -53,6 +54,12 @@ pub fn write_epoch(writer: &mut EventWriter, record: &EpochRecord) -> Result<()>
             ("val/v_rand", v.v_rand),
             ("val/v_info", v.v_info),
         ]);
+        if let Some(c) = &v.classes {
+            for (k, (iou, dice)) in c.iou_per_class.iter().zip(&c.dice_per_class).enumerate() {
+                class_scalars.push((format!("val/iou_class_{k}"), *iou));
+                class_scalars.push((format!("val/dice_class_{k}"), *dice));
+            }
+        }
         if let Some(c) = &v.calibrated {
             scalars.extend([
                 ("val/calibrated_threshold", c.threshold),
@@ -63,6 +70,9 @@ pub fn write_epoch(writer: &mut EventWriter, record: &EpochRecord) -> Result<()>
     }
     for (tag, value) in scalars {
         writer.write_scalar(tag, step, value as f32)?;
+    }
+    for (tag, value) in &class_scalars {
+        writer.write_scalar(tag, step, *value as f32)?;
     }
     writer.flush()
 }

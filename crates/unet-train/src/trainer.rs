@@ -268,7 +268,7 @@ impl<'a> Trainer<'a> {
 
         let input = config.input_tile;
         let (output, _) = model.output_size(input, input)?;
-        let train_set = SectionSet::from_stacks(images, labels, &split.train)?;
+        let train_set = SectionSet::from_stacks(images, labels, config.labels, &split.train)?;
         let normalisation = match config.normalisation {
             Some(n) => n.validated()?,
             None => train_set.normalisation()?,
@@ -339,6 +339,7 @@ impl<'a> Trainer<'a> {
         let validation = Validation::new(
             images,
             labels,
+            config.labels,
             &split.validation,
             normalisation,
             config.weights.as_ref(),
@@ -348,6 +349,7 @@ impl<'a> Trainer<'a> {
             true => Some(Validation::new(
                 images,
                 labels,
+                config.labels,
                 &calibration_sections(&split.train),
                 normalisation,
                 None,
@@ -639,6 +641,7 @@ mod tests {
                 pixel_accuracy: 0.91,
                 mean_iou: iou,
             }),
+            classes: None,
         }
     }
 

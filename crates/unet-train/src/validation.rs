@@ -4,8 +4,11 @@
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use unet_data::Stack;
-use unet_metrics::{score_stack, sweep_decision_thresholds, IsbiOptions, ScoreOptions};
+use unet_data::{LabelClasses, Stack, IGNORED};
+use unet_metrics::{
+    argmax_classes, instance_contingency, score_stack, sweep_decision_thresholds, ConfusionMatrix,
+    IsbiOptions, ScoreOptions,
+};
 use unet_model::tiling::predict_whole_logits;
 use unet_model::{Loss, Normalisation, UNet};
 use unet_weights::WeightMapParams;
@@ -33,6 +36,24 @@ pub struct ValidationScores {
     /// the border weights push it towards membrane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibrated: Option<CalibratedScores>,
+    /// Per-class scores, for labels of class indices (K classes). Then `pixel_accuracy` counts
+    /// the pixels that are not ignored, `mean_iou` and `dice` are the means over the
+    /// foreground classes 1..K (what `best` is chosen by), and `v_rand` / `v_info` compare the
+    /// instances (4-connected components) of class 1, unthinned, averaged over the sections
+    /// that hold one (0 when none does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<ClassValidation>,
+}
+
+/// Validation scores of each of K classes, pooled over the validation sections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassValidation {
+    /// Accuracy (recall) per class, index = class.
+    pub accuracy_per_class: Vec<f64>,
+    /// IoU per class.
+    pub iou_per_class: Vec<f64>,
+    /// Dice per class.
+    pub dice_per_class: Vec<f64>,
 }
 
 /// Validation pixel scores at a decision threshold fitted on training sections.
@@ -70,8 +91,10 @@ pub(crate) fn calibration_sections(train: &[usize]) -> Vec<usize> {
 pub(crate) struct Validation {
     /// Normalised sections, each `[1, 1, h, w]`.
     pub(crate) images: Vec<Tensor>,
-    /// Labels 0/255, all sections.
+    /// Labels as the stack holds them (0/255, or class indices), all sections.
     pub(crate) labels: Vec<u8>,
+    /// How `labels` read.
+    classes: LabelClasses,
     /// Class ids `[1, h, w]` u32.
     targets: Vec<Tensor>,
     /// Loss weights `[1, h, w]`, if the run uses weights.
@@ -81,11 +104,12 @@ pub(crate) struct Validation {
 }
 
 impl Validation {
-    /// The `sections` of `images` (normalised by `normalisation`) and of `labels`, with the
-    /// weight maps of `weights` when given.
+    /// The `sections` of `images` (normalised by `normalisation`) and of `labels` (read as
+    /// `classes` says), with the weight maps of `weights` when given.
     pub(crate) fn new(
         images: &Stack<u8>,
         labels: &Stack<u8>,
+        classes: LabelClasses,
         sections: &[usize],
         normalisation: Normalisation,
         weights: Option<&WeightMapParams>,
@@ -96,6 +120,7 @@ impl Validation {
         let mut v = Validation {
             images: Vec::new(),
             labels: Vec::new(),
+            classes,
             targets: Vec::new(),
             weights: Vec::new(),
             height: h,
@@ -106,14 +131,34 @@ impl Validation {
             v.images
                 .push(Tensor::from_vec(image, (1, 1, h, w), device)?);
             let label = labels.page(s);
+            crate::loader::check_classes(&[label.to_vec()], classes, &[s])?;
             v.labels.extend_from_slice(label);
-            let ids: Vec<u32> = label.iter().map(|&l| u32::from(l > 0)).collect();
+            // An ignored pixel is class 0 with weight 0: it adds nothing to the loss.
+            let ids: Vec<u32> = label
+                .iter()
+                .map(|&l| u32::from(classes.class_of(l).unwrap_or(0)))
+                .collect();
             v.targets.push(Tensor::from_vec(ids, (1, h, w), device)?);
-            v.weights.push(match &params {
-                Some(p) => {
-                    let map = p.weight_map(label, h, w)?;
-                    Some(Tensor::from_vec(map, (1, h, w), device)?)
+            let map = match (&params, classes) {
+                (Some(p), LabelClasses::Binary) => Some(p.weight_map(label, h, w)?),
+                (Some(p), LabelClasses::Indexed { classes: k, ignore }) => {
+                    let wide: Vec<u16> = label.iter().map(|&l| u16::from(l)).collect();
+                    let spec = unet_weights::ClassLabels {
+                        n_classes: k,
+                        ignore: ignore.then_some(u16::from(IGNORED)),
+                    };
+                    Some(p.class_weight_map(&wide, h, w, &spec)?)
                 }
+                (None, c) if c.ignores() => Some(
+                    label
+                        .iter()
+                        .map(|&l| if c.class_of(l).is_some() { 1.0 } else { 0.0 })
+                        .collect(),
+                ),
+                (None, _) => None,
+            };
+            v.weights.push(match map {
+                Some(map) => Some(Tensor::from_vec(map, (1, h, w), device)?),
                 None => None,
             });
         }
@@ -127,6 +172,29 @@ fn cell_probability(logits: &Tensor) -> Result<Vec<f32>> {
     Ok(p.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 
+/// Predicts the validation sections `batch` at a time and hands each section's logits
+/// `[1, C, h, w]` to `each`; returns the loss averaged per section.
+fn for_each_section(
+    model: &UNet,
+    v: &Validation,
+    loss: Loss,
+    batch: usize,
+    mut each: impl FnMut(&Tensor) -> Result<()>,
+) -> Result<f64> {
+    let mut total = 0.0;
+    for (first, images) in v.images.chunks(batch.max(1)).enumerate() {
+        let logits = predict_whole_logits(model, &Tensor::cat(images, 0)?)?;
+        for i in 0..images.len() {
+            let k = first * batch.max(1) + i;
+            let one = logits.narrow(0, i, 1)?;
+            let value = loss.compute(&one, &v.targets[k], v.weights[k].as_ref())?;
+            total += value.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            each(&one)?;
+        }
+    }
+    Ok(total / v.images.len().max(1) as f64)
+}
+
 /// Predicts and scores the validation sections: (loss, P(cell) of all sections).
 /// Predicts the sections `batch` at a time; the loss is still averaged per section.
 pub(crate) fn predict_validation(
@@ -135,19 +203,59 @@ pub(crate) fn predict_validation(
     loss: Loss,
     batch: usize,
 ) -> Result<(f64, Vec<f32>)> {
-    let mut total = 0.0;
     let mut probs = Vec::with_capacity(v.labels.len());
-    for (first, images) in v.images.chunks(batch.max(1)).enumerate() {
-        let logits = predict_whole_logits(model, &Tensor::cat(images, 0)?)?;
-        for i in 0..images.len() {
-            let k = first * batch.max(1) + i;
-            let one = logits.narrow(0, i, 1)?;
-            let value = loss.compute(&one, &v.targets[k], v.weights[k].as_ref())?;
-            total += value.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            probs.extend(cell_probability(&one)?);
+    let loss = for_each_section(model, v, loss, batch, |one| {
+        probs.extend(cell_probability(one)?);
+        Ok(())
+    })?;
+    Ok((loss, probs))
+}
+
+/// The validation scores of K-class labels (see [`ValidationScores::classes`]).
+fn validate_classes(
+    model: &UNet,
+    v: &Validation,
+    loss: Loss,
+    batch: usize,
+    k: usize,
+) -> Result<ValidationScores> {
+    let (h, w) = (v.height, v.width);
+    let ignore = v.classes.ignores().then_some(IGNORED);
+    let mut confusion = ConfusionMatrix::new(k)?;
+    let mut instances = Vec::new();
+    let mut section = 0;
+    let loss = for_each_section(model, v, loss, batch, |one| {
+        let logits = one.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let predicted = argmax_classes(&logits, k)?;
+        let truth = &v.labels[section * h * w..(section + 1) * h * w];
+        confusion.merge(&ConfusionMatrix::from_class_maps(
+            &predicted, truth, k, ignore,
+        )?)?;
+        match instance_contingency(&predicted, truth, h, w, k, 1, ignore) {
+            Ok(c) => instances.push((c.v_rand(), c.v_info())),
+            Err(unet_metrics::Error::NoTruthInstances { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
-    }
-    Ok((total / v.images.len().max(1) as f64, probs))
+        section += 1;
+        Ok(())
+    })?;
+    let scores = confusion.class_scores();
+    // Sections without class 1 have no instances to compare; with none at all, both are 0.
+    let n = instances.len().max(1) as f64;
+    Ok(ValidationScores {
+        loss,
+        pixel_accuracy: scores.pixel_accuracy,
+        mean_iou: scores.mean_foreground_iou,
+        dice: scores.mean_foreground_dice,
+        v_rand: instances.iter().map(|v| v.0).sum::<f64>() / n,
+        v_info: instances.iter().map(|v| v.1).sum::<f64>() / n,
+        calibrated: None,
+        classes: Some(ClassValidation {
+            accuracy_per_class: scores.accuracy_per_class,
+            iou_per_class: scores.iou_per_class,
+            dice_per_class: scores.dice_per_class,
+        }),
+    })
 }
 
 fn validation_options() -> ScoreOptions {
@@ -169,6 +277,9 @@ pub(crate) fn validate(
     batch: usize,
     calibration: Option<&Validation>,
 ) -> Result<ValidationScores> {
+    if let LabelClasses::Indexed { classes, .. } = v.classes {
+        return validate_classes(model, v, loss, batch, classes);
+    }
     let (loss, probs) = predict_validation(model, v, loss, batch)?;
     let (pages, h, w) = (v.images.len(), v.height, v.width);
     let report = score_stack(&probs, &v.labels, pages, h, w, &validation_options())?;
@@ -197,6 +308,7 @@ pub(crate) fn validate(
         v_rand: report.v_rand,
         v_info: report.v_info,
         calibrated,
+        classes: None,
     })
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use unet_augment::Preset as AugmentPreset;
-use unet_data::Stack;
+use unet_data::{LabelClasses, Stack, IGNORED};
 use unet_model::{load_checkpoint, read_checkpoint_meta, Loss, Precision, UNet, UNetConfig};
 use unet_train::calibrate::{apply_calibration, calibrate_checkpoint, logit_margins, Calibration};
 use unet_train::tensorboard::read_scalars;
@@ -69,6 +69,7 @@ fn tiny(run_dir: &Path, epochs: usize) -> TrainConfig {
         weights: Some(WeightMapParams::default()),
         augmentation: AugmentPreset::Reference,
         normalisation: None,
+        labels: LabelClasses::Binary,
         split: SplitConfig::Sections {
             train: vec![0, 1],
             validation: vec![2],
@@ -518,7 +519,8 @@ fn tensorboard_events_carry_the_epoch_log() {
 }
 
 /// A config that fine-tunes the committed default model (`models/default.*`) for one tiny
-/// epoch at a learning rate too small to move the weights.
+/// epoch at a learning rate too small to move the weights: to `sections()` for two classes,
+/// to `three_class_sections()` for three.
 fn fine_tune(run: &Path, n_classes: usize) -> TrainConfig {
     let model = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -536,6 +538,13 @@ fn fine_tune(run: &Path, n_classes: usize) -> TrainConfig {
             weight_decay: 0.0,
         },
         init: Some(model.into()),
+        labels: match n_classes {
+            2 => LabelClasses::Binary,
+            _ => LabelClasses::Indexed {
+                classes: n_classes,
+                ignore: true,
+            },
+        },
         ..tiny(run, 1)
     }
 }
@@ -551,6 +560,10 @@ fn init_fine_tunes_the_default_model() {
     let (images, labels) = sections();
     let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/default.safetensors");
     for n_classes in [2, 3] {
+        let (images, labels) = match n_classes {
+            2 => sections(),
+            _ => three_class_sections(),
+        };
         let run = dir.path().join(format!("ft{n_classes}"));
         let mut seen = None;
         train(
@@ -734,3 +747,112 @@ fn bf16_on_the_cpu_is_refused_before_the_run_starts() {
     assert!(err.contains("bf16 is not supported on the CPU"), "{err}");
     assert!(!run.exists(), "nothing written");
 }
+
+/// `sections()` in three classes: membrane 0, cell 1, and dark blobs inside cells 2 (also
+/// darker in the image); a band of each section's first rows is ignored ([`IGNORED`]).
+fn three_class_sections() -> (Stack<u8>, Stack<u8>) {
+    let (mut images, labels) = sections();
+    let mut classes = labels.map(|v| u8::from(v > 0));
+    for p in 0..3 {
+        let (img, lab) = (images.page_mut(p), classes.page_mut(p));
+        for y in 0..N {
+            for x in 0..N {
+                let i = y * N + x;
+                let blob = (x + 5 * p) % 13 >= 5
+                    && (x + 5 * p) % 13 <= 8
+                    && (y + p) % 11 >= 4
+                    && (y + p) % 11 <= 7;
+                if lab[i] == 1 && blob {
+                    lab[i] = 2;
+                    img[i] = 110 + (img[i] % 23);
+                }
+                if y < 3 {
+                    lab[i] = IGNORED;
+                }
+            }
+        }
+    }
+    (images, classes)
+}
+
+#[test]
+fn three_classes_train_with_an_ignored_band_and_per_class_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("runs/k3");
+    let (images, labels) = three_class_sections();
+    let mut cfg = tiny(&run, 2);
+    cfg.labels = LabelClasses::Indexed {
+        classes: 3,
+        ignore: true,
+    };
+    cfg.model.n_classes = 3;
+    let outcome = train_quietly(&cfg, &images, &labels);
+    assert_eq!(outcome.epochs_done, 2);
+    let log = read_log(&run);
+    let mut best = (f64::NEG_INFINITY, 0);
+    for r in &log {
+        let v = r.validation.as_ref().unwrap();
+        let c = v.classes.as_ref().expect("per-class scores");
+        assert_eq!(c.iou_per_class.len(), 3);
+        assert_eq!(c.dice_per_class.len(), 3);
+        assert!(v.loss.is_finite() && r.train_loss.is_finite());
+        // `mean_iou` is the mean over the foreground classes, and `best` follows it.
+        assert_eq!(v.mean_iou, (c.iou_per_class[1] + c.iou_per_class[2]) / 2.0);
+        if v.mean_iou > best.0 {
+            best = (v.mean_iou, r.epoch);
+        }
+    }
+    assert_eq!(outcome.best.map(|b| b.1), Some(best.1));
+    let meta = read_checkpoint_meta(run.join(files::BEST)).unwrap();
+    assert_eq!(meta.config.n_classes, 3);
+
+    // A label that is no class, and a model of another class count, are refused.
+    let mut bad = labels.clone();
+    bad.page_mut(1)[N * 10 + 4] = 7;
+    let mut cfg2 = cfg.clone();
+    cfg2.run_dir = dir.path().join("runs/bad");
+    let err = failed_run(&cfg2, &images, &bad);
+    assert!(err.contains("label page 1 holds 7"), "{err}");
+    cfg2.model.n_classes = 2;
+    let err = failed_run(&cfg2, &images, &labels);
+    assert!(err.contains("3 classes but the model has 2"), "{err}");
+    cfg2.model.n_classes = 3;
+    cfg2.loss = Loss::CrossEntropyDice;
+    let err = failed_run(&cfg2, &images, &labels);
+    assert!(err.contains("ignored pixels"), "{err}");
+}
+
+/// The binary recipe through the class-label code: the losses of `tiny` on `sections()`, to the
+/// last bit, as the code before class labels gave them (recorded with it at 42b4217's
+/// successor 8fd76b2: train loss, validation loss, validation mean IoU of 2 epochs).
+#[test]
+fn binary_labels_train_to_the_same_losses_as_before_class_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("runs/golden");
+    let (images, labels) = sections();
+    train_quietly(&tiny(&run, 2), &images, &labels);
+    let bits: Vec<(u64, u64, u64)> = read_log(&run)
+        .iter()
+        .map(|r| {
+            let v = r.validation.as_ref().unwrap();
+            (
+                r.train_loss.to_bits(),
+                v.loss.to_bits(),
+                v.mean_iou.to_bits(),
+            )
+        })
+        .collect();
+    assert_eq!(bits, GOLDEN_BITS);
+}
+const GOLDEN_BITS: [(u64, u64, u64); 2] = [
+    (
+        4605060163253043200,
+        4604197554505121792,
+        4603696091939746540,
+    ),
+    (
+        4604185256671576064,
+        4603751291833810944,
+        4604396026432607738,
+    ),
+];
