@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use unet_data::{locate_data_dir, LabelOptions, LabelledSections};
+use unet_data::{locate_data_dir, LabelClasses, LabelOptions, LabelledSections};
 use unet_train::DataRecord;
 
 /// Flags naming the training sections.
@@ -57,6 +57,14 @@ impl DataArgs {
             .with_context(|| format!("loading the data in {}", dir.display()))
     }
 
+    /// [`DataArgs::load`] for a command that scores P(cell) against binary labels (`what`
+    /// names it in the error for labels of class indices).
+    pub fn load_binary(&self, what: &str) -> Result<LabelledSections> {
+        let data = self.load()?;
+        require_binary(&data, what)?;
+        Ok(data)
+    }
+
     /// Whether a data flag was given.
     pub fn given(&self) -> bool {
         self.data.is_some() || self.images.is_some()
@@ -73,4 +81,18 @@ impl DataArgs {
         }
         Ok((self.load()?, false))
     }
+}
+
+/// Refuses labels of class indices for `what`, a command that scores P(cell) of two-class
+/// models against binary labels.
+pub fn require_binary(data: &LabelledSections, what: &str) -> Result<()> {
+    if data.label_classes != LabelClasses::Binary {
+        bail!(
+            "{what} scores P(cell) against binary labels; {} holds {} classes (for K classes: \
+             unet predict --argmax, then unet score --classes K)",
+            data.source,
+            data.label_classes.n_classes()
+        );
+    }
+    Ok(())
 }

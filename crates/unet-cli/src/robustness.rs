@@ -34,7 +34,7 @@ pub struct RobustnessArgs {
 
 /// Runs `unet robustness`.
 pub fn run(args: &RobustnessArgs) -> Result<()> {
-    let data = args.data.load()?;
+    let data = args.data.load_binary("unet robustness")?;
     let (model, meta, name) = open_model(args.model.as_deref(), &Device::Cpu)?;
     let normalisation = meta.normalisation.unwrap_or(Normalisation::PerImage);
     let sections = match args.sections.is_empty() {

@@ -43,6 +43,7 @@ impl CheckpointTarget {
             Some(run) => self.data.load_for_run(run)?.0,
             None => self.data.load()?,
         };
+        crate::data::require_binary(&data, "unet evaluate and unet calibrate")?;
         Ok((data, self.device.open()?))
     }
 

@@ -754,6 +754,12 @@ fn own_three_class_stacks_summarise_train_predict_and_score() {
         "{text}"
     );
 
+    // The ISBI evaluation is for binary labels: the run's recorded 3-class data is refused.
+    let out = unet(&["evaluate", "--run", "runs/t"], d);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 classes") && err.contains("--classes"), "{err}");
+
     // Labels with a value that is no class of K.
     let mut bad = own.to_vec();
     bad[5] = "2";
