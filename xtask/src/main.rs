@@ -22,6 +22,7 @@ mod bench;
 mod fetch;
 mod figures;
 mod python;
+mod three_class;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "unet-rs project automation")]
@@ -49,6 +50,9 @@ enum Task {
     Fuzz(FuzzArgs),
     /// `unet robustness` for one or more models, then their scores against shift as a PNG.
     Robustness(RobustnessArgs),
+    /// Write a three-class set made from the ISBI sections (membrane, cell, dark blobs inside
+    /// cells) into data/three-class/, for training and scoring K classes.
+    ThreeClass(three_class::ThreeClassArgs),
 }
 
 /// Flags of `cargo xtask robustness`.
@@ -124,6 +128,14 @@ fn main() -> Result<()> {
         Task::Bench(args) => bench::run(&root, &args),
         Task::Fuzz(args) => fuzz(&root, &args),
         Task::Robustness(args) => robustness(&root, &args),
+        Task::ThreeClass(args) => {
+            let dir = data_dir_or_fetch(&root, args.data.as_deref())?;
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| root.join("data").join("three-class"));
+            three_class::run(&dir, &out)
+        }
     }
 }
 

@@ -758,7 +758,10 @@ fn own_three_class_stacks_summarise_train_predict_and_score() {
     let out = unet(&["evaluate", "--run", "runs/t"], d);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("3 classes") && err.contains("--classes"), "{err}");
+    assert!(
+        err.contains("3 classes") && err.contains("--classes"),
+        "{err}"
+    );
 
     // Labels with a value that is no class of K.
     let mut bad = own.to_vec();
