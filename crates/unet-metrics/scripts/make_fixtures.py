@@ -16,12 +16,17 @@ Run: python3 crates/unet-metrics/scripts/make_fixtures.py  (numpy, scipy, scikit
 """
 import json
 import os
+import sys
 
 import numpy as np
 from scipy import ndimage
 from skimage.metrics import adapted_rand_error, variation_of_information
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Fiji's N^2-normalised foreground-restricted V-Rand and V-Info, from the Python port of the
+# scoring that the unet_rs tests also use.
+sys.path.insert(0, os.path.join(HERE, "..", "..", "unet-py", "tests"))
+from fiji_port import fiji_v_scores  # noqa: E402
 OUT = os.path.join(HERE, "..", "tests", "fixtures")
 PAGES, HEIGHT, WIDTH = 3, 40, 48
 
@@ -45,40 +50,6 @@ def fiji_thresholds(lo, hi, step):
     return out
 
 
-def fiji_scores(truth, proposal):
-    """Literal port of Fiji's N^2-normalised foreground-restricted V-Rand and V-Info."""
-    n = float(np.count_nonzero(truth))
-    pij = np.zeros((truth.max() + 1, proposal.max() + 1))
-    np.add.at(pij, (truth.ravel(), proposal.ravel()), 1.0)
-    pij /= n
-    ai = pij[1:, :].sum(axis=1)
-    bj = pij[1:, 1:].sum(axis=0)
-    aux = pij[1:, 0].sum()
-    sum_a2 = (ai * ai).sum()
-    sum_b2 = (bj * bj).sum() + aux / n
-    sum_ab2 = (pij[1:, 1:] ** 2).sum() + aux / n
-    prec, rec = sum_ab2 / sum_b2, sum_ab2 / sum_a2
-    v_rand = 2 * prec * rec / (prec + rec)
-
-    def xlogx(v):
-        v = v[v != 0]
-        return (v * np.log(v)).sum()
-
-    sum_a = xlogx(ai)
-    sum_b = xlogx(bj) - aux * np.log(n)
-    sum_ab = xlogx(pij[1:, 1:].ravel()) - aux * np.log(n)
-    ha, hb = -sum_a, -sum_b
-    hab, hba = sum_b - sum_ab, sum_a - sum_ab
-    prec = (ha - hab) / ha if ha != 0 else 0.0
-    rec = (hb - hba) / hb if hb != 0 else 0.0
-    if ha == 0:
-        prec, rec = 0.0, 1.0
-    if hb == 0:
-        prec, rec = 1.0, 0.0
-    v_info = 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
-    return v_rand, v_info
-
-
 def main():
     rng = np.random.default_rng(2012)
     probs, labels = zip(*(synthetic_section(rng) for _ in range(PAGES)))
@@ -99,7 +70,7 @@ def main():
             h_truth = float(-sum(p * np.log2(p) for p in np.bincount(truth[fg])[1:] / fg.sum() if p > 0))
             _, counts = np.unique(singles[fg], return_counts=True)
             h_prop = float(-sum(p * np.log2(p) for p in counts / fg.sum()))
-            v_rand, v_info = fiji_scores(truth, comps)
+            v_rand, v_info = fiji_v_scores(truth, comps)
             cases.append({
                 "page": page,
                 "threshold": t,

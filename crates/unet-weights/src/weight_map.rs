@@ -221,18 +221,9 @@ impl ValidWeightMapParams {
         width: usize,
     ) -> Result<Vec<f32>> {
         check_shape(labels.len(), pages, height, width)?;
-        let page_len = height * width;
-        let mut weights = vec![0.0; labels.len()];
-        if page_len == 0 {
-            return Ok(weights);
-        }
-        weights
-            .par_chunks_mut(page_len)
-            .zip(labels.par_chunks(page_len))
-            .try_for_each(|(page_weights, page_labels)| {
-                self.weight_map_into(page_labels, height, width, page_weights)
-            })?;
-        Ok(weights)
+        per_page(labels, height * width, |_, page_labels, page_weights| {
+            self.weight_map_into(page_labels, height, width, page_weights)
+        })
     }
 
     /// The weight map of a class-index image (row-major, `height * width`): labels `0..K` with
@@ -335,35 +326,25 @@ impl ValidWeightMapParams {
     ) -> Result<Vec<f32>> {
         check_shape(labels.len(), pages, height, width)?;
         classes.checked_count()?;
-        let page_len = height * width;
-        let mut weights = vec![0.0; labels.len()];
-        if page_len == 0 {
-            return Ok(weights);
-        }
-        weights
-            .par_chunks_mut(page_len)
-            .zip(labels.par_chunks(page_len))
-            .enumerate()
-            .try_for_each(|(page, (page_weights, page_labels))| {
-                self.class_weight_map_into(page_labels, height, width, classes, page_weights)
-                    .map_err(|error| match error {
-                        Error::LabelOutOfRange {
-                            value,
-                            n_classes,
-                            row,
-                            column,
-                            ..
-                        } => Error::LabelOutOfRange {
-                            value,
-                            n_classes,
-                            page,
-                            row,
-                            column,
-                        },
-                        other => other,
-                    })
-            })?;
-        Ok(weights)
+        per_page(labels, height * width, |page, page_labels, page_weights| {
+            self.class_weight_map_into(page_labels, height, width, classes, page_weights)
+                .map_err(|error| match error {
+                    Error::LabelOutOfRange {
+                        value,
+                        n_classes,
+                        row,
+                        column,
+                        ..
+                    } => Error::LabelOutOfRange {
+                        value,
+                        n_classes,
+                        page,
+                        row,
+                        column,
+                    },
+                    other => other,
+                })
+        })
     }
 
     /// The binary weight map of a labelled image: class 0 where the component label is 0, class
@@ -502,6 +483,26 @@ pub fn class_weight_maps(
     params
         .validate()?
         .class_weight_maps(labels, pages, height, width, classes)
+}
+
+/// The weights of a stack, `fill(page, labels, weights)` run on each page in parallel.
+fn per_page<T: Sync>(
+    labels: &[T],
+    page_len: usize,
+    fill: impl Fn(usize, &[T], &mut [f32]) -> Result<()> + Sync,
+) -> Result<Vec<f32>> {
+    let mut weights = vec![0.0; labels.len()];
+    if page_len == 0 {
+        return Ok(weights);
+    }
+    weights
+        .par_chunks_mut(page_len)
+        .zip(labels.par_chunks(page_len))
+        .enumerate()
+        .try_for_each(|(page, (page_weights, page_labels))| {
+            fill(page, page_labels, page_weights)
+        })?;
+    Ok(weights)
 }
 
 #[cfg(test)]
