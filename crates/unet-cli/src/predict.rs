@@ -49,7 +49,7 @@ pub struct PredictArgs {
     pub model: Option<PathBuf>,
     /// The image: a TIFF stack (8-bit, 16-bit or 32-bit float grey), a PNG, or a directory of
     /// those (sorted by name; all pages must have the same size); or an OME-Zarr volume,
-    /// `VOL.zarr` or `VOL.zarr/ARRAY` (uint8, uint16 or float32; axes (c,) z, y, x).
+    /// `VOL.zarr` or `VOL.zarr/ARRAY` (uint8, uint16, float16/32/64; axes (c,) z, y, x).
     #[arg(long, required_unless_present = "status")]
     pub input: Option<PathBuf>,
     /// Where to write P(cell): a 32-bit float TIFF stack, one page per input page (the ISBI 2012

@@ -424,6 +424,65 @@ fn sharded_v3_in_and_out() {
     );
 }
 
+#[test]
+fn float16_and_float64_volumes_predict_as_their_float32_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_model(d, "m.safetensors", Padding::Valid, 4);
+    let (depth, h, w) = (2, 20, 24);
+    // Values exact in half precision, so all three types hold the same numbers.
+    let values: Vec<f32> = voxels(depth * h * w)
+        .iter()
+        .map(|&v| f32::from(v) / 256.0)
+        .collect();
+    let want = tiff_reference(
+        d,
+        "m.safetensors",
+        AnyStack::F32(Stack::new(depth, h, w, values.clone()).unwrap()),
+        &["--tile", "8"],
+    );
+    let shape = [depth as u64, h as u64, w as u64];
+    let halves: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let doubles: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
+    write_v2(
+        &d.join("h.zarr"),
+        "<f2",
+        &shape,
+        &[1, 8, 8],
+        &["z", "y", "x"],
+        &halves,
+    );
+    write_v3(
+        &d.join("d.zarr"),
+        "float64",
+        &shape,
+        &[1, 16, 16],
+        &[1, 8, 8],
+        &["z", "y", "x"],
+        &doubles,
+    );
+    for input in ["h.zarr", "d.zarr"] {
+        let out = format!("p-{input}");
+        ok(&unet(
+            &[
+                "predict",
+                "--model",
+                "m.safetensors",
+                "--input",
+                input,
+                "--out",
+                &out,
+                "--tile",
+                "8",
+                "--dtype",
+                "f32",
+            ],
+            d,
+        ));
+        assert_eq!(read_out::<f32>(&d.join(&out)), want, "{input}");
+    }
+}
+
 /// Every regular file under `dir`.
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -656,7 +715,7 @@ fn bad_volumes_are_clear_errors() {
         &["z", "y", "x"],
         &[0i32; 24],
     );
-    check("i32.zarr", "unet reads uint8, uint16 and float32");
+    check("i32.zarr", "unet reads uint8, uint16 and float16/32/64");
     write_v2(
         &d.join("two.zarr"),
         "|u1",

@@ -338,12 +338,17 @@ impl Volume {
         };
         let roles = axis_roles(path, &names, &shape)?;
         match array.data_type() {
-            DataType::UInt8 | DataType::UInt16 | DataType::Float32 => {}
+            DataType::UInt8
+            | DataType::UInt16
+            | DataType::Float16
+            | DataType::Float32
+            | DataType::Float64 => {}
             other => {
                 return Err(zarr_error(
                     path,
                     format!(
-                        "voxels of type {other:?}; unet reads uint8, uint16 and float32 volumes"
+                        "voxels of type {other:?}; unet reads uint8, uint16 and float16/32/64 \
+                         volumes"
                     ),
                 ))
             }
@@ -396,11 +401,13 @@ impl Volume {
         Ok([self.roles.z, self.roles.y, self.roles.x].map(|d| chunk[d].get() as usize))
     }
 
-    /// The voxel type's name: `uint8`, `uint16` or `float32`.
+    /// The voxel type's name: `uint8`, `uint16`, `float16`, `float32` or `float64`.
     pub fn voxel_type(&self) -> &'static str {
         match self.array.data_type() {
             DataType::UInt8 => "uint8",
             DataType::UInt16 => "uint16",
+            DataType::Float16 => "float16",
+            DataType::Float64 => "float64",
             _ => "float32",
         }
     }
@@ -450,6 +457,21 @@ impl Volume {
                 .map_err(err)?
                 .into_iter()
                 .map(|v| f32::from(v) / 65535.0)
+                .collect(),
+            // Floats are grey values in [0, 1] units already, as float TIFF pages are.
+            DataType::Float16 => self
+                .array
+                .retrieve_array_subset_elements::<half::f16>(&subset)
+                .map_err(err)?
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+            DataType::Float64 => self
+                .array
+                .retrieve_array_subset_elements::<f64>(&subset)
+                .map_err(err)?
+                .into_iter()
+                .map(|v| v as f32)
                 .collect(),
             _ => self
                 .array
