@@ -1,26 +1,12 @@
 //! `unet weights`, `unet score` and `unet augment` end to end on small synthetic stacks.
 
+mod common;
+
+use common::{ok_stdout, unet};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use unet_data::{read_stack, read_u8_stack, write_stack, AnyStack, Stack};
-
-fn unet(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unet"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Two pages of 32x40: two cell rectangles 4 px apart on a membrane background.
 fn two_cells() -> Stack<u8> {
@@ -43,7 +29,7 @@ fn two_cells() -> Stack<u8> {
 fn weights_writes_float_maps_with_the_border_term() {
     let dir = tempfile::tempdir().unwrap();
     write_stack(dir.path().join("labels.tif"), &two_cells()).unwrap();
-    ok(&unet(
+    ok_stdout(&unet(
         &["weights", "--labels", "labels.tif", "--out", "w.tif"],
         dir.path(),
     ));
@@ -113,7 +99,7 @@ fn score_of_a_perfect_prediction_is_one() {
         ],
         dir.path(),
     );
-    ok(&out);
+    ok_stdout(&out);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap();
     for key in ["pixel_accuracy", "mean_iou", "dice", "v_rand", "v_info"] {
@@ -167,11 +153,11 @@ fn augment_writes_aligned_binary_samples() {
     let labels = two_cells();
     write_stack(dir.path().join("labels.tif"), &labels).unwrap();
     write_stack(dir.path().join("image.tif"), &labels.map(|v| v / 2 + 40)).unwrap();
-    ok(&unet(
+    ok_stdout(&unet(
         &["weights", "--labels", "labels.tif", "--out", "w.tif"],
         dir.path(),
     ));
-    ok(&unet(
+    ok_stdout(&unet(
         &[
             "augment",
             "--image",
@@ -220,7 +206,7 @@ fn augment_writes_aligned_binary_samples() {
 fn model_prints_the_paper_net() {
     let dir = tempfile::tempdir().unwrap();
     let out = unet(&["model", "--preset", "paper"], dir.path());
-    ok(&out);
+    ok_stdout(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("31,030,658") || text.contains("31030658"),
@@ -241,7 +227,7 @@ fn model_prints_the_paper_net() {
         &["model", "--preset", "resnet34", "--input", "256"],
         dir.path(),
     );
-    ok(&out);
+    ok_stdout(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("24344178 trainable parameters"), "{text}");
     assert!(
@@ -257,7 +243,7 @@ fn bench_prints_one_json_line_and_refuses_a_missing_gpu() {
         "bench", "forward", "--preset", "small", "--size", "32", "--steps", "2", "--warmup", "0",
     ];
     let out = unet(&args, dir.path());
-    ok(&out);
+    ok_stdout(&out);
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["device"], "cpu");
     assert_eq!(line["mode"], "forward");
@@ -303,7 +289,7 @@ fn three_classes() -> (Stack<u8>, Stack<u8>) {
 fn score_json(d: &Path, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["score", "--labels", "labels.tif", "--json", "s.json"];
     all.extend(args);
-    ok(&unet(&all, d));
+    ok_stdout(&unet(&all, d));
     serde_json::from_slice(&std::fs::read(d.join("s.json")).unwrap()).unwrap()
 }
 
@@ -371,7 +357,7 @@ fn score_with_classes_counts_per_class_from_every_form_of_prediction() {
             .collect::<Vec<_>>(),
         d,
     );
-    ok(&out);
+    ok_stdout(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("fg mean"));
 }
 

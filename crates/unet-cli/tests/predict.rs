@@ -1,40 +1,17 @@
 //! `unet predict` end to end with a tiny random checkpoint in a temporary directory.
 
+mod common;
+
+use common::{fails, ok_stderr, unet};
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use candle_core::Device;
 use unet_data::{read_png_grey, read_stack, write_png_grey, write_stack, AnyStack, Stack};
 use unet_model::{
     overlap_tile_predict, save_checkpoint, Normalisation, Padding, TileOptions, UNet, UNetConfig,
 };
-
-fn unet(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unet"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn fails(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 const MEAN: f64 = 0.45;
 const STD: f64 = 0.2;
@@ -84,7 +61,7 @@ fn predicts_a_stack_with_the_training_normalisation() {
     let model = tiny_model(dir.path(), true);
     let input = pages();
     write_stack(dir.path().join("in.tif"), &input).unwrap();
-    let stderr = ok(&unet(
+    let stderr = ok_stderr(&unet(
         &[
             "predict",
             "--model",
@@ -142,7 +119,7 @@ fn pngs_directories_tta_and_the_fallback_normalisation() {
     }
     // A stray non-image file in the directory is skipped by its name.
     std::fs::write(dir.path().join("sections/notes.txt"), "not an image").unwrap();
-    let stderr = ok(&unet(
+    let stderr = ok_stderr(&unet(
         &[
             "predict",
             "--model",
@@ -173,7 +150,7 @@ fn pngs_directories_tta_and_the_fallback_normalisation() {
         }
     }
     // One PNG in, one PNG out.
-    ok(&unet(
+    ok_stderr(&unet(
         &[
             "predict",
             "--model",
@@ -347,7 +324,7 @@ fn calibrate_moves_every_prediction_by_the_fitted_logit_offset() {
     write_stack(dir.path().join("data/train-labels.tif"), &labels).unwrap();
     write_stack(dir.path().join("in.tif"), &images).unwrap();
     let predict = |out: &str| {
-        ok(&unet(
+        ok_stderr(&unet(
             &[
                 "predict",
                 "--model",
@@ -372,7 +349,7 @@ fn calibrate_moves_every_prediction_by_the_fitted_logit_offset() {
         "data",
     ];
     let out = unet(&calibrate, dir.path());
-    ok(&out);
+    ok_stderr(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("logit offset"));
     let sidecar: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
@@ -419,7 +396,7 @@ fn outputs_are_never_lost_or_left_half_written() {
         ];
         unet(&[&args[..], extra].concat(), d)
     };
-    ok(&predict("p.tif", &[]));
+    ok_stderr(&predict("p.tif", &[]));
     let first = std::fs::read(d.join("p.tif")).unwrap();
     // An existing output is refused, and left as it was, unless --overwrite.
     std::fs::write(d.join("p.tif"), b"the user's own file").unwrap();
@@ -432,7 +409,7 @@ fn outputs_are_never_lost_or_left_half_written() {
         std::fs::read(d.join("p.tif")).unwrap(),
         b"the user's own file"
     );
-    ok(&predict("p.tif", &["--overwrite"]));
+    ok_stderr(&predict("p.tif", &["--overwrite"]));
     assert_eq!(std::fs::read(d.join("p.tif")).unwrap(), first);
     // A directory that cannot be made is refused before any prediction.
     std::fs::write(d.join("a-file"), b"").unwrap();
@@ -485,7 +462,7 @@ fn an_input_far_from_the_training_statistics_is_warned_about() {
             "--out",
             out,
         ];
-        ok(&unet(&args, d))
+        ok_stderr(&unet(&args, d))
     };
     let stderr = predict("in.tif", "p.tif");
     assert!(!stderr.contains("far from the training"), "{stderr}");
@@ -505,7 +482,7 @@ fn an_exported_package_predicts_as_its_checkpoint_and_bad_ones_are_refused() {
     // A 64x64 sample for the test tensors and the cover.
     let sample = Stack::new(1, 64, 64, (0..64 * 64).map(|i| (i % 251) as u8).collect()).unwrap();
     write_stack(d.join("sample.tif"), &sample).unwrap();
-    ok(&unet(
+    ok_stderr(&unet(
         &[
             "export",
             "--model",
@@ -518,7 +495,7 @@ fn an_exported_package_predicts_as_its_checkpoint_and_bad_ones_are_refused() {
         d,
     ));
     // The package predicts exactly what its checkpoint predicts.
-    ok(&unet(
+    ok_stderr(&unet(
         &[
             "predict",
             "--model",
@@ -530,7 +507,7 @@ fn an_exported_package_predicts_as_its_checkpoint_and_bad_ones_are_refused() {
         ],
         d,
     ));
-    ok(&unet(
+    ok_stderr(&unet(
         &[
             "predict",
             "--model",
@@ -547,7 +524,7 @@ fn an_exported_package_predicts_as_its_checkpoint_and_bad_ones_are_refused() {
         std::fs::read(d.join("b.tif")).unwrap()
     );
     // The bare ONNX graph: a protobuf whose first field is the IR version (tag 1, varint).
-    ok(&unet(
+    ok_stderr(&unet(
         &[
             "export",
             "--model",
@@ -627,7 +604,7 @@ fn a_three_class_model_writes_every_class_probability_or_the_most_probable_class
         "p.tif",
     ];
     args.extend(tiling);
-    ok(&unet(&args, d));
+    ok_stderr(&unet(&args, d));
     let probs = unet_data::read_channels(d.join("p.tif")).unwrap();
     let (h, w) = (input.height(), input.width());
     assert_eq!(
@@ -679,7 +656,7 @@ fn a_three_class_model_writes_every_class_probability_or_the_most_probable_class
         "--argmax",
     ];
     args.extend(tiling);
-    ok(&unet(&args, d));
+    ok_stderr(&unet(&args, d));
     let classes = match read_stack(d.join("c.tif")).unwrap() {
         AnyStack::U8(s) => s,
         other => panic!("{}", other.pixel_type()),

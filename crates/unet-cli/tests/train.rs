@@ -2,29 +2,14 @@
 //! output going to a pipe (as in a log file), not a terminal; the sections as the ISBI directory
 //! and as a user's own pair of stacks.
 
+mod common;
+
+use common::{ok_stdout, unet};
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use unet_data::{write_stack, Stack};
-
-fn unet(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unet"))
-        .current_dir(dir)
-        .env("RUST_BACKTRACE", "0")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout_of(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Three 64x64 sections of cells between membrane lines, dark membranes on bright cells, written
 /// as the stacks `images` and `labels`.
@@ -90,7 +75,7 @@ fn train_args<'a>(data_flags: &[&'a str]) -> Vec<&'a str> {
 fn quiet_training_prints_its_epochs_to_a_pipe_and_evaluates() {
     let dir = tempfile::tempdir().unwrap();
     write_data(&dir.path().join("data"));
-    let text = stdout_of(&unet(&train_args(&["--data", "data"]), dir.path()));
+    let text = ok_stdout(&unet(&train_args(&["--data", "data"]), dir.path()));
     assert!(
         text.contains("2 training / 1 validation sections"),
         "{text}"
@@ -98,7 +83,7 @@ fn quiet_training_prints_its_epochs_to_a_pipe_and_evaluates() {
     assert!(text.contains("epoch   1  train loss"), "{text}");
     assert!(text.contains("done: 1 epochs"), "{text}");
     assert!(text.contains("calibrated on 2 training sections"), "{text}");
-    let text = stdout_of(&unet(
+    let text = ok_stdout(&unet(
         &["evaluate", "--run", "runs/t", "--data", "data"],
         dir.path(),
     ));
@@ -117,10 +102,10 @@ fn own_stacks_under_any_names_summarise_train_and_evaluate() {
 
     let mut info = vec!["info", "--train-fraction", "0.6"];
     info.extend_from_slice(&own);
-    let text = stdout_of(&unet(&info, dir.path()));
+    let text = ok_stdout(&unet(&info, dir.path()));
     assert!(text.contains("3 pages of 64x64"), "{text}");
 
-    let text = stdout_of(&unet(&train_args(&own), dir.path()));
+    let text = ok_stdout(&unet(&train_args(&own), dir.path()));
     assert!(
         text.contains("2 training / 1 validation sections"),
         "{text}"
@@ -129,7 +114,7 @@ fn own_stacks_under_any_names_summarise_train_and_evaluate() {
 
     let mut evaluate = vec!["evaluate", "--run", "runs/t"];
     evaluate.extend_from_slice(&own);
-    let text = stdout_of(&unet(&evaluate, dir.path()));
+    let text = ok_stdout(&unet(&evaluate, dir.path()));
     assert!(text.contains("pixel accuracy"), "{text}");
 }
 
@@ -253,8 +238,8 @@ fn a_killed_own_stacks_run_resumes_by_its_path_alone_and_ends_as_an_uninterrupte
     let whole = tempfile::tempdir().unwrap();
     write_own_sections(whole.path());
     // Ten epochs: time enough to kill the second run after its first.
-    stdout_of(&unet(&own_run_args("10"), whole.path()));
-    let text = stdout_of(&unet(&["info", "--run", "runs/r"], whole.path()));
+    ok_stdout(&unet(&own_run_args("10"), whole.path()));
+    let text = ok_stdout(&unet(&["info", "--run", "runs/r"], whole.path()));
     assert!(text.contains("state: finished, 10 of 10 epochs"), "{text}");
     assert!(
         text.contains("em.tif") && text.contains("SHA-256"),
@@ -267,12 +252,12 @@ fn a_killed_own_stacks_run_resumes_by_its_path_alone_and_ends_as_an_uninterrupte
     assert!((1..10).contains(&logged), "killed after {logged} epochs");
     // The lock of the killed process is left behind, and seen to be stale.
     assert!(d.join("runs/r/train.lock").exists());
-    let text = stdout_of(&unet(&["info", "--run", "runs"], d));
+    let text = ok_stdout(&unet(&["info", "--run", "runs"], d));
     assert!(text.contains("state: interrupted after"), "{text}");
     assert!(text.contains("unet train --resume runs/r"), "{text}");
 
     // No data flag: the run's own record finds the stacks.
-    let text = stdout_of(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
+    let text = ok_stdout(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
     assert!(text.contains("done: 10 epochs"), "{text}");
     for file in ["last.safetensors", "best.safetensors"] {
         assert_eq!(
@@ -288,7 +273,7 @@ fn a_killed_own_stacks_run_resumes_by_its_path_alone_and_ends_as_an_uninterrupte
     );
 
     // Evaluation by the run's path alone, too; then the stacks move away.
-    let text = stdout_of(&unet(&["evaluate", "--run", "runs/r"], d));
+    let text = ok_stdout(&unet(&["evaluate", "--run", "runs/r"], d));
     assert!(text.contains("pixel accuracy"), "{text}");
     std::fs::rename(d.join("em.tif"), d.join("moved.tif")).unwrap();
     let out = unet(&["evaluate", "--run", "runs/r"], d);
@@ -302,7 +287,7 @@ fn a_killed_own_stacks_run_resumes_by_its_path_alone_and_ends_as_an_uninterrupte
         "{err}"
     );
     let moved = ["--images", "moved.tif", "--labels", "em-masks.tif"];
-    let text = stdout_of(&unet(
+    let text = ok_stdout(&unet(
         &[&["evaluate", "--run", "runs/r"][..], &moved].concat(),
         d,
     ));
@@ -325,7 +310,7 @@ fn a_run_in_progress_is_shown_and_a_second_training_there_is_refused() {
     write_own_sections(d);
     let mut child = spawn_until_logged(&own_run_args("500"), d, 1);
     let pid = child.id();
-    let text = stdout_of(&unet(&["info", "--run", "runs/r"], d));
+    let text = ok_stdout(&unet(&["info", "--run", "runs/r"], d));
     let second = unet(&["train", "--resume", "runs/r", "--quiet"], d);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -391,7 +376,7 @@ fn every_checkpoint_loads(dir: &Path) {
         let weights = dir.join(format!("runs/r/{name}.safetensors"));
         if weights.exists() {
             let path = weights.display().to_string();
-            stdout_of(&unet(&["model", "--checkpoint", &path], dir));
+            ok_stdout(&unet(&["model", "--checkpoint", &path], dir));
         }
     }
 }
@@ -401,7 +386,7 @@ fn twenty_kills_at_random_moments_lose_nothing() {
     let epochs = "30";
     let whole = tempfile::tempdir().unwrap();
     write_own_sections(whole.path());
-    stdout_of(&unet(&own_run_args(epochs), whole.path()));
+    ok_stdout(&unet(&own_run_args(epochs), whole.path()));
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -513,7 +498,7 @@ fn ctrl_c_mid_epoch_saves_last_and_the_run_resumes() {
         text.contains("continue with: unet train --resume runs/r"),
         "{text}"
     );
-    let text = stdout_of(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
+    let text = ok_stdout(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
     assert!(text.contains("done: 3 epochs"), "{text}");
 }
 
@@ -541,7 +526,7 @@ fn a_full_disk_while_saving_keeps_the_previous_checkpoints() {
         before
     );
     every_checkpoint_loads(d);
-    let text = stdout_of(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
+    let text = ok_stdout(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
     assert!(text.contains("done: 4 epochs"), "{text}");
 }
 
@@ -575,7 +560,7 @@ fn nonsense_settings_are_refused_before_any_work() {
         assert!(!d.join("runs/r").exists(), "{flags:?} left a run directory");
     }
     // A misspelt key in a configuration file (a run's own config.json, one key changed).
-    stdout_of(&unet(&own_run_args("1"), d));
+    ok_stdout(&unet(&own_run_args("1"), d));
     let saved = std::fs::read_to_string(d.join("runs/r/config.json")).unwrap();
     std::fs::write(d.join("bad.json"), saved.replace("\"epochs\"", "\"epoch\"")).unwrap();
     let own = ["--images", "em.tif", "--labels", "em-masks.tif"];
@@ -624,7 +609,7 @@ fn a_read_only_run_directory_is_a_clear_error_and_loses_nothing() {
         std::fs::read(d.join("runs/r/last.safetensors")).unwrap(),
         before
     );
-    let text = stdout_of(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
+    let text = ok_stdout(&unet(&["train", "--resume", "runs/r", "--quiet"], d));
     assert!(text.contains("done: 4 epochs"), "{text}");
 }
 
@@ -641,7 +626,7 @@ fn robustness_scores_every_shift_of_the_grid() {
         "--json",
         "r.json",
     ];
-    let text = stdout_of(&unet(&args, dir.path()));
+    let text = ok_stdout(&unet(&args, dir.path()));
     assert!(text.contains("contrast x0.3 around mid-grey"), "{text}");
     assert!(text.contains("rescaled x1.25"), "{text}");
     let json: serde_json::Value =
@@ -693,7 +678,7 @@ fn own_three_class_stacks_summarise_train_predict_and_score() {
     ];
     let mut info = vec!["info", "--train-fraction", "0.6"];
     info.extend_from_slice(&own);
-    let text = stdout_of(&unet(&info, d));
+    let text = ok_stdout(&unet(&info, d));
     assert!(
         text.contains("labels: 3 classes, some pixels ignored"),
         "{text}"
@@ -701,7 +686,7 @@ fn own_three_class_stacks_summarise_train_predict_and_score() {
     assert!(text.contains("label 9 ignored"), "{text}");
 
     let out = unet(&train_args(&own), d);
-    let text = stdout_of(&out);
+    let text = ok_stdout(&out);
     assert!(text.contains("done: 1 epochs"), "{text}");
     assert!(text.contains("IoU per class"), "{text}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("trains without it"));
@@ -722,7 +707,7 @@ fn own_three_class_stacks_summarise_train_predict_and_score() {
         serde_json::json!({"indexed": {"classes": 3, "ignore": true}})
     );
 
-    stdout_of(&unet(
+    ok_stdout(&unet(
         &[
             "predict",
             "--model",
@@ -735,7 +720,7 @@ fn own_three_class_stacks_summarise_train_predict_and_score() {
         ],
         d,
     ));
-    let text = stdout_of(&unet(
+    let text = ok_stdout(&unet(
         &[
             "score",
             "--pred",

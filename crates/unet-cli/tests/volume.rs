@@ -5,8 +5,12 @@
 //! Input volumes are written here with `zarrs`, with the metadata zarr-python 2 (OME-Zarr 0.4)
 //! and zarr-python 3 (0.5, sharded) write: odd sizes and chunks that do not divide them.
 
+mod common;
+
+use common::{fails, ok_stdout, unet};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,33 +20,6 @@ use unet_data::{read_stack, write_stack, AnyStack, Stack};
 use unet_model::{save_checkpoint, Normalisation, Padding, UNet, UNetConfig};
 use zarrs::array::Array;
 use zarrs::filesystem::FilesystemStore;
-
-fn unet(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unet"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// A depth-2, width-4 net with the training statistics in its sidecar, as `dir/NAME`.
 fn tiny_model(dir: &Path, name: &str, padding: Padding, seed: u64) {
@@ -198,7 +175,7 @@ fn tiff_reference(dir: &Path, model: &str, stack: AnyStack, extra: &[&str]) -> V
     ];
     args.extend(extra);
     args.push("--overwrite");
-    ok(&unet(&args, dir));
+    ok_stdout(&unet(&args, dir));
     match read_stack(dir.join("ref.tif")).unwrap() {
         AnyStack::F32(s) => s.as_slice().to_vec(),
         other => panic!("{}", other.pixel_type()),
@@ -269,7 +246,7 @@ fn blockwise_equals_whole_section_prediction() {
             "--batch",
             "3",
         ]);
-        let summary: Value = serde_json::from_str(ok(&unet(&f32_args, d)).trim()).unwrap();
+        let summary: Value = serde_json::from_str(ok_stdout(&unet(&f32_args, d)).trim()).unwrap();
         // 3 x 3 x 3 blocks of one chunk (2 x 16 x 20) each.
         assert_eq!(summary["blocks_total"], 27, "{summary}");
         assert_eq!(summary["blocks_done_in_store"], 27);
@@ -278,7 +255,7 @@ fn blockwise_equals_whole_section_prediction() {
         let u8_out = format!("{model}-u8.zarr");
         let mut u8_args = args.clone();
         u8_args.extend(["--out", u8_out.as_str(), "--block", "4,40,20"]);
-        ok(&unet(&u8_args, d));
+        ok_stdout(&unet(&u8_args, d));
         let got = read_out::<u8>(&d.join(&u8_out));
         assert_eq!(got, want.iter().map(|&p| to_u8(p)).collect::<Vec<_>>());
         if padding == Padding::Valid {
@@ -293,7 +270,7 @@ fn blockwise_equals_whole_section_prediction() {
                 "--block",
                 "2,16,40",
             ]);
-            ok(&unet(&f16_args, d));
+            ok_stdout(&unet(&f16_args, d));
             let got = read_out::<half::f16>(&d.join(&f16_out));
             let halves: Vec<half::f16> = want.iter().map(|&p| half::f16::from_f32(p)).collect();
             assert_eq!(got, halves, "{model}");
@@ -330,7 +307,7 @@ fn blockwise_equals_whole_section_prediction() {
         "--block",
         "1,16,40",
     ]);
-    ok(&unet(&args, d));
+    ok_stdout(&unet(&args, d));
     assert_eq!(read_out::<f32>(&d.join("per-image.zarr")), want);
 
     // The output carries the input's axes and voxel size, as OME-Zarr 0.4 on Zarr v2.
@@ -408,7 +385,7 @@ fn sharded_v3_in_and_out() {
             d,
         )
     };
-    ok(&run("p.zarr"));
+    ok_stdout(&run("p.zarr"));
     assert_eq!(read_out::<f32>(&d.join("p.zarr")), want);
     let group: Value =
         serde_json::from_slice(&std::fs::read(d.join("p.zarr/zarr.json")).unwrap()).unwrap();
@@ -463,7 +440,7 @@ fn float16_and_float64_volumes_predict_as_their_float32_values() {
     );
     for input in ["h.zarr", "d.zarr"] {
         let out = format!("p-{input}");
-        ok(&unet(
+        ok_stdout(&unet(
             &[
                 "predict",
                 "--model",
@@ -534,7 +511,7 @@ fn three_workers_share_a_store() {
     tiny_model(d, "m.safetensors", Padding::Valid, 4);
     let mut args = JOB.to_vec();
     args.push("one.zarr");
-    ok(&unet(&args, d));
+    ok_stdout(&unet(&args, d));
     let workers: Vec<_> = (0..3)
         .map(|i| {
             let share = format!("{i}/3");
@@ -552,7 +529,7 @@ fn three_workers_share_a_store() {
     let mut predicted = 0;
     for w in workers {
         let summary: Value =
-            serde_json::from_str(ok(&w.wait_with_output().unwrap()).trim()).unwrap();
+            serde_json::from_str(ok_stdout(&w.wait_with_output().unwrap()).trim()).unwrap();
         predicted += summary["blocks_predicted"].as_u64().unwrap();
     }
     assert_eq!(predicted, 27);
@@ -560,11 +537,11 @@ fn three_workers_share_a_store() {
         store_state(&d.join("three.zarr")),
         store_state(&d.join("one.zarr"))
     );
-    let status = ok(&unet(&["predict", "--out", "three.zarr", "--status"], d));
+    let status = ok_stdout(&unet(&["predict", "--out", "three.zarr", "--status"], d));
     assert!(status.contains("27 / 27 blocks done"), "{status}");
     let mut again = JOB.to_vec();
     again.push("three.zarr");
-    let summary: Value = serde_json::from_str(ok(&unet(&again, d)).trim()).unwrap();
+    let summary: Value = serde_json::from_str(ok_stdout(&unet(&again, d)).trim()).unwrap();
     assert_eq!(summary["blocks_predicted"], 0, "{summary}");
     assert_eq!(summary["blocks_skipped"], 27);
 }
@@ -580,7 +557,7 @@ fn a_killed_worker_leaves_its_block_to_be_redone() {
     tiny_model(d, "m.safetensors", Padding::Valid, 4);
     let mut args = JOB.to_vec();
     args.push("clean.zarr");
-    ok(&unet(&args, d));
+    ok_stdout(&unet(&args, d));
 
     let mut args = JOB.to_vec();
     args.push("killed.zarr");
@@ -612,13 +589,13 @@ fn a_killed_worker_leaves_its_block_to_be_redone() {
     // In the pause between the first block's chunks and its marker.
     worker.kill().unwrap();
     worker.wait().unwrap();
-    let status = ok(&unet(&["predict", "--out", "killed.zarr", "--status"], d));
+    let status = ok_stdout(&unet(&["predict", "--out", "killed.zarr", "--status"], d));
     assert!(status.contains("0 / 27 blocks done"), "{status}");
     let half = &written[0];
     let bytes = std::fs::read(half).unwrap();
     std::fs::write(half, &bytes[..bytes.len() / 2]).unwrap();
 
-    ok(&unet(&args, d));
+    ok_stdout(&unet(&args, d));
     assert_eq!(
         store_state(&d.join("killed.zarr")),
         store_state(&d.join("clean.zarr"))
@@ -636,7 +613,7 @@ fn a_store_of_another_model_or_options_is_refused() {
     tiny_model(d, "other.safetensors", Padding::Valid, 5);
     let mut args = JOB.to_vec();
     args.push("p.zarr");
-    ok(&unet(&args, d));
+    ok_stdout(&unet(&args, d));
     let before = store_state(&d.join("p.zarr"));
     let mut other = args.clone();
     other[2] = "other.safetensors";
