@@ -74,7 +74,7 @@ impl SectionSet {
         let scaled = images.map(|v| f32::from(v) / 255.0);
         let stats = GreyStats::of_pages(&scaled, indices)?;
         let labels: Vec<Vec<u8>> = indices.iter().map(|&i| labels.page(i).to_vec()).collect();
-        check_classes(&labels, classes, indices)?;
+        check_classes(labels.iter().map(Vec::as_slice), classes, indices)?;
         Ok(SectionSet {
             height: images.height(),
             width: images.width(),
@@ -133,17 +133,47 @@ impl SectionSet {
     }
 }
 
+/// The loss weights of one `height x width` label plane that reads as `classes`: the weight map
+/// of `params` (binary, or over K classes), else weight 0 on ignored pixels; `None` when every
+/// pixel weighs 1 (no weight map, nothing ignored).
+pub(crate) fn loss_weights(
+    params: Option<&ValidWeightMapParams>,
+    classes: LabelClasses,
+    label: &[u8],
+    height: usize,
+    width: usize,
+) -> Result<Option<Vec<f32>>> {
+    Ok(match (params, classes) {
+        (Some(p), LabelClasses::Binary) => Some(p.weight_map(label, height, width)?),
+        (Some(p), LabelClasses::Indexed { classes: k, ignore }) => {
+            let wide: Vec<u16> = label.iter().map(|&l| u16::from(l)).collect();
+            let spec = unet_weights::ClassLabels {
+                n_classes: k,
+                ignore: ignore.then_some(u16::from(IGNORED)),
+            };
+            Some(p.class_weight_map(&wide, height, width, &spec)?)
+        }
+        (None, c) if c.ignores() => Some(
+            label
+                .iter()
+                .map(|&l| if c.class_of(l).is_some() { 1.0 } else { 0.0 })
+                .collect(),
+        ),
+        (None, _) => None,
+    })
+}
+
 /// Checks that every label of `sections` (from the stack pages `pages`) is a class of
 /// `classes` or its ignored value.
-pub(crate) fn check_classes(
-    sections: &[Vec<u8>],
+pub(crate) fn check_classes<'a>(
+    sections: impl IntoIterator<Item = &'a [u8]>,
     classes: LabelClasses,
     pages: &[usize],
 ) -> Result<()> {
     let LabelClasses::Indexed { classes: k, ignore } = classes else {
         return Ok(());
     };
-    for (labels, &page) in sections.iter().zip(pages) {
+    for (labels, &page) in sections.into_iter().zip(pages) {
         let bad = labels
             .iter()
             .find(|&&v| usize::from(v) >= k && !(ignore && v == IGNORED));
@@ -380,21 +410,8 @@ impl Loader {
         let n = self.config.input_size;
         let (image, label, _) = out.into_parts();
         let kind = self.data.classes();
-        let weights_full = match (&self.weights, kind) {
-            (Some(params), LabelClasses::Binary) => params.weight_map(&label, n, n)?,
-            (Some(params), LabelClasses::Indexed { classes, ignore }) => {
-                let wide: Vec<u16> = label.iter().map(|&l| u16::from(l)).collect();
-                let spec = unet_weights::ClassLabels {
-                    n_classes: classes,
-                    ignore: ignore.then_some(u16::from(IGNORED)),
-                };
-                params.class_weight_map(&wide, n, n, &spec)?
-            }
-            (None, _) => label
-                .iter()
-                .map(|&l| if kind.class_of(l).is_some() { 1.0 } else { 0.0 })
-                .collect(),
-        };
+        let weights_full = loss_weights(self.weights.as_ref(), kind, &label, n, n)?
+            .unwrap_or_else(|| vec![1.0; n * n]);
         let mut image = image;
         self.normalisation.apply(&mut image);
         let margin = (n - self.config.output_size) / 2;

@@ -14,6 +14,7 @@ use unet_model::{Loss, Normalisation, UNet};
 use unet_weights::WeightMapParams;
 
 use crate::calibrate::{fit_margin_threshold, section_margins};
+use crate::loader::loss_weights;
 use crate::Result;
 
 /// Validation scores of one epoch (on the full validation sections).
@@ -131,7 +132,7 @@ impl Validation {
             v.images
                 .push(Tensor::from_vec(image, (1, 1, h, w), device)?);
             let label = labels.page(s);
-            crate::loader::check_classes(&[label.to_vec()], classes, &[s])?;
+            crate::loader::check_classes([label], classes, &[s])?;
             v.labels.extend_from_slice(label);
             // An ignored pixel is class 0 with weight 0: it adds nothing to the loss.
             let ids: Vec<u32> = label
@@ -139,24 +140,7 @@ impl Validation {
                 .map(|&l| u32::from(classes.class_of(l).unwrap_or(0)))
                 .collect();
             v.targets.push(Tensor::from_vec(ids, (1, h, w), device)?);
-            let map = match (&params, classes) {
-                (Some(p), LabelClasses::Binary) => Some(p.weight_map(label, h, w)?),
-                (Some(p), LabelClasses::Indexed { classes: k, ignore }) => {
-                    let wide: Vec<u16> = label.iter().map(|&l| u16::from(l)).collect();
-                    let spec = unet_weights::ClassLabels {
-                        n_classes: k,
-                        ignore: ignore.then_some(u16::from(IGNORED)),
-                    };
-                    Some(p.class_weight_map(&wide, h, w, &spec)?)
-                }
-                (None, c) if c.ignores() => Some(
-                    label
-                        .iter()
-                        .map(|&l| if c.class_of(l).is_some() { 1.0 } else { 0.0 })
-                        .collect(),
-                ),
-                (None, _) => None,
-            };
+            let map = loss_weights(params.as_ref(), classes, label, h, w)?;
             v.weights.push(match map {
                 Some(map) => Some(Tensor::from_vec(map, (1, h, w), device)?),
                 None => None,
