@@ -182,28 +182,107 @@ fn zarr_check(root: &Path, venv: &Venv, _data: &Path) -> Result<()> {
     run("zarr_check.py", &mut check)
 }
 
-/// `unet export` of the built-in default model (the dev binary the tests built), then the
-/// BioImage Model Zoo's own validator on the package, with the network cut off (a dead proxy):
-/// the package must validate and reproduce its test outputs offline.
+/// `unet export` of the built-in default model (the dev binary the tests built) and of a
+/// three-channel model with per-channel statistics (trained here for one epoch on 16-bit
+/// three-channel crops of the ISBI sections), then the BioImage Model Zoo's own validator on
+/// each package, with the network cut off (a dead proxy): a package must validate and
+/// reproduce its test outputs offline.
 fn bioimageio_test(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
     let unet = build_unet(root)?;
     let out_dir = root.join("target").join("ci-export");
+    if out_dir.exists() {
+        fs::remove_dir_all(&out_dir).with_context(|| format!("removing {}", out_dir.display()))?;
+    }
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let package = out_dir.join("default.bioimageio.zip");
-    run(
-        "unet export of the built-in default model",
-        Command::new(&unet)
-            .current_dir(root)
+    let export = |what: &str, model: Option<&Path>, package: &Path| {
+        let mut cmd = Command::new(&unet);
+        cmd.current_dir(root)
             .env("UNET_DATA", data)
             .args(["export", "--overwrite", "--out"])
-            .arg(&package),
+            .arg(package);
+        if let Some(model) = model {
+            cmd.arg("--model").arg(model);
+        }
+        run(what, &mut cmd)
+    };
+    let default = out_dir.join("default.bioimageio.zip");
+    export("unet export of the built-in default model", None, &default)?;
+    let channels = out_dir.join("channels.bioimageio.zip");
+    let model = train_three_channel_model(&unet, data, &out_dir)?;
+    export(
+        "unet export of a three-channel model",
+        Some(&model),
+        &channels,
     )?;
-    let mut test = venv.command(root, "bioimageio");
-    test.arg("test").arg(&package).current_dir(&out_dir);
-    for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-        test.env(key, "http://127.0.0.1:9");
+    for package in [&default, &channels] {
+        let mut test = venv.command(root, "bioimageio");
+        test.arg("test").arg(package).current_dir(&out_dir);
+        for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            test.env(key, "http://127.0.0.1:9");
+        }
+        run(
+            &format!("bioimageio test (offline) of {}", package.display()),
+            &mut test,
+        )?;
     }
-    run("bioimageio test (offline)", &mut test)
+    Ok(())
+}
+
+/// Trains a model of three input channels for one epoch on three 96 x 96 crops of the ISBI
+/// sections made 16-bit and three-channel (each channel the section under another gain, the
+/// third inverted), with fixed per-channel statistics; returns its `best` checkpoint.
+fn train_three_channel_model(unet: &Path, data: &Path, dir: &Path) -> Result<PathBuf> {
+    let sections = unet_data::LabelledSections::load(data)
+        .with_context(|| format!("loading the ISBI data in {}", data.display()))?;
+    let (images, labels) = (sections.grey_u8()?, &sections.train_labels);
+    let (n, top, left) = (96usize, 200usize, 200usize);
+    let crop = |stack: &unet_data::Stack<u8>, s: usize| -> Vec<u8> {
+        (top..top + n)
+            .flat_map(|y| {
+                let row = &stack.page(s)[y * stack.width() + left..][..n];
+                row.iter().copied()
+            })
+            .collect()
+    };
+    let (mut planes, mut masks) = (Vec::new(), Vec::new());
+    for s in 0..3 {
+        let grey = crop(images, s);
+        planes.extend(grey.iter().map(|&v| u16::from(v) * 257));
+        planes.extend(grey.iter().map(|&v| 5000 + u16::from(v) * 100));
+        planes.extend(grey.iter().map(|&v| 65535 - u16::from(v) * 200));
+        masks.extend(crop(labels, s));
+    }
+    let stack = unet_data::ChannelStack::new(3, unet_data::Stack::new(9, n, n, planes)?)?;
+    unet_data::write_channels(dir.join("em3.tif"), &stack)?;
+    unet_data::write_stack(
+        dir.join("em3-masks.tif"),
+        &unet_data::Stack::new(3, n, n, masks)?,
+    )?;
+    run(
+        "unet train of a three-channel model",
+        Command::new(unet).current_dir(dir).args([
+            "train",
+            "--images",
+            "em3.tif",
+            "--labels",
+            "em3-masks.tif",
+            "--normalisation",
+            "dataset",
+            "--epochs",
+            "1",
+            "--input-tile",
+            "64",
+            "--batch-size",
+            "3",
+            "--train-fraction",
+            "0.6",
+            "--no-calibration",
+            "--run-dir",
+            "run3",
+            "--quiet",
+        ]),
+    )?;
+    Ok(dir.join("run3/best.safetensors"))
 }
 
 /// The dev `unet` binary (`target/debug/unet`), built if needed: what the tests built is reused.

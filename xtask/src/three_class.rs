@@ -39,9 +39,9 @@ pub struct ThreeClassArgs {
 pub fn run(data: &Path, out: &Path) -> Result<()> {
     let sections = LabelledSections::load(data)
         .with_context(|| format!("loading the ISBI data in {}", data.display()))?;
-    let labels = three_classes(&sections.train_images, &sections.train_labels)?;
+    let labels = three_classes(sections.grey_u8()?, &sections.train_labels)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    write_stack(out.join("images.tif"), &sections.train_images)?;
+    write_stack(out.join("images.tif"), sections.grey_u8()?)?;
     write_stack(out.join("labels.tif"), &labels)?;
     let mut counts = [0u64; 3];
     for &c in labels.as_slice() {

@@ -24,11 +24,11 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
         (Some(run), _) => {
             let cfg = TrainConfig::load(run.join(files::CONFIG))
                 .with_context(|| format!("--run {}: reading its configuration", run.display()))?;
-            let split = cfg.split.resolve(data.train_images.pages())?;
+            let split = cfg.split.resolve(data.train_images.sections())?;
             (run.join(files::BEST), split.train)
         }
         (None, Some(ckpt)) => {
-            let train = unet_data::Split::reference(data.train_images.pages())?.train;
+            let train = unet_data::Split::reference(data.train_images.sections())?.train;
             (ckpt.clone(), target.sections_or(train))
         }
         (None, None) => bail!("give --run DIR or --checkpoint FILE"),

@@ -29,7 +29,7 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
             .with_context(|| format!("evaluating run {}", run.display()))?,
         (None, Some(ckpt)) => {
             let sections = target
-                .sections_or(unet_data::Split::reference(data.train_images.pages())?.validation);
+                .sections_or(unet_data::Split::reference(data.train_images.sections())?.validation);
             evaluate_checkpoint(
                 ckpt,
                 &data.train_images,

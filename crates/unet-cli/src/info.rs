@@ -43,7 +43,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         return summarise_runs(&args.run);
     }
     let data = args.data.load()?;
-    let n = data.train_images.pages();
+    let n = data.train_images.sections();
     let split = match (args.folds, args.fold) {
         (Some(k), Some(i)) => Split::k_fold(n, k, i)?,
         _ => Split::fraction(n, args.train_fraction)?,

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use unet_data::{
-    read_png_grey, read_stack, write_channels, write_png_grey, write_stack, AnyStack, ChannelStack,
-    Stack,
+    read_channels, read_png_grey, write_channels, write_png_grey, write_stack, AnyStack,
+    ChannelStack, Stack,
 };
 use unet_metrics::argmax_classes;
 use unet_model::tiling::TileOptions;
@@ -120,8 +120,8 @@ impl PredictArgs {
     }
 }
 
-/// Grey pages scaled to [0, 1] (8-bit / 255, 16-bit / 65535, float as stored), pixels
-/// de-interleaved into channel planes.
+/// Grey sections scaled to [0, 1] (8-bit / 255, 16-bit / 65535, float as stored), one plane
+/// per channel ([`read_channels`]: samples per pixel, ImageJ or OME-TIFF channels).
 struct Pages {
     height: usize,
     width: usize,
@@ -133,13 +133,18 @@ struct Pages {
 }
 
 impl Pages {
-    fn push(&mut self, source: &Path, stack: &AnyStack) -> Result<()> {
-        let (pages, height, width, samples) = stack.dims();
+    fn push(&mut self, source: &Path, stack: &ChannelStack) -> Result<()> {
+        let (pages, height, width, samples) = (
+            stack.sections(),
+            stack.height(),
+            stack.width(),
+            stack.channels(),
+        );
         if self.pages.is_empty() {
             (self.height, self.width, self.channels) = (height, width, samples);
         } else if (height, width, samples) != (self.height, self.width, self.channels) {
             bail!(
-                "{}: {height}x{width} pixels with {samples} sample(s), the first input has \
+                "{}: {height}x{width} pixels with {samples} channel(s), the first input has \
                  {}x{} with {}; all pages must have the same size",
                 source.display(),
                 self.height,
@@ -147,21 +152,10 @@ impl Pages {
                 self.channels
             );
         }
-        if let AnyStack::F32(s) = stack {
+        if let AnyStack::F32(s) = stack.planes() {
             self.float_out_of_range |= s.as_slice().iter().any(|v| !(0.0..=1.0).contains(v));
         }
-        let unit = stack.to_unit_f32();
-        let plane = height * width;
-        for p in 0..pages {
-            let page = unit.page(p);
-            let mut planes = vec![0f32; samples * plane];
-            for (i, px) in page.chunks_exact(samples).enumerate() {
-                for (c, &v) in px.iter().enumerate() {
-                    planes[c * plane + i] = v;
-                }
-            }
-            self.pages.push(planes);
-        }
+        self.pages.extend((0..pages).map(|p| stack.unit_section(p)));
         Ok(())
     }
 }
@@ -186,12 +180,12 @@ fn read_image_file(path: &Path, pages: &mut Pages) -> Result<()> {
     };
     let stack = if head.starts_with(b"\x89PNG\r\n\x1a\n") {
         let (h, w, pixels) = read_png_grey(path)?;
-        AnyStack::U8(Stack::new(1, h, w, pixels)?)
+        ChannelStack::from(Stack::new(1, h, w, pixels)?)
     } else if matches!(
         head.get(..4),
         Some(b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+")
     ) {
-        read_stack(path)?
+        read_channels(path)?
     } else {
         bail!(
             "{}: not an image (neither a TIFF nor a PNG file; it starts with {head:02x?})",
@@ -232,29 +226,48 @@ fn read_input(input: &Path) -> Result<Pages> {
     Ok(pages)
 }
 
-/// One warning line when the input's grey statistics lie far from the training sections' (a
+/// One warning line per channel whose grey statistics lie far from the training sections' (a
 /// standard deviation under half or over twice theirs, or a mean more than one of their
 /// standard deviations away): the most common cause of a prediction that segments nothing.
-fn warn_if_far_from_training(input: &Path, pages: &[Vec<f32>], normalisation: Normalisation) {
-    let Normalisation::Dataset { mean, std } = normalisation else {
-        return;
+fn warn_if_far_from_training(
+    input: &Path,
+    pages: &[Vec<f32>],
+    channels: usize,
+    normalisation: &Normalisation,
+) {
+    let fitted: Vec<(f64, f64)> = match normalisation {
+        &Normalisation::Dataset { mean, std } => vec![(mean, std); channels],
+        Normalisation::DatasetPerChannel { mean, std } => {
+            mean.iter().copied().zip(std.iter().copied()).collect()
+        }
+        _ => return,
     };
-    let n = pages.iter().map(Vec::len).sum::<usize>().max(1) as f64;
-    let m = pages.iter().flatten().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = pages
-        .iter()
-        .flatten()
-        .map(|&v| (f64::from(v) - m).powi(2))
-        .sum::<f64>()
-        / n;
-    let s = var.sqrt();
-    if s < 0.5 * std || s > 2.0 * std || (m - mean).abs() > std {
-        eprintln!(
-            "warning: {}: grey mean {m:.3}, std {s:.3} (in [0, 1] units), far from the training \
-             sections' mean {mean:.3}, std {std:.3}; the prediction may fail (`unet robustness` \
-             shows how the model copes with such shifts)",
-            input.display()
-        );
+    for (c, &(mean, std)) in fitted.iter().enumerate() {
+        let plane = |page: &Vec<f32>| {
+            let n = page.len() / channels;
+            page[c * n..(c + 1) * n].to_vec()
+        };
+        let values: Vec<f32> = pages.iter().flat_map(plane).collect();
+        let n = values.len().max(1) as f64;
+        let m = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| (f64::from(v) - m).powi(2))
+            .sum::<f64>()
+            / n;
+        let s = var.sqrt();
+        if s < 0.5 * std || s > 2.0 * std || (m - mean).abs() > std {
+            let which = match channels {
+                1 => String::new(),
+                _ => format!(" channel {c}"),
+            };
+            eprintln!(
+                "warning: {}{which}: grey mean {m:.3}, std {s:.3} (in [0, 1] units), far from \
+                 the training sections' mean {mean:.3}, std {std:.3}; the prediction may fail \
+                 (`unet robustness` shows how the model copes with such shifts)",
+                input.display()
+            );
+        }
     }
 }
 
@@ -360,7 +373,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let mut input = read_input(input_path)?;
     if input.channels != cfg.in_channels {
         bail!(
-            "{}: {} sample(s) per pixel, but the model {} takes {} input channel(s)",
+            "{}: {} channel(s) a section, but the model {} takes {} input channel(s)",
             input_path.display(),
             input.channels,
             model_name,
@@ -384,7 +397,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             Normalisation::PerImage
         }
     };
-    warn_if_far_from_training(input_path, &input.pages, normalisation);
+    warn_if_far_from_training(input_path, &input.pages, input.channels, &normalisation);
     let opts = args.tile_options();
     let (h, w, n) = (input.height, input.width, input.pages.len());
     let bar = ProgressBar::new(n as u64).with_style(
@@ -397,8 +410,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let mut prob = Vec::new();
     let mut classes = Vec::new();
     for (p, page) in input.pages.iter_mut().enumerate() {
-        // Channels are normalised together, as training does with its grey statistics.
-        normalisation.apply(page);
+        normalisation.apply(page, input.channels);
         let context = || format!("{} page {p}", input_path.display());
         if k > 2 || args.argmax {
             let probs =

@@ -37,8 +37,9 @@ pub fn run(args: &RobustnessArgs) -> Result<()> {
     let data = args.data.load_binary("unet robustness")?;
     let (model, meta, name) = open_model(args.model.as_deref(), &Device::Cpu)?;
     let normalisation = meta.normalisation.unwrap_or(Normalisation::PerImage);
+    let images = data.grey_u8()?;
     let sections = match args.sections.is_empty() {
-        true => unet_data::Split::reference(data.train_images.pages())?.validation,
+        true => unet_data::Split::reference(data.train_images.sections())?.validation,
         false => args.sections.clone(),
     };
     let options = RobustnessOptions {
@@ -52,8 +53,8 @@ pub fn run(args: &RobustnessArgs) -> Result<()> {
     );
     let rows = robustness(
         &model,
-        normalisation,
-        &data.train_images,
+        &normalisation,
+        images,
         &data.train_labels,
         &sections,
         &options,

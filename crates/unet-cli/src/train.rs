@@ -225,7 +225,21 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 cfg.labels
             );
         }
-    } else if classes != LabelClasses::Binary {
+    } else {
+        // The net takes as many channels as the images have.
+        let channels = data.train_images.channels();
+        if cfg.model.in_channels != channels {
+            if args.config.is_some() {
+                eprintln!(
+                    "note: the configuration's model takes {} input channel(s); the images \
+                     have {channels}, so it takes {channels}",
+                    cfg.model.in_channels
+                );
+            }
+            cfg.model.in_channels = channels;
+        }
+    }
+    if !resume && classes != LabelClasses::Binary {
         cfg.labels = classes;
         cfg.model.n_classes = classes.n_classes();
         if cfg.calibrate {

@@ -7,6 +7,7 @@
 //! layout (`overlap_tile_predict_window`), so a block holds the numbers `unet predict` gives for
 //! the whole section. The store, its block grid and done-markers are `unet_data::zarr`'s.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -171,21 +172,19 @@ fn pause_before_marker() {
     }
 }
 
-/// The mean and standard deviation of section `z` over all its channels, as
-/// `Normalisation::PerImage` computes them for the whole section (channel planes in order, rows
-/// in order), read in bands of `band` rows so memory stays bounded by a band.
-fn streamed_section_stats(volume: &Volume, z: usize, band: usize) -> Result<PlaneStats> {
+/// The mean and standard deviation of each channel of section `z`, as
+/// `Normalisation::PerImage` computes them for the whole channel plane (rows in order), read in
+/// bands of `band` rows so memory stays bounded by a band.
+fn streamed_section_stats(volume: &Volume, z: usize, band: usize) -> Result<Vec<PlaneStats>> {
     let [_, height, width] = volume.shape();
-    let channels = volume.channels();
     let band = band.max(1);
-    let mut stats = PlaneStats::default();
+    let mut stats = vec![PlaneStats::default(); volume.channels()];
     for pass in 0..2 {
-        for c in 0..channels {
-            for y0 in (0..height).step_by(band) {
-                let rows = y0..(y0 + band).min(height);
-                let plane = rows.len() * width;
-                let values = volume.read_unit(z..z + 1, rows, 0..width)?;
-                let part = &values[c * plane..(c + 1) * plane];
+        for y0 in (0..height).step_by(band) {
+            let rows = y0..(y0 + band).min(height);
+            let plane = rows.len() * width;
+            let values = volume.read_unit(z..z + 1, rows, 0..width)?;
+            for (stats, part) in stats.iter_mut().zip(values.chunks_exact(plane)) {
                 if pass == 0 {
                     stats.add_values(part);
                 } else {
@@ -235,7 +234,6 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let model_sha256 = sha256_hex(&[&bytes.sidecar, &bytes.weights]);
     let cfg = model.config().clone();
     let normalisation = match meta.normalisation {
-        Some(n @ (Normalisation::Dataset { .. } | Normalisation::PerImage)) => n,
         Some(Normalisation::Percentile { .. }) => bail!(
             "{model_name} normalises each image by its percentiles, which blockwise prediction \
              does not offer (it would sort every whole section); predict TIFF stacks with it"
@@ -247,6 +245,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             );
             Normalisation::PerImage
         }
+        Some(n) => n,
     };
     let volume = Volume::open(input)?;
     if volume.channels() != cfg.in_channels {
@@ -319,7 +318,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let channels = volume.channels();
     let mut voxels = 0u64;
     // Per-section statistics, each gathered once by this worker.
-    let mut section_stats: HashMap<usize, PlaneStats> = HashMap::new();
+    let mut section_stats: HashMap<usize, Vec<PlaneStats>> = HashMap::new();
     for &id in &todo {
         let [zs, ys, xs] = grid.block(id);
         let window = Window { y: ys, x: xs };
@@ -331,17 +330,19 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             let mut section = section.to_vec();
             if normalisation == Normalisation::PerImage {
                 let z = zs.start + k;
-                let stats = match section_stats.get(&z) {
-                    Some(s) => *s,
-                    None => {
-                        let s = streamed_section_stats(&volume, z, window.height())?;
-                        *section_stats.entry(z).or_insert(s)
+                let stats = match section_stats.entry(z) {
+                    Entry::Occupied(known) => known.into_mut(),
+                    Entry::Vacant(new) => {
+                        new.insert(streamed_section_stats(&volume, z, window.height())?)
                     }
                 };
-                stats.apply(&mut section);
+                let plane = need.height() * need.width();
+                for (stats, values) in stats.iter().zip(section.chunks_exact_mut(plane)) {
+                    stats.apply(values);
+                }
             } else {
                 // Fixed statistics act voxel by voxel: a crop gets the whole section's numbers.
-                normalisation.apply(&mut section);
+                normalisation.apply(&mut section, channels);
             }
             let p =
                 overlap_tile_predict_window(&model, &section, &need, height, width, &window, &opts)

@@ -27,7 +27,7 @@ fn info_prints_the_isbi_summary() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("30 pages of 512x512"), "{text}");
+    assert!(text.contains("30 sections of 512x512"), "{text}");
     assert!(text.contains("train") && text.contains("0-26"), "{text}");
     assert!(
         text.contains("validation") && text.contains("27-29"),

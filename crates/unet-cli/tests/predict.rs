@@ -228,7 +228,7 @@ fn bad_inputs_are_clear_errors() {
     }
     let err = fails(&predict("rgb.tif"));
     assert!(
-        err.contains("3 sample(s) per pixel") && err.contains("takes 1 input channel"),
+        err.contains("3 channel(s) a section") && err.contains("takes 1 input channel"),
         "{err}"
     );
 
@@ -586,7 +586,7 @@ fn a_three_class_model_writes_every_class_probability_or_the_most_probable_class
         d.join("k3.safetensors"),
         &model,
         1,
-        Some(normalisation),
+        Some(normalisation.clone()),
         serde_json::json!({}),
         None,
     )
@@ -632,7 +632,7 @@ fn a_three_class_model_writes_every_class_probability_or_the_most_probable_class
             .iter()
             .map(|&v| f32::from(v) / 255.0)
             .collect();
-        normalisation.apply(&mut page);
+        normalisation.apply(&mut page, 1);
         let want = unet_model::overlap_tile_predict_probs(&model, &page, h, w, &opts).unwrap();
         assert_eq!(
             &values[s * 3 * plane..(s + 1) * 3 * plane],

@@ -103,7 +103,7 @@ fn own_stacks_under_any_names_summarise_train_and_evaluate() {
     let mut info = vec!["info", "--train-fraction", "0.6"];
     info.extend_from_slice(&own);
     let text = ok_stdout(&unet(&info, dir.path()));
-    assert!(text.contains("3 pages of 64x64"), "{text}");
+    assert!(text.contains("3 sections of 64x64"), "{text}");
 
     let text = ok_stdout(&unet(&train_args(&own), dir.path()));
     assert!(
@@ -756,6 +756,92 @@ fn own_three_class_stacks_summarise_train_predict_and_score() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("em-classes.tif") && err.contains("value 2"),
+        "{err}"
+    );
+}
+
+/// The own sections as a 16-bit ImageJ hyperstack of three channels, each the grey section
+/// under another gain and offset (the third inverted), beside the binary labels.
+fn write_three_channel_sections(dir: &Path) {
+    write_own_sections(dir);
+    let grey = unet_data::read_u8_stack(dir.join("em.tif")).unwrap();
+    let plane = 64 * 64;
+    let mut planes = Vec::with_capacity(3 * 3 * plane);
+    for s in 0..3 {
+        let page = grey.page(s);
+        planes.extend(page.iter().map(|&v| u16::from(v) * 257));
+        planes.extend(page.iter().map(|&v| 5000 + u16::from(v) * 100));
+        planes.extend(page.iter().map(|&v| 65535 - u16::from(v) * 200));
+    }
+    let stack = Stack::new(9, 64, 64, planes).unwrap();
+    let channels = unet_data::ChannelStack::new(3, stack).unwrap();
+    unet_data::write_channels(dir.join("em3.tif"), &channels).unwrap();
+}
+
+#[test]
+fn own_three_channel_stacks_train_predict_and_refuse_other_channel_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_three_channel_sections(d);
+    let own = ["--images", "em3.tif", "--labels", "em-masks.tif"];
+    let mut info = vec!["info", "--train-fraction", "0.6"];
+    info.extend_from_slice(&own);
+    let text = ok_stdout(&unet(&info, d));
+    assert!(
+        text.contains("3 sections of 64x64, 16-bit, 3 channels"),
+        "{text}"
+    );
+    assert!(text.contains("grey mean / std of each channel"), "{text}");
+
+    let mut train = train_args(&own);
+    let epochs = train.iter().position(|a| *a == "--epochs").unwrap();
+    train[epochs + 1] = "2";
+    // Fixed statistics, fitted per channel (the default recipe standardises each image).
+    train.extend_from_slice(&["--normalisation", "dataset"]);
+    let text = ok_stdout(&unet(&train, d));
+    assert!(text.contains("done: 2 epochs"), "{text}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("runs/t/config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["in_channels"], 3);
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("runs/t/best.json")).unwrap()).unwrap();
+    let normalisation = &sidecar["normalisation"];
+    assert_eq!(normalisation["mode"], "dataset_per_channel", "{sidecar}");
+    assert_eq!(normalisation["mean"].as_array().unwrap().len(), 3);
+    // Each channel's statistics are the grey ones under its gain and offset.
+    let stat = |key: &str, c: usize| normalisation[key][c].as_f64().unwrap();
+    let grey_mean = stat("mean", 0) * 65535.0 / 257.0;
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+    assert!(close(
+        stat("mean", 1),
+        (5000.0 + 100.0 * grey_mean) / 65535.0
+    ));
+    assert!(close(stat("mean", 2), 1.0 - 200.0 * grey_mean / 65535.0));
+    assert!(close(stat("std", 1), stat("std", 0) * 100.0 / 257.0));
+    assert!(close(stat("std", 2), stat("std", 0) * 200.0 / 257.0));
+
+    let model = ["--model", "runs/t/best.safetensors"];
+    let predict = |input: &str| {
+        let mut args = vec!["predict", "--input", input, "--out", "p.tif"];
+        args.extend_from_slice(&model);
+        unet(&args, d)
+    };
+    ok_stdout(&predict("em3.tif"));
+    let p = unet_data::read_stack(d.join("p.tif")).unwrap();
+    assert_eq!(p.dims(), (3, 64, 64, 1));
+    let unet_data::AnyStack::F32(p) = p else {
+        panic!("P(cell) is float")
+    };
+    assert!(p.as_slice().iter().all(|v| (0.0..=1.0).contains(v)));
+    ok_stdout(&unet(&["evaluate", "--run", "runs/t"], d));
+
+    // A grey stack does not fit a model of three channels.
+    std::fs::remove_file(d.join("p.tif")).unwrap();
+    let out = predict("em.tif");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("em.tif") && err.contains("1 channel(s)") && err.contains("takes 3"),
         "{err}"
     );
 }

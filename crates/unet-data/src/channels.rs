@@ -115,6 +115,24 @@ impl ChannelStack {
         self.planes.to_unit_f32()
     }
 
+    /// Section `s`'s channel planes in the net's units (as [`ChannelStack::to_unit_f32`]):
+    /// `C x H x W` values. Panics if `s` is out of range, like slice indexing.
+    pub fn unit_section(&self, s: usize) -> Vec<f32> {
+        let (c, n) = (self.channels, self.height() * self.width());
+        let range = s * c * n..(s + 1) * c * n;
+        match &self.planes {
+            AnyStack::U8(p) => p.as_slice()[range]
+                .iter()
+                .map(|&v| f32::from(v) / 255.0)
+                .collect(),
+            AnyStack::U16(p) => p.as_slice()[range]
+                .iter()
+                .map(|&v| f32::from(v) / 65535.0)
+                .collect(),
+            AnyStack::F32(p) => p.as_slice()[range].to_vec(),
+        }
+    }
+
     /// A new stack of the given sections, in the order given (an index may repeat).
     pub fn select(&self, sections: &[usize]) -> Result<Self> {
         if let Some(&bad) = sections.iter().find(|&&s| s >= self.sections()) {
@@ -158,6 +176,17 @@ impl ChannelStack {
             });
         }
         Ok(())
+    }
+}
+
+impl<T> From<Stack<T>> for ChannelStack
+where
+    Stack<T>: Into<AnyStack>,
+{
+    /// Each page a section, each sample a channel ([`ChannelStack::from_interleaved`]); a grey
+    /// stack is one channel.
+    fn from(stack: Stack<T>) -> Self {
+        ChannelStack::from_interleaved(stack)
     }
 }
 
@@ -396,6 +425,14 @@ mod tests {
         let stats = c.channel_stats(&[0]).unwrap();
         assert_eq!(stats[1].mean, 3.5);
         assert!(ChannelStack::new(2, Stack::new(3, 1, 1, vec![0u8; 3]).unwrap()).is_err());
+        // Section 0 in the net's units, channel after channel.
+        let unit: Vec<f32> = [1u8, 4, 2, 5, 3, 6]
+            .iter()
+            .map(|&v| f32::from(v) / 255.0)
+            .collect();
+        assert_eq!(c.unit_section(0), unit);
+        let wide = ChannelStack::new(2, Stack::new(4, 1, 1, vec![0u16, 1, 65535, 3]).unwrap());
+        assert_eq!(wide.unwrap().unit_section(1), vec![1.0, 3.0 / 65535.0]);
     }
 
     #[test]

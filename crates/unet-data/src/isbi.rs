@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    read_class_labels, read_u8_stack, Error, GreyStats, LabelClasses, LabelOptions, Result, Split,
-    Stack,
+    read_channels, read_class_labels, read_u8_stack, AnyStack, ChannelStack, Error, GreyStats,
+    LabelClasses, LabelOptions, Result, Split, Stack,
 };
 
 /// File name of the training images.
@@ -283,8 +283,9 @@ impl fmt::Display for DataSource {
 pub struct LabelledSections {
     /// Where they were read from.
     pub source: DataSource,
-    /// Training images, 8-bit grey.
-    pub train_images: Stack<u8>,
+    /// Training images: one channel (grey) or several, 8-bit, 16-bit or float. The ISBI stacks
+    /// are 8-bit grey ([`LabelledSections::grey_u8`]).
+    pub train_images: ChannelStack,
     /// Training labels, 8-bit: {0, 255}, or class indices (see `label_classes`).
     pub train_labels: Stack<u8>,
     /// How `train_labels` reads.
@@ -298,7 +299,10 @@ impl LabelledSections {
     /// and check that images and labels pair up.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let mut data = Self::load_files(dir.join(TRAIN_VOLUME), dir.join(TRAIN_LABELS))?;
+        let (images, labels) = (dir.join(TRAIN_VOLUME), dir.join(TRAIN_LABELS));
+        let mut data = Self::load_files(&images, &labels)?;
+        // The ISBI stacks are 8-bit grey; a directory of other images is no ISBI directory.
+        data.grey_u8()?;
         data.source = DataSource::Directory(dir.to_path_buf());
         let test_path = dir.join(TEST_VOLUME);
         if test_path.exists() {
@@ -307,9 +311,10 @@ impl LabelledSections {
         Ok(data)
     }
 
-    /// Load a training pair under any names (a user's own sections): 8-bit grey images and their
-    /// labels (0 = membrane or background, 255 or 1 = cell), checked to pair up page by page.
-    /// There is no test stack.
+    /// Load a training pair under any names (a user's own sections): images with one channel
+    /// or several ([`read_channels`]: RGB, N samples per pixel, ImageJ or OME-TIFF channels;
+    /// 8-bit, 16-bit or float) and their labels (0 = membrane or background, 255 or 1 = cell),
+    /// checked to pair up section by section. There is no test stack.
     pub fn load_files(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Self> {
         Self::load_files_with(images, labels, &LabelOptions::default())
     }
@@ -324,7 +329,7 @@ impl LabelledSections {
         options: &LabelOptions,
     ) -> Result<Self> {
         let (images, labels) = (images.as_ref(), labels.as_ref());
-        let train_images = read_u8_stack(images)?;
+        let train_images = read_channels(images)?;
         // Without a class count or an ignored value, labels are binary, strictly: a stack of
         // any other values (grey images given as labels, say) is refused, not read as classes.
         let (train_labels, label_classes) = if options.is_default() {
@@ -336,13 +341,6 @@ impl LabelledSections {
             check_pair(images, &train_images, labels, &classes)?;
             classes.to_training(labels)?
         };
-        if train_images.samples() != 1 {
-            return Err(Error::WrongPixelType {
-                path: images.to_path_buf(),
-                expected: "grey (one sample per pixel)",
-                found: "multi-sample",
-            });
-        }
         Ok(LabelledSections {
             source: DataSource::Files {
                 images: images.to_path_buf(),
@@ -356,10 +354,33 @@ impl LabelledSections {
         })
     }
 
+    /// The training images as the 8-bit grey stack that ISBI's stacks are: for the commands
+    /// that score and study the ISBI recipe (evaluate, calibrate, robustness, figures). Images
+    /// with channels, or of 16 bits or float, are an error naming the file.
+    pub fn grey_u8(&self) -> Result<&Stack<u8>> {
+        let path = match &self.source {
+            DataSource::Directory(dir) => dir.join(TRAIN_VOLUME),
+            DataSource::Files { images, .. } => images.clone(),
+        };
+        match self.train_images.planes() {
+            AnyStack::U8(s) if self.train_images.channels() == 1 => Ok(s),
+            AnyStack::U8(_) => Err(Error::WrongPixelType {
+                path,
+                expected: "grey (one channel)",
+                found: "an image with channels",
+            }),
+            other => Err(Error::WrongPixelType {
+                path,
+                expected: "8-bit",
+                found: other.pixel_type(),
+            }),
+        }
+    }
+
     /// What a user wants to see first about the data under a split.
     pub fn summary(&self, split: &Split) -> Result<DataSummary> {
         let split_summary = |name: &'static str, pages: &[usize]| -> Result<SplitSummary> {
-            let grey = GreyStats::of_pages(&self.train_images, pages)?;
+            let channels = self.train_images.channel_stats(pages)?;
             let classes = self.label_classes;
             let mut counts = vec![0u64; classes.n_classes()];
             for &p in pages {
@@ -374,7 +395,7 @@ impl LabelledSections {
             Ok(SplitSummary {
                 name,
                 sections: pages.to_vec(),
-                grey,
+                channels,
                 cell_fraction: class_fractions[1..].iter().sum(),
                 class_fractions,
             })
@@ -392,9 +413,11 @@ impl LabelledSections {
         };
         Ok(DataSummary {
             source: self.source.clone(),
-            pages: self.train_images.pages(),
+            pages: self.train_images.sections(),
             height: self.train_images.height(),
             width: self.train_images.width(),
+            channels: self.train_images.channels(),
+            pixel_type: self.train_images.pixel_type(),
             label_classes: self.label_classes,
             splits,
             test,
@@ -409,8 +432,8 @@ pub struct SplitSummary {
     pub name: &'static str,
     /// Its sections.
     pub sections: Vec<usize>,
-    /// Grey-value statistics of its images.
-    pub grey: GreyStats,
+    /// Grey-value statistics of its images, one per channel, in stored units (0-255 for 8-bit).
+    pub channels: Vec<GreyStats>,
     /// Fraction of its (not ignored) label pixels that are cell, or of any class but 0.
     pub cell_fraction: f64,
     /// Each class's fraction of its label pixels that are not ignored.
@@ -422,12 +445,16 @@ pub struct SplitSummary {
 pub struct DataSummary {
     /// Where the sections were read from.
     pub source: DataSource,
-    /// Training pages.
+    /// Training sections.
     pub pages: usize,
-    /// Page height.
+    /// Section height.
     pub height: usize,
-    /// Page width.
+    /// Section width.
     pub width: usize,
+    /// Channels a section.
+    pub channels: usize,
+    /// The pixel type in words ("8-bit", ...).
+    pub pixel_type: &'static str,
     /// How the labels read.
     pub label_classes: LabelClasses,
     /// One entry per non-empty split.
@@ -457,10 +484,14 @@ fn ranges(sections: &[usize]) -> String {
 impl fmt::Display for DataSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", self.source)?;
+        let channels = match self.channels {
+            1 => String::new(),
+            c => format!(", {c} channels"),
+        };
         writeln!(
             f,
-            "  training stack: {} pages of {}x{}, 8-bit",
-            self.pages, self.height, self.width
+            "  training stack: {} sections of {}x{}, {}{channels}",
+            self.pages, self.height, self.width, self.pixel_type
         )?;
         writeln!(
             f,
@@ -480,10 +511,25 @@ impl fmt::Display for DataSummary {
                 "  {:<11} {:>9} {:>9.2} {:>9.2} {:>12.1}%",
                 s.name,
                 ranges(&s.sections),
-                s.grey.mean,
-                s.grey.std,
+                s.channels[0].mean,
+                s.channels[0].std,
                 100.0 * s.cell_fraction
             )?;
+        }
+        if self.channels > 1 {
+            writeln!(
+                f,
+                "  grey mean / std of each channel (the columns above are channel 0's):"
+            )?;
+            for s in &self.splits {
+                let each: Vec<String> = s
+                    .channels
+                    .iter()
+                    .enumerate()
+                    .map(|(c, g)| format!("{c}: {:.2} / {:.2}", g.mean, g.std))
+                    .collect();
+                writeln!(f, "  {:<11} {}", s.name, each.join("   "))?;
+            }
         }
         if let LabelClasses::Indexed { classes, ignore } = self.label_classes {
             writeln!(
@@ -566,9 +612,8 @@ pub fn pixel_sha256(stack: &Stack<u8>) -> String {
 
 /// SHA-256 (hex) identifying a training pair: the images' and the labels' shapes and pixel
 /// bytes. A run keeps it so that a resume on other sections is refused.
-pub fn pair_sha256(images: &Stack<u8>, labels: &Stack<u8>) -> String {
-    let mut hasher = Sha256::new();
-    for stack in [images, labels] {
+pub fn pair_sha256(images: &ChannelStack, labels: &Stack<u8>) -> String {
+    fn shape<T>(hasher: &mut Sha256, stack: &Stack<T>) {
         for dim in [
             stack.pages(),
             stack.height(),
@@ -577,8 +622,37 @@ pub fn pair_sha256(images: &Stack<u8>, labels: &Stack<u8>) -> String {
         ] {
             hasher.update((dim as u64).to_le_bytes());
         }
-        hasher.update(stack.as_slice());
     }
+    let mut hasher = Sha256::new();
+    // 8-bit grey images hash as they always have, so the digests of earlier runs still match;
+    // other images add their channel count and pixel type.
+    match images.planes() {
+        AnyStack::U8(s) => {
+            shape(&mut hasher, s);
+            hasher.update(s.as_slice());
+        }
+        AnyStack::U16(s) => {
+            shape(&mut hasher, s);
+            s.as_slice()
+                .iter()
+                .for_each(|v| hasher.update(v.to_le_bytes()));
+        }
+        AnyStack::F32(s) => {
+            shape(&mut hasher, s);
+            s.as_slice()
+                .iter()
+                .for_each(|v| hasher.update(v.to_le_bytes()));
+        }
+    }
+    if images.channels() > 1 || !matches!(images.planes(), AnyStack::U8(_)) {
+        hasher.update(format!(
+            "{} channels, {}",
+            images.channels(),
+            images.pixel_type()
+        ));
+    }
+    shape(&mut hasher, labels);
+    hasher.update(labels.as_slice());
     hex(&hasher.finalize())
 }
 
@@ -603,12 +677,26 @@ mod tests {
         let mut c_pixels = a.as_slice().to_vec();
         c_pixels[11] = 255;
         let c = Stack::new(2, 2, 3, c_pixels).unwrap();
-        let ab = pair_sha256(&a, &b);
-        assert_eq!(ab, pair_sha256(&a, &b));
+        let grey = |s: &Stack<u8>| ChannelStack::new(1, s.clone()).unwrap();
+        let ab = pair_sha256(&grey(&a), &b);
+        assert_eq!(ab, pair_sha256(&grey(&a), &b));
         assert_eq!(ab.len(), 64);
-        assert_ne!(ab, pair_sha256(&b, &a));
-        assert_ne!(pair_sha256(&a, &a), pair_sha256(&b, &b));
-        assert_ne!(pair_sha256(&a, &a), pair_sha256(&a, &c));
+        assert_ne!(ab, pair_sha256(&grey(&b), &a));
+        assert_ne!(pair_sha256(&grey(&a), &a), pair_sha256(&grey(&b), &b));
+        assert_ne!(pair_sha256(&grey(&a), &a), pair_sha256(&grey(&a), &c));
+        // 8-bit grey pairs hash as before channels existed (digests in earlier runs' records).
+        let mut before = Sha256::new();
+        for stack in [&a, &b] {
+            for dim in [stack.pages(), stack.height(), stack.width(), 1] {
+                before.update((dim as u64).to_le_bytes());
+            }
+            before.update(stack.as_slice());
+        }
+        assert_eq!(ab, hex(&before.finalize()));
+        // The same planes as two channels of one section are other data.
+        let two = ChannelStack::new(2, a.clone()).unwrap();
+        let labels = Stack::new(1, 2, 3, vec![0u8; 6]).unwrap();
+        assert_ne!(pair_sha256(&two, &labels), pair_sha256(&grey(&a), &labels));
     }
 
     #[test]

@@ -12,7 +12,7 @@ fn isbi_dir() -> PathBuf {
 #[test]
 fn loads_and_summarises_isbi() {
     let data = LabelledSections::load(isbi_dir()).unwrap();
-    assert_eq!(data.train_images.pages(), 30);
+    assert_eq!(data.train_images.sections(), 30);
     assert_eq!(
         (data.train_images.height(), data.train_images.width()),
         (512, 512)
@@ -35,12 +35,12 @@ fn loads_and_summarises_isbi() {
         train.cell_fraction
     );
     assert!(
-        (100.0..160.0).contains(&train.grey.mean),
+        (100.0..160.0).contains(&train.channels[0].mean),
         "{:?}",
-        train.grey
+        train.channels[0]
     );
     let text = summary.to_string();
-    assert!(text.contains("30 pages of 512x512"), "{text}");
+    assert!(text.contains("30 sections of 512x512"), "{text}");
     assert!(text.contains("27-29"), "{text}");
 }
 

@@ -98,18 +98,27 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The zoo's preprocessing step that equals `normalisation` on inputs of 8-bit grey values
 /// (0-255): the model's statistics are in [0, 1] units, so fixed ones are scaled by 255, and
-/// per-sample ones (over channel, y and x, as `unet predict` normalises) do not change.
-pub fn preprocessing(normalisation: Normalisation) -> Result<Value> {
+/// per-sample ones (over y and x, each channel on its own, as `unet predict` normalises) do
+/// not change.
+pub fn preprocessing(normalisation: &Normalisation) -> Result<Value> {
     Ok(match normalisation {
         Normalisation::Dataset { mean, std } => json!({
             "id": "fixed_zero_mean_unit_variance",
             "kwargs": {"mean": mean * 255.0, "std": std * 255.0},
         }),
+        Normalisation::DatasetPerChannel { mean, std } => json!({
+            "id": "fixed_zero_mean_unit_variance",
+            "kwargs": {
+                "axis": "channel",
+                "mean": mean.iter().map(|m| m * 255.0).collect::<Vec<_>>(),
+                "std": std.iter().map(|s| s * 255.0).collect::<Vec<_>>(),
+            },
+        }),
         Normalisation::PerImage => json!({
             "id": "zero_mean_unit_variance",
-            "kwargs": {"axes": ["channel", "y", "x"], "eps": ZOO_EPS},
+            "kwargs": {"axes": ["y", "x"], "eps": ZOO_EPS},
         }),
-        Normalisation::Percentile { low, high } => {
+        &Normalisation::Percentile { low, high } => {
             // The zoo takes the upper percentile > 1, to catch fractions given as percents.
             if high <= 1.0 {
                 return Err(Error::Unsupported {
@@ -123,7 +132,7 @@ pub fn preprocessing(normalisation: Normalisation) -> Result<Value> {
             json!({
                 "id": "scale_range",
                 "kwargs": {
-                    "axes": ["channel", "y", "x"],
+                    "axes": ["y", "x"],
                     "min_percentile": low,
                     "max_percentile": high,
                     "eps": ZOO_EPS,
@@ -136,19 +145,42 @@ pub fn preprocessing(normalisation: Normalisation) -> Result<Value> {
 /// The zoo's epsilon of its normalisations (their default).
 const ZOO_EPS: f64 = 1e-6;
 
-/// One sample's values (all channels, grey values 0-255) normalised as the zoo's step of
-/// [`preprocessing`] does: `(x - mean) / (std + eps)`, and percentiles by linear interpolation
-/// (`numpy.quantile`'s default) mapped by `(x - lo) / (hi - lo + eps)`. `unet predict`'s
-/// own [`Normalisation::apply`] differs only in the eps and in taking the nearest rank for a
-/// percentile; the test output is computed from these values so that a zoo consumer
-/// reproduces it.
-pub fn normalise_as_the_zoo(values: &[f32], normalisation: Normalisation) -> Vec<f32> {
+/// One sample's values (`channels` planes of grey values 0-255) normalised as the zoo's step of
+/// [`preprocessing`] does, each channel on its own: `(x - mean) / (std + eps)`, and percentiles
+/// by linear interpolation (`numpy.quantile`'s default) mapped by `(x - lo) / (hi - lo + eps)`.
+/// `unet predict`'s own [`Normalisation::apply`] differs only in the eps and in taking the
+/// nearest rank for a percentile; the test output is computed from these values so that a zoo
+/// consumer reproduces it.
+pub fn normalise_as_the_zoo(
+    values: &[f32],
+    channels: usize,
+    normalisation: &Normalisation,
+) -> Vec<f32> {
+    let plane = values.len() / channels.max(1);
+    if plane == 0 {
+        return Vec::new();
+    }
+    values
+        .chunks(plane)
+        .enumerate()
+        .flat_map(|(c, values)| normalise_plane_as_the_zoo(values, c, normalisation))
+        .collect()
+}
+
+/// [`normalise_as_the_zoo`] of channel `channel`'s plane.
+fn normalise_plane_as_the_zoo(
+    values: &[f32],
+    channel: usize,
+    normalisation: &Normalisation,
+) -> Vec<f32> {
     let n = values.len().max(1) as f64;
+    let fixed = |mean: f64, std: f64| {
+        let (mean, std) = ((mean * 255.0) as f32, (std * 255.0) as f32);
+        values.iter().map(|&v| (v - mean) / std).collect()
+    };
     match normalisation {
-        Normalisation::Dataset { mean, std } => {
-            let (mean, std) = ((mean * 255.0) as f32, (std * 255.0) as f32);
-            values.iter().map(|&v| (v - mean) / std).collect()
-        }
+        &Normalisation::Dataset { mean, std } => fixed(mean, std),
+        Normalisation::DatasetPerChannel { mean, std } => fixed(mean[channel], std[channel]),
         Normalisation::PerImage => {
             let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
             let var = values
@@ -162,7 +194,7 @@ pub fn normalise_as_the_zoo(values: &[f32], normalisation: Normalisation) -> Vec
                 .map(|&v| ((f64::from(v) - mean) / scale) as f32)
                 .collect()
         }
-        Normalisation::Percentile { low, high } => {
+        &Normalisation::Percentile { low, high } => {
             let mut sorted: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
             sorted.sort_unstable_by(f64::total_cmp);
             let at = |p: f64| {
@@ -195,7 +227,7 @@ struct TestTensors {
 
 fn test_tensors(
     model: &UNet,
-    normalisation: Normalisation,
+    normalisation: &Normalisation,
     sample: &Sample,
     size: usize,
 ) -> Result<TestTensors> {
@@ -222,7 +254,7 @@ fn test_tensors(
     let input: Vec<f32> = std::iter::repeat_n(plane.iter().copied(), cfg.in_channels)
         .flatten()
         .collect();
-    let normalised = normalise_as_the_zoo(&input, normalisation);
+    let normalised = normalise_as_the_zoo(&input, cfg.in_channels, normalisation);
     let device = Device::Cpu;
     let x = Tensor::from_vec(normalised, (1, cfg.in_channels, side, side), &device)?;
     let model = on_cpu(model)?;
@@ -276,6 +308,14 @@ fn cover(t: &TestTensors, n_classes: usize) -> Result<Vec<u8>> {
     Ok(unet_data::encode_png_grey(o, 2 * o, &pixels)?)
 }
 
+/// What the model's input images are, in words: grey, or of N channels.
+fn image_kind(in_channels: usize) -> String {
+    match in_channels {
+        1 => "grey images".into(),
+        n => format!("images of {n} channels"),
+    }
+}
+
 /// The output's class names: membrane and cell for the ISBI's two classes.
 fn class_names(n_classes: usize) -> Vec<String> {
     match n_classes {
@@ -284,19 +324,33 @@ fn class_names(n_classes: usize) -> Vec<String> {
     }
 }
 
-fn describe_normalisation(n: Normalisation) -> String {
+fn describe_normalisation(n: &Normalisation) -> String {
     match n {
-        Normalisation::Dataset { mean, std } => format!(
+        Normalisation::DatasetPerChannel { mean, std } => {
+            let each: Vec<String> = mean
+                .iter()
+                .zip(std)
+                .enumerate()
+                .map(|(c, (m, s))| {
+                    format!("channel {c}: mean {:.2}, std {:.2}", m * 255.0, s * 255.0)
+                })
+                .collect();
+            format!(
+                "each channel by fixed statistics of the training sections, in grey values ({})",
+                each.join("; ")
+            )
+        }
+        &Normalisation::Dataset { mean, std } => format!(
             "fixed statistics of the training sections: mean {mean:.4}, standard deviation \
              {std:.4} in [0, 1] units ({:.2} and {:.2} in grey values)",
             mean * 255.0,
             std * 255.0
         ),
-        Normalisation::PerImage => {
-            "each image by its own mean and standard deviation (over all its pixels)".into()
-        }
+        Normalisation::PerImage => "each image channel by its own mean and standard deviation \
+                                    (over all its pixels)"
+            .into(),
         Normalisation::Percentile { low, high } => {
-            format!("each image's {low} and {high} percentiles mapped to 0 and 1")
+            format!("each image channel's {low} and {high} percentiles mapped to 0 and 1")
         }
     }
 }
@@ -416,21 +470,23 @@ fn validation_section(meta: &CheckpointMeta) -> String {
 fn readme(
     model: &UNet,
     meta: &CheckpointMeta,
-    normalisation: Normalisation,
+    normalisation: &Normalisation,
     recorded: bool,
 ) -> String {
     let cfg = model.config();
     let mut text = format!(
         "# {name}\n\n\
-         Per-pixel class probabilities ({classes}) of 2-D grey images: {arch}.\n\n\
+         Per-pixel class probabilities ({classes}) of 2-D {images}: {arch}.\n\n\
          Exported by unet-rs {version} (`unet export`). The ONNX weights (opset {OPSET}) hold \
          the network with its batch norms folded into the convolutions and a softmax over the \
          classes; the attached `{weights}` and `{sidecar}` are the unet-rs checkpoint itself \
          (`unet predict --model` runs this package).\n\n\
          ## Input\n\n\
-         8-bit grey values (0-255) as float32, axes batch, channel, y, x. The model normalises \
-         {norm}{note}; the package's preprocessing step does the same.\n\n",
+         8-bit grey values (0-255) as float32, axes batch, channel, y, x (a 16-bit or float \
+         image scaled to that range first, as `unet predict` scales it to [0, 1]). The model \
+         normalises {norm}{note}; the package's preprocessing step does the same.\n\n",
         name = "U-Net (unet-rs)",
+        images = image_kind(cfg.in_channels),
         classes = class_names(cfg.n_classes).join(", "),
         arch = architecture(model),
         version = env!("CARGO_PKG_VERSION"),
@@ -490,9 +546,12 @@ fn package_files(
 ) -> Result<Vec<(&'static str, Vec<u8>)>> {
     let cfg = model.config();
     let recorded = meta.normalisation.is_some();
-    let normalisation = meta.normalisation.unwrap_or(Normalisation::PerImage);
-    let pre = preprocessing(normalisation)?;
-    let tests = test_tensors(model, normalisation, sample, opts.test_size)?;
+    let normalisation = meta
+        .normalisation
+        .clone()
+        .unwrap_or(Normalisation::PerImage);
+    let pre = preprocessing(&normalisation)?;
+    let tests = test_tensors(model, &normalisation, sample, opts.test_size)?;
     let onnx = onnx_model(model)?;
     let test_input = npy::to_npy(&[1, cfg.in_channels, tests.side, tests.side], &tests.input);
     let test_output = npy::to_npy(
@@ -500,7 +559,7 @@ fn package_files(
         &tests.output,
     );
     let cover = cover(&tests, cfg.n_classes)?;
-    let readme = readme(model, meta, normalisation, recorded);
+    let readme = readme(model, meta, &normalisation, recorded);
 
     let min = min_input_size(cfg);
     let step = unet_model::size::input_size_step(cfg);
@@ -525,8 +584,9 @@ fn package_files(
         "format_version": FORMAT_VERSION,
         "name": opts.name,
         "description": format!(
-            "U-Net segmentation of 2-D grey images into {} (per-pixel probabilities), trained \
-             with unet-rs",
+            "U-Net segmentation of 2-D {} into {} (per-pixel probabilities), trained with \
+             unet-rs",
+            image_kind(cfg.in_channels),
             class_names(cfg.n_classes).join(" and ")
         ),
         "authors": opts.authors.iter().map(|a| json!({"name": a})).collect::<Vec<_>>(),

@@ -61,7 +61,7 @@ impl CheckpointMeta {
     /// The recorded input normalisation, or an error naming the sidecar of the checkpoint at
     /// `weights` when it records none.
     pub fn required_normalisation(&self, weights: &Path) -> Result<Normalisation> {
-        self.normalisation.ok_or_else(|| Error::Checkpoint {
+        self.normalisation.clone().ok_or_else(|| Error::Checkpoint {
             path: sidecar_path(weights),
             reason: "no input normalisation recorded (the `normalisation` field)".into(),
         })
@@ -231,9 +231,16 @@ fn parse_meta(text: &[u8], sidecar: &Path) -> Result<CheckpointMeta> {
             meta.normalisation = Some(Normalisation::Dataset { mean, std });
         }
     }
-    if let Some(n) = meta.normalisation {
-        n.validated()
-            .map_err(|e| fail(format!("its normalisation: {e}")))?;
+    if let Some(n) = &meta.normalisation {
+        n.clone()
+            .validated()
+            .and_then(|n| n.check_channels(meta.config.in_channels))
+            .map_err(|e| {
+                fail(format!(
+                    "its normalisation: {e} (the model takes {} input channel(s))",
+                    meta.config.in_channels
+                ))
+            })?;
     }
     Ok(meta)
 }

@@ -2,7 +2,8 @@
 //! input. A trained model carries its normalisation in its checkpoint sidecar
 //! ([`crate::CheckpointMeta::normalisation`]), and training, validation, calibration and
 //! prediction all apply it through [`Normalisation::apply`], so the network sees the same
-//! numbers everywhere.
+//! numbers everywhere. An image with channels is normalised channel by channel: each channel
+//! plane by its own statistics.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,11 +17,17 @@ use crate::{Error, Result};
 ///
 /// let n = Normalisation::dataset(0.5, 0.25).unwrap();
 /// let mut plane = vec![0.5f32, 0.75];
-/// n.apply(&mut plane);
+/// n.apply(&mut plane, 1);
 /// assert_eq!(plane, vec![0.0, 1.0]);
 /// assert!(Normalisation::dataset(0.5, 0.0).is_err());
+///
+/// // Two channels, each by its own statistics.
+/// let n = Normalisation::dataset_per_channel(vec![0.5, 0.2], vec![0.25, 0.1]).unwrap();
+/// let mut section = vec![0.5f32, 0.75, 0.2, 0.3];
+/// n.apply(&mut section, 2);
+/// assert_eq!(section, vec![0.0, 1.0, 0.0, (0.3f32 - 0.2) / 0.1]);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum Normalisation {
     /// Fixed statistics of the training sections: `x = (v - mean) / std`.
@@ -29,6 +36,14 @@ pub enum Normalisation {
         mean: f64,
         /// Their standard deviation (> 0).
         std: f64,
+    },
+    /// Fixed statistics of the training sections, one pair per input channel: channel `c` is
+    /// `(v - mean[c]) / std[c]`. What training fits on images with several channels.
+    DatasetPerChannel {
+        /// Each channel's mean grey value in [0, 1].
+        mean: Vec<f64>,
+        /// Each channel's standard deviation (> 0).
+        std: Vec<f64>,
     },
     /// Each image plane by its own mean and standard deviation (a constant plane becomes 0):
     /// what `unet predict` falls back to for a checkpoint that records no normalisation.
@@ -49,21 +64,46 @@ impl Normalisation {
         Normalisation::Dataset { mean, std }.validated()
     }
 
+    /// Fixed statistics per channel, checked as [`Normalisation::dataset`] and for one pair
+    /// per channel; one channel gives [`Normalisation::Dataset`], so a grey model records what
+    /// it always has.
+    pub fn dataset_per_channel(mean: Vec<f64>, std: Vec<f64>) -> Result<Self> {
+        if let ([mean], [std]) = (mean.as_slice(), std.as_slice()) {
+            return Self::dataset(*mean, *std);
+        }
+        Normalisation::DatasetPerChannel { mean, std }.validated()
+    }
+
     /// `self` if its numbers can normalise, else an error naming them.
     pub fn validated(self) -> Result<Self> {
-        match self {
-            Normalisation::Dataset { mean, std } => {
-                if mean.is_finite() && std.is_finite() && std > 0.0 {
-                    Ok(self)
-                } else {
-                    Err(Error::Normalisation(format!(
-                        "cannot normalise by mean {mean} and standard deviation {std} (the \
-                         mean must be finite, the standard deviation finite and > 0)"
-                    )))
+        let check_pair = |mean: f64, std: f64| {
+            if mean.is_finite() && std.is_finite() && std > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::Normalisation(format!(
+                    "cannot normalise by mean {mean} and standard deviation {std} (the mean \
+                     must be finite, the standard deviation finite and > 0)"
+                )))
+            }
+        };
+        match &self {
+            Normalisation::Dataset { mean, std } => check_pair(*mean, *std).map(|()| self),
+            Normalisation::DatasetPerChannel { mean, std } => {
+                if mean.is_empty() || mean.len() != std.len() {
+                    return Err(Error::Normalisation(format!(
+                        "per-channel statistics need one mean and one standard deviation per \
+                         channel; got {} mean(s) and {} standard deviation(s)",
+                        mean.len(),
+                        std.len()
+                    )));
                 }
+                for (&m, &s) in mean.iter().zip(std) {
+                    check_pair(m, s)?;
+                }
+                Ok(self)
             }
             Normalisation::PerImage => Ok(self),
-            Normalisation::Percentile { low, high } => {
+            &Normalisation::Percentile { low, high } => {
                 if (0.0..100.0).contains(&low) && low < high && high <= 100.0 {
                     Ok(self)
                 } else {
@@ -101,13 +141,60 @@ impl Normalisation {
         }
     }
 
-    /// Normalises one image plane of grey values in [0, 1], in place.
-    pub fn apply(&self, plane: &mut [f32]) {
-        match *self {
-            Normalisation::Dataset { mean, std } => {
+    /// The number of channels fixed statistics were fitted on, when they were fitted per
+    /// channel; `None` when the normalisation suits any number of channels.
+    pub fn channels(&self) -> Option<usize> {
+        match self {
+            Normalisation::DatasetPerChannel { mean, .. } => Some(mean.len()),
+            _ => None,
+        }
+    }
+
+    /// Checks that this normalisation suits images of `channels` channels (statistics fitted
+    /// per channel suit only their own channel count).
+    pub fn check_channels(&self, channels: usize) -> Result<()> {
+        match self.channels() {
+            Some(fitted) if fitted != channels => Err(Error::Normalisation(format!(
+                "the normalisation holds statistics of {fitted} channel(s), the image has \
+                 {channels}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Normalises one section of grey values in [0, 1], in place: `channels` planes of equal
+    /// size one after the other (`C x H x W`), each channel plane on its own.
+    ///
+    /// # Panics
+    /// If the section is not `channels` planes, or if the statistics were fitted on another
+    /// channel count (callers check that once with [`Normalisation::check_channels`]).
+    pub fn apply(&self, section: &mut [f32], channels: usize) {
+        assert!(
+            channels > 0 && section.len() % channels == 0,
+            "a section of {} values is not {channels} channel planes",
+            section.len()
+        );
+        if let Err(e) = self.check_channels(channels) {
+            panic!("{e}");
+        }
+        let plane = section.len() / channels;
+        if plane == 0 {
+            return;
+        }
+        for (c, values) in section.chunks_exact_mut(plane).enumerate() {
+            self.apply_plane(values, c);
+        }
+    }
+
+    /// Normalises channel `channel`'s plane.
+    fn apply_plane(&self, plane: &mut [f32], channel: usize) {
+        match self {
+            &Normalisation::Dataset { mean, std } => {
                 // In f32, as the network computes: the same numbers in every caller.
-                let (mean, std) = (mean as f32, std as f32);
-                shift_and_scale(plane, mean, std);
+                shift_and_scale(plane, mean as f32, std as f32);
+            }
+            Normalisation::DatasetPerChannel { mean, std } => {
+                shift_and_scale(plane, mean[channel] as f32, std[channel] as f32);
             }
             Normalisation::PerImage => {
                 let mut stats = PlaneStats::default();
@@ -115,7 +202,7 @@ impl Normalisation {
                 stats.add_deviations(plane);
                 stats.apply(plane);
             }
-            Normalisation::Percentile { low, high } => {
+            &Normalisation::Percentile { low, high } => {
                 let mut sorted: Vec<f32> =
                     plane.iter().copied().filter(|v| v.is_finite()).collect();
                 if sorted.is_empty() {
@@ -130,13 +217,6 @@ impl Normalisation {
                 shift_and_scale(plane, lo, range);
             }
         }
-    }
-
-    /// The 8-bit grey values of one plane, scaled to [0, 1] and normalised.
-    pub fn apply_u8(&self, plane: &[u8]) -> Vec<f32> {
-        let mut out: Vec<f32> = plane.iter().map(|&v| f32::from(v) / 255.0).collect();
-        self.apply(&mut out);
-        out
     }
 }
 
@@ -154,7 +234,7 @@ impl Normalisation {
 /// plane.chunks(5).for_each(|part| stats.add_values(part));
 /// plane.chunks(5).for_each(|part| stats.add_deviations(part));
 /// let (mut whole, mut streamed) = (plane.clone(), plane);
-/// Normalisation::PerImage.apply(&mut whole);
+/// Normalisation::PerImage.apply(&mut whole, 1);
 /// stats.apply(&mut streamed);
 /// assert_eq!(whole, streamed);
 /// ```
@@ -220,7 +300,8 @@ mod tests {
         let json = serde_json::to_string(&n).unwrap();
         assert_eq!(json, r#"{"mode":"dataset","mean":0.4936,"std":0.1723}"#);
         assert_eq!(serde_json::from_str::<Normalisation>(&json).unwrap(), n);
-        let x = n.apply_u8(&[0, 255]);
+        let mut x = vec![0.0f32, 1.0];
+        n.apply(&mut x, 1);
         assert_eq!(x[0], (0.0 - 0.4936f32) / 0.1723f32);
         assert_eq!(x[1], (1.0 - 0.4936f32) / 0.1723f32);
     }
@@ -228,12 +309,12 @@ mod tests {
     #[test]
     fn per_image_standardises_each_plane_and_keeps_a_constant_one_finite() {
         let mut plane = vec![0.2f32, 0.4, 0.6, 0.8];
-        Normalisation::PerImage.apply(&mut plane);
+        Normalisation::PerImage.apply(&mut plane, 1);
         let mean: f32 = plane.iter().sum::<f32>() / 4.0;
         let var: f32 = plane.iter().map(|v| v * v).sum::<f32>() / 4.0;
         assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{plane:?}");
         let mut flat = vec![0.5f32; 9];
-        Normalisation::PerImage.apply(&mut flat);
+        Normalisation::PerImage.apply(&mut flat, 1);
         assert!(flat.iter().all(|&v| v == 0.0));
         let json = serde_json::to_string(&Normalisation::PerImage).unwrap();
         assert_eq!(json, r#"{"mode":"per_image"}"#);
@@ -242,20 +323,62 @@ mod tests {
     #[test]
     fn percentiles_map_to_zero_and_one() {
         let mut plane: Vec<f32> = (0..1001).map(|i| i as f32 / 1000.0).collect();
-        Normalisation::percentile().apply(&mut plane);
+        Normalisation::percentile().apply(&mut plane, 1);
         // p1 = 0.01 and p99.8 = 0.998 of the ramp become 0 and 1.
         assert!(plane[10].abs() < 1e-5, "{}", plane[10]);
         assert!((plane[998] - 1.0).abs() < 1e-5, "{}", plane[998]);
         let json = serde_json::to_string(&Normalisation::percentile()).unwrap();
         assert_eq!(json, r#"{"mode":"percentile","low":1.0,"high":99.8}"#);
         let mut flat = vec![0.3f32; 5];
-        Normalisation::percentile().apply(&mut flat);
+        Normalisation::percentile().apply(&mut flat, 1);
         assert!(flat.iter().all(|&v| v == 0.0));
         let bad = Normalisation::Percentile {
             low: 50.0,
             high: 10.0,
         };
         assert!(bad.validated().is_err());
+    }
+
+    #[test]
+    fn channels_are_normalised_each_on_its_own() {
+        let n =
+            Normalisation::dataset_per_channel(vec![0.1, 0.5, 0.9], vec![0.1, 0.2, 0.3]).unwrap();
+        let json = serde_json::to_string(&n).unwrap();
+        assert_eq!(
+            json,
+            r#"{"mode":"dataset_per_channel","mean":[0.1,0.5,0.9],"std":[0.1,0.2,0.3]}"#
+        );
+        assert_eq!(serde_json::from_str::<Normalisation>(&json).unwrap(), n);
+        let mut section = vec![0.2f32, 0.7, 1.2];
+        n.apply(&mut section, 3);
+        assert_eq!(
+            section,
+            vec![
+                (0.2f32 - 0.1) / 0.1,
+                (0.7f32 - 0.5) / 0.2,
+                (1.2f32 - 0.9) / 0.3
+            ]
+        );
+        assert_eq!(n.channels(), Some(3));
+        assert!(n.check_channels(3).is_ok());
+        let err = n.check_channels(1).unwrap_err().to_string();
+        assert!(
+            err.contains("3 channel(s)") && err.contains("has 1"),
+            "{err}"
+        );
+        // One channel is the grey normalisation it always was.
+        assert_eq!(
+            Normalisation::dataset_per_channel(vec![0.4], vec![0.2]).unwrap(),
+            Normalisation::dataset(0.4, 0.2).unwrap()
+        );
+        // A per-plane rule standardises each channel plane by itself.
+        let mut two = vec![0.0f32, 1.0, 10.0, 30.0];
+        Normalisation::PerImage.apply(&mut two, 2);
+        assert_eq!(two, vec![-1.0, 1.0, -1.0, 1.0]);
+        for (mean, std) in [(vec![], vec![]), (vec![0.5, 0.5], vec![0.1])] {
+            assert!(Normalisation::dataset_per_channel(mean, std).is_err());
+        }
+        assert!(Normalisation::dataset_per_channel(vec![0.5, 0.5], vec![0.1, 0.0]).is_err());
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn save_load_forward_is_identical_and_resume_continues() {
         &path,
         &model,
         1,
-        Some(normalisation),
+        Some(normalisation.clone()),
         metrics.clone(),
         Some(&opt),
     )

@@ -117,7 +117,10 @@ fn predict_pages(
     layout: &Layout,
     tta: bool,
 ) -> Result<Vec<f32>, PredictError> {
-    let normalisation = meta.normalisation.unwrap_or(Normalisation::PerImage);
+    let normalisation = meta
+        .normalisation
+        .clone()
+        .unwrap_or(Normalisation::PerImage);
     let opts = TileOptions {
         output_tile: OUTPUT_TILE,
         tta,
@@ -128,7 +131,7 @@ fn predict_pages(
     let mut prob = Vec::with_capacity(layout.pages * h * w);
     for (p, page) in image.chunks_exact(page_len).enumerate() {
         let mut page = page.to_vec();
-        normalisation.apply(&mut page);
+        normalisation.apply(&mut page, layout.channels);
         let cell = overlap_tile_predict(net, &page, h, w, &opts)
             .map_err(|e| PredictError::Input(format!("image {p}: {e}")))?;
         prob.extend(cell);

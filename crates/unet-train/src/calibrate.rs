@@ -14,7 +14,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use unet_data::Stack;
+use unet_data::{ChannelStack, Stack};
 use unet_metrics::{best_decision_threshold, sweep_decision_thresholds, ThresholdCandidate};
 use unet_model::tiling::predict_whole_logits;
 use unet_model::{load_model, read_checkpoint_meta, save_checkpoint, CheckpointMeta};
@@ -72,27 +72,29 @@ impl Calibration {
     }
 }
 
-/// The logit margins `z_cell - z_membrane` of `sections` of the 8-bit `images`, each predicted
-/// whole after `normalisation`, page after page.
+/// The logit margins `z_cell - z_membrane` of `sections` of `images`, each predicted whole
+/// after `normalisation`, section after section.
 pub fn logit_margins(
     model: &UNet,
-    images: &Stack<u8>,
+    images: &ChannelStack,
     sections: &[usize],
-    normalisation: Normalisation,
+    normalisation: &Normalisation,
     device: &Device,
 ) -> Result<Vec<f32>> {
-    let (h, w) = (images.height(), images.width());
+    let (h, w, c) = (images.height(), images.width(), images.channels());
+    normalisation.check_channels(c)?;
     let tensors = sections
         .iter()
         .map(|&s| {
-            let page = normalisation.apply_u8(images.page(s));
-            Ok(Tensor::from_vec(page, (1, 1, h, w), device)?)
+            let mut section = images.unit_section(s);
+            normalisation.apply(&mut section, c);
+            Ok(Tensor::from_vec(section, (1, c, h, w), device)?)
         })
         .collect::<Result<Vec<_>>>()?;
     section_margins(model, &tensors)
 }
 
-/// The logit margins of normalised sections `[1, 1, h, w]`, each predicted whole, flattened
+/// The logit margins of normalised sections `[1, C, h, w]`, each predicted whole, flattened
 /// in order.
 pub(crate) fn section_margins(model: &UNet, sections: &[Tensor]) -> Result<Vec<f32>> {
     check_binary(model)?;
@@ -142,10 +144,10 @@ fn check_binary(model: &UNet) -> Result<()> {
 /// sections) of `images` / `labels` (0 membrane, > 0 cell). The model is not changed.
 pub fn fit_calibration(
     model: &UNet,
-    images: &Stack<u8>,
+    images: &ChannelStack,
     labels: &Stack<u8>,
     sections: &[usize],
-    normalisation: Normalisation,
+    normalisation: &Normalisation,
     device: &Device,
 ) -> Result<Calibration> {
     if sections.is_empty() {
@@ -194,7 +196,7 @@ pub fn apply_calibration(model: &UNet, logit_offset: f64) -> Result<()> {
 /// resumable `last`: a resumed run must continue from the weights it trained).
 pub fn calibrate_checkpoint(
     checkpoint: impl AsRef<Path>,
-    images: &Stack<u8>,
+    images: &ChannelStack,
     labels: &Stack<u8>,
     sections: &[usize],
     device: &Device,
@@ -220,7 +222,7 @@ pub fn calibrate_checkpoint(
     }
     let (model, _) = load_model(checkpoint, device)?;
     let normalisation = meta.required_normalisation(checkpoint)?;
-    let calibration = fit_calibration(&model, images, labels, sections, normalisation, device)?;
+    let calibration = fit_calibration(&model, images, labels, sections, &normalisation, device)?;
     apply_calibration(&model, calibration.logit_offset)?;
     let mut metrics = meta.metrics.clone();
     let value = serde_json::to_value(&calibration).expect("a calibration serialises");

@@ -485,8 +485,10 @@ impl TrainConfig {
         if let Some(w) = &self.weights {
             w.validate()?;
         }
-        if let Some(n) = self.normalisation {
-            n.validated()?;
+        if let Some(n) = &self.normalisation {
+            n.clone()
+                .validated()?
+                .check_channels(self.model.in_channels)?;
         }
         unet_model::size::checked_output_size(&self.model, self.input_tile, "input tile")?;
         if self.calibrate && self.model.n_classes != 2 {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use unet_data::{LabelClasses, Stack};
+use unet_data::{ChannelStack, LabelClasses, Stack};
 use unet_metrics::{score_stack, ScoreOptions, ScoreReport};
 use unet_model::{load_model, Loss};
 
@@ -72,7 +72,7 @@ fn centre_pages<T: Copy>(data: &[T], pages: usize, h: usize, w: usize, size: usi
 /// `centre x centre` of each section.
 pub fn evaluate_checkpoint(
     checkpoint: impl AsRef<Path>,
-    images: &Stack<u8>,
+    images: &ChannelStack,
     labels: &Stack<u8>,
     sections: &[usize],
     device: &Device,
@@ -97,7 +97,7 @@ pub fn evaluate_checkpoint(
         labels,
         LabelClasses::Binary,
         sections,
-        normalisation,
+        &normalisation,
         None,
         device,
     )?;
@@ -127,13 +127,13 @@ pub fn evaluate_checkpoint(
 /// sections, with the centre 388 x 388 too; writes `scores.json` in the run directory.
 pub fn evaluate_run(
     run_dir: impl AsRef<Path>,
-    images: &Stack<u8>,
+    images: &ChannelStack,
     labels: &Stack<u8>,
     device: &Device,
 ) -> Result<Evaluation> {
     let run_dir = run_dir.as_ref();
     let config = TrainConfig::load(run_dir.join(files::CONFIG))?;
-    let split = config.split.resolve(images.pages())?;
+    let split = config.split.resolve(images.sections())?;
     let checkpoint = crate::best_or_last(run_dir);
     let evaluation = evaluate_checkpoint(
         &checkpoint,

@@ -4,14 +4,15 @@
 //! Per epoch the training sections are shuffled (a fresh permutation for each pass over them)
 //! and each sample is one random tile of a section:
 //!
-//! 1. the section (grey values scaled to [0, 1]) and its label go through the augmentation
+//! 1. the section (grey values scaled to [0, 1], one plane per channel) and its label go
+//!    through the augmentation
 //!    pipeline with a mirrored border of `(input - output) / 2` pixels added first and a random
 //!    `input x input` crop last, so every geometric step is composed into one resampling;
 //! 2. the weight map (unet-weights) is computed on the augmented label of the whole input tile,
 //!    then label and weights are centre-cropped to `output x output` (the paper's overlap-tile
 //!    geometry for valid-padding nets; for same padding input and output are equal);
 //! 3. the image is normalised with the model's [`Normalisation`] (by default the training
-//!    sections' mean and standard deviation).
+//!    sections' mean and standard deviation, per channel).
 //!
 //! Sample `i` of epoch `e` uses the seed `derive_seed(derive_seed(seed, e), i)`, and each batch
 //! is assembled in order, so the batches depend on the seed only, never on the number of threads
@@ -23,62 +24,66 @@ use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 use unet_augment::{derive_seed, Pipeline, Sample, SplitMix64, Transform};
-use unet_data::{GreyStats, LabelClasses, Stack, IGNORED};
+use unet_data::{ChannelStack, GreyStats, LabelClasses, Stack, IGNORED};
 use unet_model::Normalisation;
 use unet_weights::{ValidWeightMapParams, WeightMapParams};
 
 use crate::{Error, Result};
 
-/// Training sections in memory: grey values in [0, 1], labels as the stack holds them (0 / 255,
-/// or class indices: see [`LabelClasses`]), the grey statistics of these sections (for
-/// normalisation).
+/// Training sections in memory: grey values in [0, 1] (one plane per channel), labels as the
+/// stack holds them (0 / 255, or class indices: see [`LabelClasses`]), the grey statistics of
+/// each channel over these sections (for normalisation).
 #[derive(Debug, Clone)]
 pub struct SectionSet {
     height: usize,
     width: usize,
+    channels: usize,
     images: Vec<Vec<f32>>,
     labels: Vec<Vec<u8>>,
     classes: LabelClasses,
-    stats: GreyStats,
+    stats: Vec<GreyStats>,
 }
 
 impl SectionSet {
-    /// The sections `indices` of an 8-bit image stack and its label stack, which reads as
-    /// `classes` says.
+    /// The sections `indices` of an image stack (one channel or several; 8-bit, 16-bit or
+    /// float) and its label stack, which reads as `classes` says.
     ///
     /// Fails when the stacks differ in shape, an index is out of range, the list is empty, or a
     /// label is no class of `classes` (a value of K or more that is not the ignored one).
     pub fn from_stacks(
-        images: &Stack<u8>,
+        images: &ChannelStack,
         labels: &Stack<u8>,
         classes: LabelClasses,
         indices: &[usize],
     ) -> Result<Self> {
-        if (images.pages(), images.height(), images.width())
+        if (images.sections(), images.height(), images.width())
             != (labels.pages(), labels.height(), labels.width())
-            || images.samples() != 1
             || labels.samples() != 1
         {
             return Err(Error::Loader(format!(
-                "images ({} pages of {}x{}x{}) and labels ({} pages of {}x{}x{}) do not match",
-                images.pages(),
+                "images ({} sections of {}x{}, {} channel(s)) and labels ({} pages of {}x{}x{}) \
+                 do not match",
+                images.sections(),
                 images.height(),
                 images.width(),
-                images.samples(),
+                images.channels(),
                 labels.pages(),
                 labels.height(),
                 labels.width(),
                 labels.samples()
             )));
         }
-        let scaled = images.map(|v| f32::from(v) / 255.0);
-        let stats = GreyStats::of_pages(&scaled, indices)?;
+        let channels = images.channels();
+        // The statistics of the [0, 1] values, as the net sees them (not of the stored ones
+        // scaled afterwards): the same numbers to the last digit as before channels existed.
+        let stats = GreyStats::per_channel(&images.to_unit_f32(), channels, indices)?;
         let labels: Vec<Vec<u8>> = indices.iter().map(|&i| labels.page(i).to_vec()).collect();
         check_classes(labels.iter().map(Vec::as_slice), classes, indices)?;
         Ok(SectionSet {
             height: images.height(),
             width: images.width(),
-            images: indices.iter().map(|&i| scaled.page(i).to_vec()).collect(),
+            channels,
+            images: indices.iter().map(|&i| images.unit_section(i)).collect(),
             labels,
             classes,
             stats,
@@ -105,18 +110,26 @@ impl SectionSet {
         self.width
     }
 
-    /// Mean and standard deviation of the grey values in [0, 1] units.
-    pub fn stats(&self) -> GreyStats {
-        self.stats
+    /// Channels a section.
+    pub fn channels(&self) -> usize {
+        self.channels
     }
 
-    /// The [`Normalisation`] by these sections' statistics (checked: a constant stack cannot
-    /// normalise).
+    /// Mean and standard deviation of each channel's grey values in [0, 1] units.
+    pub fn stats(&self) -> &[GreyStats] {
+        &self.stats
+    }
+
+    /// The [`Normalisation`] by these sections' statistics, per channel (checked: a constant
+    /// channel cannot normalise).
     pub fn normalisation(&self) -> Result<Normalisation> {
-        Ok(Normalisation::dataset(self.stats.mean, self.stats.std)?)
+        Ok(Normalisation::dataset_per_channel(
+            self.stats.iter().map(|g| g.mean).collect(),
+            self.stats.iter().map(|g| g.std).collect(),
+        )?)
     }
 
-    /// Section `i`'s grey values in [0, 1].
+    /// Section `i`'s grey values in [0, 1], channel plane after channel plane.
     pub fn image(&self, i: usize) -> &[f32] {
         &self.images[i]
     }
@@ -240,7 +253,7 @@ impl LoaderConfig {
     }
 }
 
-/// One batch: `size` samples of one input channel, row-major, sample after sample.
+/// One batch: `size` samples of `channels` input channels, row-major, sample after sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     /// The epoch (0-based).
@@ -253,7 +266,9 @@ pub struct Batch {
     pub input_size: usize,
     /// Side of the label and weight tiles.
     pub output_size: usize,
-    /// Normalised images, `[size, 1, input_size, input_size]`.
+    /// Input channels.
+    pub channels: usize,
+    /// Normalised images, `[size, channels, input_size, input_size]`.
     pub images: Vec<f32>,
     /// Class ids (0 membrane, 1 cell; or 0..K, ignored pixels 0 with weight 0),
     /// `[size, output_size, output_size]`.
@@ -328,10 +343,11 @@ impl Loader {
             })
             .build()?;
         let weights = config.weights.map(|w| w.validate()).transpose()?;
-        let normalisation = match config.normalisation {
-            Some(n) => n.validated()?,
+        let normalisation = match &config.normalisation {
+            Some(n) => n.clone().validated()?,
             None => data.normalisation()?,
         };
+        normalisation.check_channels(data.channels())?;
         let pool = match config.threads {
             0 => None,
             threads => Some(Arc::new(
@@ -357,8 +373,8 @@ impl Loader {
     }
 
     /// The normalisation applied to the [0, 1] grey values.
-    pub fn normalisation(&self) -> Normalisation {
-        self.normalisation
+    pub fn normalisation(&self) -> &Normalisation {
+        &self.normalisation
     }
 
     /// The sections.
@@ -398,9 +414,11 @@ impl Loader {
         section: usize,
     ) -> Result<(Vec<f32>, Vec<u8>, Vec<f32>)> {
         let (h, w) = (self.data.height(), self.data.width());
-        let input = Sample::grey(
+        let channels = self.data.channels();
+        let input = Sample::new(
             w,
             h,
+            channels,
             self.data.image(section).to_vec(),
             self.data.label(section).to_vec(),
             None,
@@ -413,7 +431,7 @@ impl Loader {
         let weights_full = loss_weights(self.weights.as_ref(), kind, &label, n, n)?
             .unwrap_or_else(|| vec![1.0; n * n]);
         let mut image = image;
-        self.normalisation.apply(&mut image);
+        self.normalisation.apply(&mut image, channels);
         let margin = (n - self.config.output_size) / 2;
         // An ignored pixel trains as class 0 with weight 0: it adds nothing to the loss.
         let classes: Vec<u8> = centre_crop(&label, n, margin)
@@ -459,7 +477,8 @@ impl Loader {
             size: sections.len(),
             input_size: n_in,
             output_size: n_out,
-            images: Vec::with_capacity(sections.len() * n_in * n_in),
+            channels: self.data.channels(),
+            images: Vec::with_capacity(sections.len() * self.data.channels() * n_in * n_in),
             labels: Vec::with_capacity(sections.len() * n_out * n_out),
             weights: Vec::with_capacity(sections.len() * n_out * n_out),
             sections,
@@ -585,7 +604,8 @@ mod tests {
     #[test]
     fn bad_settings_are_errors() {
         let (i, l) = sections(16, 16);
-        let data = SectionSet::from_stacks(&i, &l, LabelClasses::Binary, &[0, 1]).unwrap();
+        let data =
+            SectionSet::from_stacks(&i.clone().into(), &l, LabelClasses::Binary, &[0, 1]).unwrap();
         let ok = LoaderConfig::new(16, 2, 2, 1);
         assert!(Loader::new(data.clone(), &identity(), ok.clone()).is_ok());
         for cfg in [
@@ -612,7 +632,42 @@ mod tests {
         ] {
             assert!(Loader::new(data.clone(), &identity(), cfg).is_err());
         }
-        assert!(SectionSet::from_stacks(&i, &l, LabelClasses::Binary, &[2]).is_err());
+        assert!(
+            SectionSet::from_stacks(&i.clone().into(), &l, LabelClasses::Binary, &[2]).is_err()
+        );
+    }
+
+    #[test]
+    fn channels_are_normalised_by_their_own_statistics_and_batched_channel_major() {
+        let (i, l) = sections(16, 16);
+        // Channel 0 the section, channel 1 its negative: opposite means, equal spreads.
+        let mut planes = Vec::new();
+        for s in 0..2 {
+            planes.extend_from_slice(i.page(s));
+            planes.extend(i.page(s).iter().map(|&v| 255 - v));
+        }
+        let two = ChannelStack::new(2, Stack::new(4, 16, 16, planes).unwrap()).unwrap();
+        let data = SectionSet::from_stacks(&two, &l, LabelClasses::Binary, &[0, 1]).unwrap();
+        assert_eq!(data.channels(), 2);
+        let grey =
+            SectionSet::from_stacks(&i.clone().into(), &l, LabelClasses::Binary, &[0, 1]).unwrap();
+        let (g, s) = (grey.stats()[0], data.stats());
+        assert_eq!(s[0], g);
+        assert!((s[1].mean - (1.0 - g.mean)).abs() < 1e-6);
+        assert!((s[1].std - g.std).abs() < 1e-6);
+        let Normalisation::DatasetPerChannel { mean, .. } = data.normalisation().unwrap() else {
+            panic!("two channels are normalised per channel")
+        };
+        assert_eq!(mean, vec![s[0].mean, s[1].mean]);
+        let loader = Loader::new(data, &identity(), LoaderConfig::new(16, 2, 2, 1)).unwrap();
+        let batch = loader.batch(0, 0).unwrap();
+        assert_eq!((batch.channels, batch.images.len()), (2, 2 * 2 * 16 * 16));
+        // Without augmentation each channel plane is its section's, normalised: the negative
+        // plane is minus the plane (to rounding), as both are standardised.
+        let (first, second) = batch.images[..2 * 256].split_at(256);
+        for (a, b) in first.iter().zip(second) {
+            assert!((a + b).abs() < 1e-4, "{a} {b}");
+        }
     }
 
     #[test]
@@ -620,8 +675,13 @@ mod tests {
         let (i, l) = sections(8, 8);
         let img = Stack::from_pages(8, 8, 1, vec![i.page(0).to_vec(); 5]).unwrap();
         let lab = Stack::from_pages(8, 8, 1, vec![l.page(0).to_vec(); 5]).unwrap();
-        let data =
-            SectionSet::from_stacks(&img, &lab, LabelClasses::Binary, &[0, 1, 2, 3, 4]).unwrap();
+        let data = SectionSet::from_stacks(
+            &img.clone().into(),
+            &lab,
+            LabelClasses::Binary,
+            &[0, 1, 2, 3, 4],
+        )
+        .unwrap();
         let cfg = LoaderConfig {
             samples_per_epoch: 12,
             ..LoaderConfig::new(8, 3, 5, 9)

@@ -189,7 +189,7 @@ impl Default for RobustnessOptions {
 /// equally changed `labels`.
 pub fn robustness(
     model: &UNet,
-    normalisation: Normalisation,
+    normalisation: &Normalisation,
     images: &Stack<u8>,
     labels: &Stack<u8>,
     sections: &[usize],
@@ -211,7 +211,7 @@ pub fn robustness(
                 .map(|&v| f32::from(v) / 255.0)
                 .collect();
             let (mut x, y, sh, sw) = shift.apply(&unit, labels.page(s), (h, w), seed + s as u64)?;
-            normalisation.apply(&mut x);
+            normalisation.apply(&mut x, 1);
             probs.extend(overlap_tile_predict(model, &x, sh, sw, tiles)?);
             truth.extend(y);
             size = (sh, sw);

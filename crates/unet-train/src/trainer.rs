@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use unet_data::{DataSource, Split, Stack};
+use unet_data::{ChannelStack, DataSource, Split, Stack};
 use unet_model::checkpoint::load_checkpoint_for_fine_tuning;
 use unet_model::{
     read_checkpoint_meta, save_checkpoint, LrSchedule, Normalisation, Optimizer, StepOptions,
@@ -220,7 +220,7 @@ struct Trainer<'a> {
     /// Held for the whole run: no second process trains here meanwhile.
     _lock: RunLock,
     config: &'a TrainConfig,
-    images: &'a Stack<u8>,
+    images: &'a ChannelStack,
     labels: &'a Stack<u8>,
     control: &'a TrainControl,
     split: Split,
@@ -246,14 +246,22 @@ impl<'a> Trainer<'a> {
     /// run directory, loads the validation sections, and reports the start.
     fn set_up(
         config: &'a TrainConfig,
-        images: &'a Stack<u8>,
+        images: &'a ChannelStack,
         labels: &'a Stack<u8>,
         control: &'a TrainControl,
         observer: &mut dyn FnMut(TrainEvent<'_>),
     ) -> Result<Self> {
         config.validate()?;
         let run_dir = &config.run_dir;
-        let split = config.split.resolve(images.pages())?;
+        let split = config.split.resolve(images.sections())?;
+        if images.channels() != config.model.in_channels {
+            return Err(Error::Config(format!(
+                "the images have {} channel(s), the model takes {} input channel(s) \
+                 (in_channels)",
+                images.channels(),
+                config.model.in_channels
+            )));
+        }
         if split.validation.is_empty() {
             return Err(Error::Config(format!(
                 "the split leaves no validation section: all {} sections train (a lower train \
@@ -269,8 +277,8 @@ impl<'a> Trainer<'a> {
         let input = config.input_tile;
         let (output, _) = model.output_size(input, input)?;
         let train_set = SectionSet::from_stacks(images, labels, config.labels, &split.train)?;
-        let normalisation = match config.normalisation {
-            Some(n) => n.validated()?,
+        let normalisation = match &config.normalisation {
+            Some(n) => n.clone().validated()?,
             None => train_set.normalisation()?,
         };
         let loader_config = LoaderConfig {
@@ -280,7 +288,7 @@ impl<'a> Trainer<'a> {
             samples_per_epoch: split.train.len() * config.crops_per_section,
             seed: config.seed,
             weights: config.weights,
-            normalisation: Some(normalisation),
+            normalisation: Some(normalisation.clone()),
             prefetch: config.prefetch,
             threads: 0,
         };
@@ -341,7 +349,7 @@ impl<'a> Trainer<'a> {
             labels,
             config.labels,
             &split.validation,
-            normalisation,
+            &normalisation,
             config.weights.as_ref(),
             device,
         )?;
@@ -351,7 +359,7 @@ impl<'a> Trainer<'a> {
                 labels,
                 config.labels,
                 &calibration_sections(&split.train),
-                normalisation,
+                &normalisation,
                 None,
                 device,
             )?),
@@ -407,7 +415,7 @@ impl<'a> Trainer<'a> {
             self.config.run_dir.join(files::LAST),
             &self.model,
             self.state.epochs_done,
-            Some(self.normalisation),
+            Some(self.normalisation.clone()),
             checkpoint_metrics(self.config, &self.state, self.records.last()),
             Some(self.optimizer.as_ref()),
         )?;
@@ -452,7 +460,7 @@ impl<'a> Trainer<'a> {
                 .lr(config.optimizer.lr(), self.state.global_step);
             self.optimizer.set_learning_rate(self.lr);
             let (n, si, so) = (batch.size, batch.input_size, batch.output_size);
-            let x = Tensor::from_vec(batch.images, (n, 1, si, si), device)?;
+            let x = Tensor::from_vec(batch.images, (n, batch.channels, si, si), device)?;
             let ids: Vec<u32> = batch.labels.iter().map(|&l| u32::from(l)).collect();
             let y = Tensor::from_vec(ids, (n, so, so), device)?;
             let w = match config.weights {
@@ -522,7 +530,7 @@ impl<'a> Trainer<'a> {
                 run_dir.join(files::BEST),
                 &self.model,
                 epoch,
-                Some(self.normalisation),
+                Some(self.normalisation.clone()),
                 checkpoint_metrics(config, &self.state, Some(&record)),
                 None,
             )?;
@@ -579,8 +587,9 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// Trains as `config` says on the 8-bit `images` and their 0/255 `labels` (e.g. ISBI's
-/// `train-volume.tif` and `train-labels.tif`), writing the run to `config.run_dir`.
+/// Trains as `config` says on `images` (grey or with channels, as many as the model's
+/// `in_channels`) and their `labels` (0/255, or class indices as `config.labels` says; e.g.
+/// ISBI's `train-volume.tif` and `train-labels.tif`), writing the run to `config.run_dir`.
 ///
 /// With `control.resume`, continues the run in `config.run_dir` from its `last` checkpoint
 /// (weights, optimizer state, position in the data stream); the saved `config.json` must match
@@ -589,7 +598,7 @@ impl<'a> Trainer<'a> {
 /// `last`).
 pub fn train(
     config: &TrainConfig,
-    images: &Stack<u8>,
+    images: &ChannelStack,
     labels: &Stack<u8>,
     control: &TrainControl,
     observer: &mut dyn FnMut(TrainEvent<'_>),

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use unet_data::{LabelClasses, Stack, IGNORED};
+use unet_data::{ChannelStack, LabelClasses, Stack, IGNORED};
 use unet_metrics::{
     argmax_classes, instance_contingency, score_stack, sweep_decision_thresholds, ConfusionMatrix,
     IsbiOptions, ScoreOptions,
@@ -90,7 +90,7 @@ pub(crate) fn calibration_sections(train: &[usize]) -> Vec<usize> {
 
 /// Sections and their targets held in memory for validation (or calibration).
 pub(crate) struct Validation {
-    /// Normalised sections, each `[1, 1, h, w]`.
+    /// Normalised sections, each `[1, C, h, w]`.
     pub(crate) images: Vec<Tensor>,
     /// Labels as the stack holds them (0/255, or class indices), all sections.
     pub(crate) labels: Vec<u8>,
@@ -108,15 +108,16 @@ impl Validation {
     /// The `sections` of `images` (normalised by `normalisation`) and of `labels` (read as
     /// `classes` says), with the weight maps of `weights` when given.
     pub(crate) fn new(
-        images: &Stack<u8>,
+        images: &ChannelStack,
         labels: &Stack<u8>,
         classes: LabelClasses,
         sections: &[usize],
-        normalisation: Normalisation,
+        normalisation: &Normalisation,
         weights: Option<&WeightMapParams>,
         device: &Device,
     ) -> Result<Self> {
-        let (h, w) = (images.height(), images.width());
+        let (h, w, c) = (images.height(), images.width(), images.channels());
+        normalisation.check_channels(c)?;
         let params = weights.map(|w| w.validate()).transpose()?;
         let mut v = Validation {
             images: Vec::new(),
@@ -128,9 +129,10 @@ impl Validation {
             width: w,
         };
         for &s in sections {
-            let image = normalisation.apply_u8(images.page(s));
+            let mut image = images.unit_section(s);
+            normalisation.apply(&mut image, c);
             v.images
-                .push(Tensor::from_vec(image, (1, 1, h, w), device)?);
+                .push(Tensor::from_vec(image, (1, c, h, w), device)?);
             let label = labels.page(s);
             crate::loader::check_classes([label], classes, &[s])?;
             v.labels.extend_from_slice(label);

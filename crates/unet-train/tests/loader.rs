@@ -52,7 +52,7 @@ fn check_alignment(loader: &Loader, sections: &Stack<u8>, markers: [(usize, usiz
     let cfg = loader.config().clone();
     let (n_in, n_out) = (cfg.input_size, cfg.output_size);
     let margin = (n_in - n_out) / 2;
-    let stats = loader.data().stats();
+    let stats = loader.data().stats()[0];
     let mut seen_markers = 0;
     for epoch in 0..3 {
         for batch in loader.epoch(epoch, 0) {
@@ -110,7 +110,8 @@ fn check_alignment(loader: &Loader, sections: &Stack<u8>, markers: [(usize, usiz
 fn same_padding_tiles_are_aligned() {
     let markers = [(20, 30), (5, 6)];
     let (img, lab) = marked(markers);
-    let data = SectionSet::from_stacks(&img, &lab, LabelClasses::Binary, &[0, 1]).unwrap();
+    let data =
+        SectionSet::from_stacks(&img.clone().into(), &lab, LabelClasses::Binary, &[0, 1]).unwrap();
     let cfg = LoaderConfig {
         samples_per_epoch: 6,
         ..LoaderConfig::new(24, 4, 2, 11)
@@ -125,7 +126,8 @@ fn same_padding_tiles_are_aligned() {
 fn valid_padding_tiles_are_mirrored_and_centre_cropped() {
     let markers = [(1, 2), (38, 45)];
     let (img, lab) = marked(markers);
-    let data = SectionSet::from_stacks(&img, &lab, LabelClasses::Binary, &[0, 1]).unwrap();
+    let data =
+        SectionSet::from_stacks(&img.clone().into(), &lab, LabelClasses::Binary, &[0, 1]).unwrap();
     // A depth-2 valid net: 36 -> 28 would be 4 lost per side; use margin 6 (28 in, 16 out).
     let cfg = LoaderConfig {
         input_size: 28,
@@ -146,7 +148,8 @@ fn valid_padding_tiles_are_mirrored_and_centre_cropped() {
 #[test]
 fn deterministic_whatever_the_threads_and_start() {
     let (img, lab) = marked([(3, 3), (30, 40)]);
-    let data = SectionSet::from_stacks(&img, &lab, LabelClasses::Binary, &[0, 1]).unwrap();
+    let data =
+        SectionSet::from_stacks(&img.clone().into(), &lab, LabelClasses::Binary, &[0, 1]).unwrap();
     let base = LoaderConfig {
         samples_per_epoch: 5,
         weights: Some(WeightMapParams {
@@ -193,8 +196,9 @@ fn deterministic_whatever_the_threads_and_start() {
 #[test]
 fn normalisation_uses_the_given_statistics() {
     let (img, lab) = marked([(3, 3), (30, 40)]);
-    let data = SectionSet::from_stacks(&img, &lab, LabelClasses::Binary, &[0]).unwrap();
-    let own = data.stats();
+    let data =
+        SectionSet::from_stacks(&img.clone().into(), &lab, LabelClasses::Binary, &[0]).unwrap();
+    let own = data.stats()[0];
     let mean: f64 = img.page(0).iter().map(|&v| v as f64 / 255.0).sum::<f64>() / (H * W) as f64;
     assert!((own.mean - mean).abs() < 1e-6);
     let given = Normalisation::dataset(0.5, 0.25).unwrap();
@@ -222,6 +226,7 @@ fn normalisation_uses_the_given_statistics() {
         }),
         ..LoaderConfig::new(H, 1, 1, 0)
     };
-    let data = SectionSet::from_stacks(&img, &lab, LabelClasses::Binary, &[0]).unwrap();
+    let data =
+        SectionSet::from_stacks(&img.clone().into(), &lab, LabelClasses::Binary, &[0]).unwrap();
     assert!(Loader::new(data, &identity(), bad).is_err());
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use unet_augment::Preset as AugmentPreset;
-use unet_data::{LabelClasses, Stack, IGNORED};
+use unet_data::{ChannelStack, LabelClasses, Stack, IGNORED};
 use unet_model::{load_checkpoint, read_checkpoint_meta, Loss, Precision, UNet, UNetConfig};
 use unet_train::calibrate::{apply_calibration, calibrate_checkpoint, logit_margins, Calibration};
 use unet_train::tensorboard::read_scalars;
@@ -23,7 +23,13 @@ const N: usize = 64;
 
 /// Three sections of cells on a wobbly grid of one- and two-pixel membranes; the image is dark
 /// on membranes, bright in cells, with a deterministic texture.
-fn sections() -> (Stack<u8>, Stack<u8>) {
+fn sections() -> (ChannelStack, Stack<u8>) {
+    let (images, labels) = grey_sections();
+    (images.into(), labels)
+}
+
+/// [`sections`] as the 8-bit stacks they are made as.
+fn grey_sections() -> (Stack<u8>, Stack<u8>) {
     let mut img = Vec::new();
     let mut lab = Vec::new();
     for p in 0..3 {
@@ -91,14 +97,14 @@ fn tiny(run_dir: &Path, epochs: usize) -> TrainConfig {
 }
 
 /// A fresh run of `cfg` to its end, with no observer.
-fn train_quietly(cfg: &TrainConfig, images: &Stack<u8>, labels: &Stack<u8>) -> TrainOutcome {
+fn train_quietly(cfg: &TrainConfig, images: &ChannelStack, labels: &Stack<u8>) -> TrainOutcome {
     train(cfg, images, labels, &TrainControl::default(), &mut |_| {}).unwrap()
 }
 
 /// `cfg` resumed from its run directory, with no observer.
 fn resume_quietly(
     cfg: &TrainConfig,
-    images: &Stack<u8>,
+    images: &ChannelStack,
     labels: &Stack<u8>,
 ) -> Result<TrainOutcome, Error> {
     let control = TrainControl {
@@ -109,7 +115,7 @@ fn resume_quietly(
 }
 
 /// The message of a fresh run of `cfg` that must fail.
-fn failed_run(cfg: &TrainConfig, images: &Stack<u8>, labels: &Stack<u8>) -> String {
+fn failed_run(cfg: &TrainConfig, images: &ChannelStack, labels: &Stack<u8>) -> String {
     train(cfg, images, labels, &TrainControl::default(), &mut |_| {})
         .unwrap_err()
         .to_string()
@@ -267,9 +273,9 @@ fn resume_after_a_mid_epoch_stop_continues_exactly() {
 
     // So are other sections (one pixel changed), leaving the run as it was.
     let last = std::fs::read(split.join(files::LAST)).unwrap();
-    let mut pixels = images.as_slice().to_vec();
+    let mut pixels = grey_sections().0.as_slice().to_vec();
     pixels[0] ^= 1;
-    let other_images = Stack::new(3, N, N, pixels).unwrap();
+    let other_images = Stack::new(3, N, N, pixels).unwrap().into();
     let err = resume_quietly(&tiny(&split, 4), &other_images, &labels).unwrap_err();
     assert!(
         err.to_string().contains("not the ones the run trained on"),
@@ -433,9 +439,9 @@ fn the_calibration_offset_moves_every_logit_margin() {
     let stats = meta
         .normalisation
         .expect("training records the normalisation");
-    let before = logit_margins(&model, &images, &[2], stats, &Device::Cpu).unwrap();
+    let before = logit_margins(&model, &images, &[2], &stats, &Device::Cpu).unwrap();
     apply_calibration(&model, 1.25).unwrap();
-    let after = logit_margins(&model, &images, &[2], stats, &Device::Cpu).unwrap();
+    let after = logit_margins(&model, &images, &[2], &stats, &Device::Cpu).unwrap();
     for (b, a) in before.iter().zip(&after) {
         assert!((a - b - 1.25).abs() < 1e-4, "{b} -> {a}");
     }
@@ -750,8 +756,8 @@ fn bf16_on_the_cpu_is_refused_before_the_run_starts() {
 
 /// `sections()` in three classes: membrane 0, cell 1, and dark blobs inside cells 2 (also
 /// darker in the image); a band of each section's first rows is ignored ([`IGNORED`]).
-fn three_class_sections() -> (Stack<u8>, Stack<u8>) {
-    let (mut images, labels) = sections();
+fn three_class_sections() -> (ChannelStack, Stack<u8>) {
+    let (mut images, labels) = grey_sections();
     let mut classes = labels.map(|v| u8::from(v > 0));
     for p in 0..3 {
         let (img, lab) = (images.page_mut(p), classes.page_mut(p));
@@ -772,7 +778,7 @@ fn three_class_sections() -> (Stack<u8>, Stack<u8>) {
             }
         }
     }
-    (images, classes)
+    (images.into(), classes)
 }
 
 #[test]

@@ -86,10 +86,10 @@ pub fn run(root: &Path, args: &FiguresArgs) -> Result<()> {
         let dir = locate_data_dir(args.data.as_deref())?;
         let data = LabelledSections::load(&dir)?;
         anyhow::ensure!(
-            args.page < data.train_images.pages(),
+            args.page < data.grey_u8()?.pages(),
             "--page {}: the training stack has {} pages",
             args.page,
-            data.train_images.pages()
+            data.grey_u8()?.pages()
         );
         Some(data)
     };
@@ -222,7 +222,7 @@ fn weights_figure(data: &LabelledSections, page: usize, path: &Path) -> Result<(
         .context("weight map")?;
     let w = Stack::new(1, labels.height(), labels.width(), w)?;
     let (img, lab, wc) = (
-        crop(&data.train_images, page, top, left, n),
+        crop(data.grey_u8()?, page, top, left, n),
         crop(labels, page, top, left, n),
         crop(&w, 0, top, left, n),
     );
@@ -301,9 +301,9 @@ fn weights_figure(data: &LabelledSections, page: usize, path: &Path) -> Result<(
 }
 
 fn augment_figure(data: &LabelledSections, page: usize, seed: u64, path: &Path) -> Result<()> {
-    let (h, w) = (data.train_images.height(), data.train_images.width());
+    let (h, w) = (data.grey_u8()?.height(), data.grey_u8()?.width());
     let image: Vec<f32> = data
-        .train_images
+        .grey_u8()?
         .page(page)
         .iter()
         .map(|&v| f32::from(v) / 255.0)

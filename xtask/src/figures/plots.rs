@@ -142,7 +142,7 @@ pub fn predictions_figure(
     pages: &[usize],
     out: &Path,
 ) -> Result<()> {
-    let (h, w) = (data.train_images.height(), data.train_images.width());
+    let (h, w) = (data.grey_u8()?.height(), data.grey_u8()?.width());
     if (prob.height(), prob.width()) != (h, w) {
         bail!(
             "P(cell) is {}x{}, the sections are {h}x{w}",
@@ -152,7 +152,7 @@ pub fn predictions_figure(
     }
     // A P stack of the validation pages only, or of the whole volume.
     let page_of = |p: usize| -> Result<&[f32]> {
-        if prob.pages() == data.train_images.pages() {
+        if prob.pages() == data.grey_u8()?.pages() {
             Ok(prob.page(p))
         } else if let Some(i) = pages
             .iter()
@@ -187,7 +187,7 @@ pub fn predictions_figure(
             .map_err(drawing)?;
         let cells = grid.split_evenly((rows.len(), 4));
         for (row, &(p, pr)) in rows.iter().enumerate() {
-            let img = data.train_images.page(p);
+            let img = data.grey_u8()?.page(p);
             let truth = data.train_labels.page(p);
             let errors = (0..h * w)
                 .filter(|&j| (pr[j] > 0.5) != (truth[j] > 0))
