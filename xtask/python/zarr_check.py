@@ -1,20 +1,28 @@
-"""`unet predict` on OME-Zarr, checked with zarr-python: a volume zarr-python writes (OME-Zarr
-0.4 on Zarr v2, its default codecs, chunks that do not divide it) goes in; the default output
-(0.4 on v2) and the `--zarr-version 3` output (0.5, sharded) are read back with their axes and
-voxel size, shape and type, and hold the same voxels; a `--dtype f16` output reads as float16.
+"""`unet predict` on OME-Zarr, checked with zarr-python, ome-zarr-py and ome-zarr-models: a
+volume zarr-python writes (OME-Zarr 0.4 on Zarr v2, its default codecs, chunks that do not divide
+it) goes in; the default output (0.4 on v2) and the `--zarr-version 3` output (0.5, sharded) are
+read back with their axes and voxel size, shape and type, and hold the same voxels; a `--dtype
+f16` output reads as float16. A three-channel volume through a three-class model gives every
+class's probability on a channel axis, and `--argmax` the classes. ome-zarr-models validates
+every output's metadata and ome-zarr-py reads every output as napari's plugin does.
 
-usage: python zarr_check.py UNET_BINARY WORK_DIR
+usage: python zarr_check.py UNET_BINARY WORK_DIR THREE_CHANNEL_THREE_CLASS_MODEL
 """
 
 import json
 import pathlib
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import zarr
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+from ome_zarr_models.v04 import Image as Image04
+from ome_zarr_models.v05 import Image as Image05
 
-unet, work = sys.argv[1], pathlib.Path(sys.argv[2])
+unet, work, model = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
 work.mkdir(parents=True, exist_ok=True)
 shape = (3, 70, 90)
 z, y, x = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
@@ -63,4 +71,53 @@ subprocess.run(cmd, check=True, capture_output=True)
 half = zarr.open_group(work / "p3f16.zarr", mode="r")["0"][:]
 assert half.dtype == np.float16 and half.shape == shape, (half.dtype, half.shape)
 assert np.abs(np.rint(half.astype(np.float32) * 255) - read["p2.zarr"]).max() <= 1
-print(f"zarr-python {zarr.__version__} reads unet's OME-Zarr 0.4 and 0.5 outputs, uint8 and float16")
+
+# Channels in, class probabilities out: a (c, z, y, x) volume of three channels.
+shape4 = (3, *shape)
+channels = np.stack([voxels, 255 - voxels, voxels / 2 + 60]).astype(np.uint8)
+group = zarr.open_group(work / "vol3.zarr", mode="w", zarr_format=2)
+array = group.create_array("0", shape=shape4, chunks=(1, 2, 32, 32), dtype="uint8")
+array[:] = channels
+axes4 = [{"name": "c", "type": "channel"}, *axes]
+group.attrs["multiscales"] = [{
+    "version": "0.4",
+    "axes": axes4,
+    "datasets": [{"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": [1.0, *scale]}]}],
+}]
+runs = {
+    "k2.zarr": ["--dtype", "f32"],
+    "k3.zarr": ["--zarr-version", "3"],
+    "classes.zarr": ["--argmax"],
+}
+for out, extra in runs.items():
+    cmd = [unet, "predict", "--model", model, "--input", str(work / "vol3.zarr"),
+           "--out", str(work / out), "--block", "1,64,64", *extra]
+    subprocess.run(cmd, check=True, capture_output=True)
+probs = zarr.open_group(work / "k2.zarr", mode="r")["0"][:]
+assert probs.shape == (3, *shape) and probs.dtype == np.float32, (probs.shape, probs.dtype)
+assert np.allclose(probs.sum(axis=0), 1.0, atol=1e-5)
+probs8 = zarr.open_group(work / "k3.zarr", mode="r")["0"][:]
+assert probs8.shape == (3, *shape) and probs8.dtype == np.uint8
+assert np.abs(np.rint(probs * 255) - probs8).max() == 0
+classes = zarr.open_group(work / "classes.zarr", mode="r")["0"][:]
+assert classes.shape == shape and classes.dtype == np.uint8
+assert np.array_equal(classes, probs.argmax(axis=0))
+
+# The metadata validates, and ome-zarr-py reads every output with its axes.
+outputs = {"p2.zarr": (Image04, axes), "p3.zarr": (Image05, axes),
+           "p3f16.zarr": (Image05, axes), "k2.zarr": (Image04, axes4),
+           "k3.zarr": (Image05, axes4), "classes.zarr": (Image04, axes)}
+for out, (model_class, want_axes) in outputs.items():
+    image = model_class.from_zarr(zarr.open_group(work / out, mode="r"))
+    ms = (image.attributes.ome if model_class is Image05 else image.attributes).multiscales[0]
+    assert [a.name for a in ms.axes] == [a["name"] for a in want_axes], (out, ms.axes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nodes = list(Reader(parse_url(str(work / out)))())
+    stored = zarr.open_group(work / out, mode="r")["0"].shape
+    assert nodes and tuple(nodes[0].data[0].shape) == tuple(stored), out
+    assert [a["name"] for a in nodes[0].metadata["axes"]] == [a["name"] for a in want_axes], out
+print(f"zarr-python {zarr.__version__} reads unet's OME-Zarr 0.4 and 0.5 outputs (uint8, float16, "
+      "class probabilities on a channel axis, classes); ome-zarr-models validates them and "
+      "ome-zarr-py reads them")

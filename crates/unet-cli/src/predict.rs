@@ -60,7 +60,8 @@ pub struct PredictArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Write the most probable class of every pixel instead of probabilities: an 8-bit
-    /// class-index TIFF (16-bit above 256 classes), one page per input page (TIFF only).
+    /// class-index TIFF (16-bit above 256 classes), one page per input page; for an OME-Zarr
+    /// volume, a uint8 class volume.
     #[arg(long)]
     pub argmax: bool,
     /// The format of `--input` and `--out` [default: zarr when a path has a `.zarr` component,

@@ -19,8 +19,12 @@ use sha2::{Digest, Sha256};
 use unet_data::zarr::{
     worker_blocks, BlockGrid, BlockStore, OutputSpec, OutputType, Volume, ZarrVersion,
 };
+use unet_metrics::argmax_classes;
 use unet_model::tiling::window_input;
-use unet_model::{overlap_tile_predict_window, Normalisation, PlaneStats, Window};
+use unet_model::{
+    overlap_tile_predict_window, overlap_tile_predict_window_probs, Normalisation, PlaneStats,
+    Window,
+};
 
 use crate::builtin::{checkpoint_bytes, open_model};
 use crate::predict::PredictArgs;
@@ -212,7 +216,6 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         (args.tta, "--tta"),
         (args.binary.is_some(), "--binary"),
         (args.overwrite, "--overwrite"),
-        (args.argmax, "--argmax"),
     ] {
         if given {
             bail!(
@@ -223,12 +226,21 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     let device = args.device.open()?;
     let (model, meta, model_name) = open_model(args.model.as_deref(), &device)?;
-    if model.config().n_classes != 2 {
+    // What the store holds: P(cell) of a two-class model, every class's probability (a
+    // channel axis) of more classes, or with --argmax the most probable class.
+    let n_classes = model.config().n_classes;
+    let output_channels = if args.argmax || n_classes == 2 {
+        1
+    } else {
+        n_classes
+    };
+    if args.argmax && n_classes > 256 {
         bail!(
-            "{model_name} has {} classes; OME-Zarr volumes hold P(cell) of two-class models \
-             (predict TIFF stacks for every class's probability)",
-            model.config().n_classes
+            "--argmax into an OME-Zarr volume writes uint8 classes; {model_name} has {n_classes}"
         );
+    }
+    if args.argmax && v.dtype.is_some() {
+        bail!("--dtype is for probabilities; --argmax writes class indices as uint8");
     }
     let (bytes, _) = checkpoint_bytes(args.model.as_deref())?;
     let model_sha256 = sha256_hex(&[&bytes.sidecar, &bytes.weights]);
@@ -269,6 +281,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let block = round_block(wanted, chunks, shape);
     let opts = args.tile_options();
     let dtype = match v.dtype.unwrap_or(DtypeArg::U8) {
+        _ if args.argmax => OutputType::Class,
         DtypeArg::U8 => OutputType::U8,
         DtypeArg::F16 => OutputType::F16,
         DtypeArg::F32 => OutputType::F32,
@@ -284,6 +297,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         },
         chunks: chunks.map(|n| n as u64),
         dtype,
+        channels: output_channels as u64,
         version,
         axes: volume.spatial_axes().to_vec(),
         scale: volume.spatial_scale().unwrap_or([1.0; 3]),
@@ -325,7 +339,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         let need = window_input(&cfg, height, width, &window, &opts)?;
         let crop = volume.read_unit(zs.clone(), need.y.clone(), need.x.clone())?;
         let crop_plane = channels * need.height() * need.width();
-        let mut p_cell = Vec::with_capacity(zs.len() * window.height() * window.width());
+        let plane = window.height() * window.width();
+        // Per section: its output channels' planes; the block is written channel-major.
+        let mut per_section = Vec::with_capacity(zs.len());
         for (k, section) in crop.chunks_exact(crop_plane).enumerate() {
             let mut section = section.to_vec();
             if normalisation == Normalisation::PerImage {
@@ -344,15 +360,35 @@ pub fn run(args: &PredictArgs) -> Result<()> {
                 // Fixed statistics act voxel by voxel: a crop gets the whole section's numbers.
                 normalisation.apply(&mut section, channels);
             }
-            let p =
+            let context = || format!("{} section {}", input.display(), zs.start + k);
+            let values = if n_classes == 2 && !args.argmax {
                 overlap_tile_predict_window(&model, &section, &need, height, width, &window, &opts)
-                    .with_context(|| format!("{} section {}", input.display(), zs.start + k))?;
-            p_cell.extend(p);
+                    .with_context(context)?
+            } else {
+                let probs = overlap_tile_predict_window_probs(
+                    &model, &section, &need, height, width, &window, &opts,
+                )
+                .with_context(context)?;
+                if args.argmax {
+                    let classes = argmax_classes(&probs, n_classes).with_context(context)?;
+                    classes.into_iter().map(|c| c as f32).collect()
+                } else {
+                    probs
+                }
+            };
+            per_section.push(values);
         }
-        store.write_block(id, &p_cell)?;
+        let values: Vec<f32> = (0..output_channels)
+            .flat_map(|c| {
+                per_section
+                    .iter()
+                    .flat_map(move |s| s[c * plane..(c + 1) * plane].iter().copied())
+            })
+            .collect();
+        store.write_block(id, &values)?;
         pause_before_marker();
         store.mark_done(id)?;
-        voxels += p_cell.len() as u64;
+        voxels += (zs.len() * plane) as u64;
         let rate = voxels as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!("{:.2} Mvoxel/s", rate / 1e6));
         bar.inc(1);

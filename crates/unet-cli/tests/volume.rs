@@ -401,6 +401,171 @@ fn sharded_v3_in_and_out() {
     );
 }
 
+/// A net of two input channels and three classes (depth 2, width 4), with `normalisation`.
+fn two_channel_three_class_model(dir: &Path, name: &str, normalisation: Normalisation) {
+    let cfg = UNetConfig {
+        depth: 2,
+        base_width: 4,
+        padding: Padding::Same,
+        in_channels: 2,
+        n_classes: 3,
+        ..UNetConfig::small()
+    };
+    let model = UNet::seeded(&cfg, 11, &Device::Cpu).unwrap();
+    save_checkpoint(
+        dir.join(name),
+        &model,
+        1,
+        Some(normalisation),
+        json!({}),
+        None,
+    )
+    .unwrap();
+}
+
+/// A two-channel volume (c, z, y, x) through three-class models: every class's probability as
+/// a channel axis, or the classes (--argmax), equal to the TIFF hyperstack's prediction; each
+/// channel normalised by its own statistics, fixed or each section's own.
+#[test]
+fn channels_in_and_class_probabilities_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (depth, h, w) = (3, 21, 26);
+    let plane = h * w;
+    let grey = voxels(depth * plane);
+    // Channel 1 is channel 0 inverted and compressed: other statistics.
+    let data: Vec<u8> = grey
+        .iter()
+        .copied()
+        .chain(grey.iter().map(|&v| 200 - v / 2))
+        .collect();
+    for (version, root) in [("2", "c2.zarr"), ("3", "c3.zarr")] {
+        match version {
+            "2" => write_v2(
+                &d.join(root),
+                "|u1",
+                &[2, 3, 21, 26],
+                &[1, 2, 16, 16],
+                &["c", "z", "y", "x"],
+                &data,
+            ),
+            _ => write_v3(
+                &d.join(root),
+                "uint8",
+                &[2, 3, 21, 26],
+                &[2, 2, 16, 16],
+                &[1, 1, 8, 8],
+                &["c", "z", "y", "x"],
+                &data,
+            ),
+        }
+    }
+    // The TIFF twin: an ImageJ hyperstack, section after section, channel-fastest.
+    let sections: Vec<u8> = (0..depth)
+        .flat_map(|z| {
+            (0..2).flat_map(move |c| {
+                let start = (c * depth + z) * plane;
+                start..start + plane
+            })
+        })
+        .map(|i| data[i])
+        .collect();
+    let stack = unet_data::ChannelStack::new(2, Stack::new(2 * depth, h, w, sections).unwrap());
+    unet_data::write_channels(d.join("in2.tif"), &stack.unwrap()).unwrap();
+    let tiling = ["--tile", "8", "--overlap", "4"];
+    for (model, normalisation) in [
+        (
+            "fixed.safetensors",
+            Normalisation::dataset_per_channel(vec![0.5, 0.6], vec![0.28, 0.14]).unwrap(),
+        ),
+        ("own.safetensors", Normalisation::PerImage),
+    ] {
+        two_channel_three_class_model(d, model, normalisation);
+        let predict = |input: &str, out: &str, extra: &[&str]| {
+            let mut args = vec!["predict", "--model", model, "--input", input, "--out", out];
+            args.extend(tiling);
+            args.extend(extra);
+            ok_stdout(&unet(&args, d));
+        };
+        predict("in2.tif", "ref.tif", &["--overwrite"]);
+        let AnyStack::F32(reference) = read_stack(d.join("ref.tif")).unwrap() else {
+            panic!("probabilities are float")
+        };
+        // [z][c][y][x] in the hyperstack, [c][z][y][x] in the store.
+        let want: Vec<f32> = (0..3)
+            .flat_map(|c| {
+                let r = &reference;
+                (0..depth).flat_map(move |z| r.page(z * 3 + c).iter().copied())
+            })
+            .collect();
+        predict("in2.tif", "ref-classes.tif", &["--overwrite", "--argmax"]);
+        let want_classes = unet_data::read_u8_stack(d.join("ref-classes.tif")).unwrap();
+        for (root, version) in [("c2.zarr", "2"), ("c3.zarr", "3")] {
+            let out = format!("{model}-{version}.zarr");
+            let blocks = ["--block", "2,16,16", "--zarr-version", version];
+            predict(root, &out, &[&blocks[..], &["--dtype", "f32"]].concat());
+            assert_eq!(read_out::<f32>(&d.join(&out)), want, "{model} {root}");
+            let classes = format!("{model}-{version}-classes.zarr");
+            predict(root, &classes, &[&blocks[..], &["--argmax"]].concat());
+            assert_eq!(
+                read_out::<u8>(&d.join(&classes)),
+                want_classes.as_slice(),
+                "{model} {root}"
+            );
+        }
+    }
+    // A channel axis in the metadata, and names that say what the voxels hold.
+    let attrs: Value =
+        serde_json::from_slice(&std::fs::read(d.join("fixed.safetensors-2.zarr/.zattrs")).unwrap())
+            .unwrap();
+    let ms = &attrs["multiscales"][0];
+    assert_eq!(ms["name"], "class_probabilities");
+    assert_eq!(ms["axes"][0], json!({ "name": "c", "type": "channel" }));
+    assert_eq!(
+        ms["datasets"][0]["coordinateTransformations"][0]["scale"],
+        json!([1.0, 40.0, 4.0, 4.5])
+    );
+    let zarray: Value = serde_json::from_slice(
+        &std::fs::read(d.join("fixed.safetensors-2.zarr/0/.zarray")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(zarray["shape"], json!([3, 3, 21, 26]));
+    assert_eq!(zarray["chunks"], json!([1, 2, 16, 16]));
+    let array: Value = serde_json::from_slice(
+        &std::fs::read(d.join("fixed.safetensors-3.zarr/0/zarr.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(array["dimension_names"], json!(["c", "z", "y", "x"]));
+    assert_eq!(
+        array["chunk_grid"]["configuration"]["chunk_shape"],
+        json!([3, 2, 16, 16])
+    );
+    let group: Value = serde_json::from_slice(
+        &std::fs::read(d.join("fixed.safetensors-3-classes.zarr/zarr.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        group["attributes"]["ome"]["multiscales"][0]["name"],
+        "classes"
+    );
+    // A store of probabilities is not resumed as one of classes.
+    let mut args = vec![
+        "predict",
+        "--model",
+        "fixed.safetensors",
+        "--input",
+        "c2.zarr",
+        "--out",
+        "fixed.safetensors-2.zarr",
+        "--argmax",
+        "--block",
+        "2,16,16",
+    ];
+    args.extend(tiling);
+    let err = fails(&unet(&args, d));
+    assert!(err.contains("another job"), "{err}");
+}
+
 #[test]
 fn float16_and_float64_volumes_predict_as_their_float32_values() {
     let dir = tempfile::tempdir().unwrap();

@@ -514,22 +514,32 @@ pub enum OutputType {
     F16,
     /// P as computed.
     F32,
+    /// Class indices (the most probable class of each voxel), stored as they are in `uint8`.
+    Class,
 }
 
 impl OutputType {
-    /// The name in `.unet/job.json` and Zarr v3's `data_type`.
+    /// Zarr v3's `data_type`.
     fn name(self) -> &'static str {
         match self {
-            OutputType::U8 => "uint8",
+            OutputType::U8 | OutputType::Class => "uint8",
             OutputType::F16 => "float16",
             OutputType::F32 => "float32",
+        }
+    }
+
+    /// The name in `.unet/job.json`: the data type, and for class indices what they are.
+    fn job_name(self) -> &'static str {
+        match self {
+            OutputType::Class => "uint8 classes",
+            other => other.name(),
         }
     }
 
     /// Zarr v2's `dtype` and the fill value.
     fn v2_dtype(self) -> (&'static str, Value) {
         match self {
-            OutputType::U8 => ("|u1", json!(0)),
+            OutputType::U8 | OutputType::Class => ("|u1", json!(0)),
             OutputType::F16 => ("<f2", json!(0.0)),
             OutputType::F32 => ("<f4", json!(0.0)),
         }
@@ -583,6 +593,9 @@ pub struct OutputSpec {
     pub chunks: [u64; 3],
     /// Voxel type.
     pub dtype: OutputType,
+    /// Channels: 1 gives a (z, y, x) array (P(cell), or classes); more give a channel axis
+    /// first, (c, z, y, x), one channel per class, each chunk one channel.
+    pub channels: u64,
     /// Zarr format.
     pub version: ZarrVersion,
     /// OME axis objects of z, y, x.
@@ -594,26 +607,54 @@ pub struct OutputSpec {
 }
 
 impl OutputSpec {
-    /// `.unet/job.json`'s content.
+    /// `.unet/job.json`'s content (a channel count only when there are several, so a store
+    /// of one channel reads as it always has).
     fn job_json(&self) -> Value {
-        json!({
+        let mut job = json!({
             "job": self.job,
             "shape": self.grid.shape,
             "block": self.grid.block,
             "chunks": self.chunks,
-            "dtype": self.dtype.name(),
+            "dtype": self.dtype.job_name(),
             "zarr_version": match self.version { ZarrVersion::V2 => 2, ZarrVersion::V3 => 3 },
-        })
+        });
+        if self.channels > 1 {
+            job["channels"] = json!(self.channels);
+        }
+        job
+    }
+
+    /// The multiscale image's name: what its voxels hold.
+    fn image_name(&self) -> &'static str {
+        match (self.dtype, self.channels) {
+            (OutputType::Class, _) => "classes",
+            (_, 1) => "p_cell",
+            _ => "class_probabilities",
+        }
+    }
+
+    /// `spatial` (z, y, x) with the channel axis's `channel` in front when there is one.
+    fn with_channel<T: Clone>(&self, channel: T, spatial: &[T]) -> Vec<T> {
+        let mut all = Vec::with_capacity(4);
+        if self.channels > 1 {
+            all.push(channel);
+        }
+        all.extend_from_slice(spatial);
+        all
     }
 
     /// The metadata files of the store, relative to its root, in the order they are written
     /// (the array first, the group that announces it last).
     fn metadata_files(&self) -> Vec<(&'static str, Value)> {
-        let shape = self.grid.shape;
-        let axes = json!(self.axes);
+        let shape = self.with_channel(self.channels, &self.grid.shape);
+        let chunks = self.with_channel(1, &self.chunks);
+        let shard = self.with_channel(self.channels, &self.grid.block);
+        let axes = json!(self.with_channel(json!({"name": "c", "type": "channel"}), &self.axes));
+        let scale = self.with_channel(1.0, &self.scale);
+        let name = self.image_name();
         let dataset = json!([{
             "path": "0",
-            "coordinateTransformations": [{ "type": "scale", "scale": self.scale }],
+            "coordinateTransformations": [{ "type": "scale", "scale": scale }],
         }]);
         match self.version {
             ZarrVersion::V2 => {
@@ -624,7 +665,7 @@ impl OutputSpec {
                         json!({
                             "zarr_format": 2,
                             "shape": shape,
-                            "chunks": self.chunks,
+                            "chunks": chunks,
                             "dtype": dtype,
                             "compressor": {
                                 "id": "blosc", "cname": "zstd", "clevel": 5,
@@ -641,7 +682,7 @@ impl OutputSpec {
                         ".zattrs",
                         json!({ "multiscales": [{
                             "version": "0.4",
-                            "name": "p_cell",
+                            "name": name,
                             "axes": axes,
                             "datasets": dataset,
                         }]}),
@@ -650,7 +691,12 @@ impl OutputSpec {
             }
             ZarrVersion::V3 => {
                 let (dtype, fill) = (self.dtype.name(), self.dtype.v2_dtype().1);
-                let names: Vec<Value> = self.axes.iter().map(|a| a["name"].clone()).collect();
+                let names: Vec<Value> = axes
+                    .as_array()
+                    .expect("axes are a list")
+                    .iter()
+                    .map(|a| a["name"].clone())
+                    .collect();
                 vec![
                     (
                         "0/zarr.json",
@@ -661,7 +707,7 @@ impl OutputSpec {
                             "data_type": dtype,
                             "chunk_grid": {
                                 "name": "regular",
-                                "configuration": { "chunk_shape": self.grid.block },
+                                "configuration": { "chunk_shape": shard },
                             },
                             "chunk_key_encoding": {
                                 "name": "default", "configuration": { "separator": "/" },
@@ -670,7 +716,7 @@ impl OutputSpec {
                             "codecs": [{
                                 "name": "sharding_indexed",
                                 "configuration": {
-                                    "chunk_shape": self.chunks,
+                                    "chunk_shape": chunks,
                                     "codecs": [
                                         { "name": "bytes", "configuration": { "endian": "little" } },
                                         { "name": "zstd", "configuration": { "level": 3, "checksum": false } },
@@ -694,7 +740,7 @@ impl OutputSpec {
                             "attributes": { "ome": {
                                 "version": "0.5",
                                 "multiscales": [{
-                                    "name": "p_cell",
+                                    "name": name,
                                     "axes": axes,
                                     "datasets": dataset,
                                 }],
@@ -764,6 +810,8 @@ pub struct BlockStore {
     grid: BlockGrid,
     chunks: [u64; 3],
     dtype: OutputType,
+    channels: u64,
+    version: ZarrVersion,
     write_unit: [u64; 3],
 }
 
@@ -857,6 +905,8 @@ impl BlockStore {
             grid: spec.grid,
             chunks: spec.chunks,
             dtype: spec.dtype,
+            channels: spec.channels,
+            version: spec.version,
             write_unit: spec.write_unit(),
         })
     }
@@ -919,17 +969,21 @@ impl BlockStore {
         (0..self.grid.len()).filter(|&id| self.is_done(id)).count() as u64
     }
 
-    /// Writes block `id`'s P(cell) (`[z][y][x]` over [`BlockGrid::block`]) and flushes its chunk
-    /// files to disk; [`BlockStore::mark_done`] then records it.
-    pub fn write_block(&self, id: u64, p_cell: &[f32]) -> Result<()> {
+    /// Writes block `id`'s values and flushes its chunk files to disk;
+    /// [`BlockStore::mark_done`] then records it. The values are P(cell), probabilities or class
+    /// indices as the store holds them, `[c][z][y][x]` over the channels and
+    /// [`BlockGrid::block`] (`[z][y][x]` with one channel).
+    pub fn write_block(&self, id: u64, values: &[f32]) -> Result<()> {
         let ranges = self.grid.block(id);
         let dims = ranges.clone().map(|r| r.len());
-        if p_cell.len() != dims.iter().product::<usize>() {
+        let channels = self.channels as usize;
+        if values.len() != channels * dims.iter().product::<usize>() {
             return Err(zarr_error(
                 &self.root,
                 format!(
-                    "block {id}: {} values for a block of {dims:?} voxels",
-                    p_cell.len()
+                    "block {id}: {} values for a block of {dims:?} voxels and {channels} \
+                     channel(s)",
+                    values.len()
                 ),
             ));
         }
@@ -940,21 +994,43 @@ impl BlockStore {
         let last = [0, 1, 2].map(|d| (ranges[d].end as u64).div_ceil(unit[d]));
         let padded = [0, 1, 2].map(|d| ((last[d] - first[d]) * unit[d]) as usize);
         let origin = [0, 1, 2].map(|d| (first[d] * unit[d]) as usize);
-        let mut full = vec![0f32; padded.iter().product()];
-        for z in 0..dims[0] {
-            for y in 0..dims[1] {
-                let src = (z * dims[1] + y) * dims[2];
-                let dz = ranges[0].start - origin[0] + z;
-                let dy = ranges[1].start - origin[1] + y;
-                let dst = (dz * padded[1] + dy) * padded[2] + ranges[2].start - origin[2];
-                full[dst..dst + dims[2]].copy_from_slice(&p_cell[src..src + dims[2]]);
+        let (volume, padded_volume) = (
+            dims.iter().product::<usize>(),
+            padded.iter().product::<usize>(),
+        );
+        let mut full = vec![0f32; channels * padded_volume];
+        for c in 0..channels {
+            for z in 0..dims[0] {
+                for y in 0..dims[1] {
+                    let src = c * volume + (z * dims[1] + y) * dims[2];
+                    let dz = ranges[0].start - origin[0] + z;
+                    let dy = ranges[1].start - origin[1] + y;
+                    let dst =
+                        c * padded_volume + (dz * padded[1] + dy) * padded[2] + ranges[2].start
+                            - origin[2];
+                    full[dst..dst + dims[2]].copy_from_slice(&values[src..src + dims[2]]);
+                }
             }
         }
-        let chunk_range: Vec<Range<u64>> = (0..3).map(|d| first[d]..last[d]).collect();
+        // All channels: a chunk per channel (v2), or the block's one shard of every channel.
+        let channel_chunks = match self.version {
+            ZarrVersion::V2 => 0..self.channels,
+            ZarrVersion::V3 => 0..1,
+        };
+        let spatial = (0..3).map(|d| first[d]..last[d]);
+        let chunk_range: Vec<Range<u64>> = match self.channels {
+            1 => spatial.collect(),
+            _ => std::iter::once(channel_chunks).chain(spatial).collect(),
+        };
         let chunks = ArraySubset::new_with_ranges(&chunk_range);
         let stored = match self.dtype {
             OutputType::U8 => {
                 let bytes: Vec<u8> = full.iter().map(|&p| to_u8(p)).collect();
+                self.array.store_chunks_elements(&chunks, &bytes)
+            }
+            OutputType::Class => {
+                // Class indices below 256, exact in f32.
+                let bytes: Vec<u8> = full.iter().map(|&c| c as u8).collect();
                 self.array.store_chunks_elements(&chunks, &bytes)
             }
             OutputType::F16 => {

@@ -89,7 +89,7 @@ pub use precision::{LossScaler, Precision};
 pub use size::{nearest_valid_input_sizes, output_size, NearestSizes, SizeError};
 pub use step::{StepKind, StepOptions, StepReport};
 pub use tiling::{
-    overlap_tile_predict, overlap_tile_predict_probs, overlap_tile_predict_window, Blend,
-    TileOptions, Window,
+    overlap_tile_predict, overlap_tile_predict_probs, overlap_tile_predict_window,
+    overlap_tile_predict_window_probs, Blend, TileOptions, Window,
 };
 pub use unet::UNet;

@@ -745,6 +745,51 @@ pub fn overlap_tile_predict_window(
     window: &Window,
     opts: &TileOptions,
 ) -> Result<Vec<f32>> {
+    predict_window_planes(
+        model,
+        crop_pixels,
+        crop,
+        (height, width),
+        window,
+        opts,
+        &[1],
+    )
+}
+
+/// Every class's probability for `window`, as [`overlap_tile_predict_window`] gives P(cell):
+/// `n_classes` planes of the window's size (class-major), the numbers
+/// [`overlap_tile_predict_probs`] gives there for the whole image.
+pub fn overlap_tile_predict_window_probs(
+    model: &UNet,
+    crop_pixels: &[f32],
+    crop: &Window,
+    height: usize,
+    width: usize,
+    window: &Window,
+    opts: &TileOptions,
+) -> Result<Vec<f32>> {
+    let classes: Vec<usize> = (0..model.config().n_classes).collect();
+    predict_window_planes(
+        model,
+        crop_pixels,
+        crop,
+        (height, width),
+        window,
+        opts,
+        &classes,
+    )
+}
+
+/// The planes of `classes` for `window` of an image of `(height, width)`.
+fn predict_window_planes(
+    model: &UNet,
+    crop_pixels: &[f32],
+    crop: &Window,
+    (height, width): (usize, usize),
+    window: &Window,
+    opts: &TileOptions,
+    classes: &[usize],
+) -> Result<Vec<f32>> {
     check_options(opts)?;
     if opts.tta {
         return Err(Error::Window(
@@ -761,7 +806,7 @@ pub fn overlap_tile_predict_window(
         width,
         out: window,
     };
-    predict_planes(model, &region, opts, &[1])
+    predict_planes(model, &region, opts, classes)
 }
 
 #[cfg(test)]
