@@ -212,26 +212,10 @@ pub fn read_channels(path: impl AsRef<Path>) -> Result<ChannelStack> {
 pub fn decode_channels(bytes: &[u8], path: &Path) -> Result<ChannelStack> {
     let (stack, description) = decode_tiff(bytes, path)?;
     let (pages, _, _, samples) = stack.dims();
-    let layout = match description.as_deref() {
-        Some(d) => page_layout(d, pages, path)?,
-        None => None,
-    };
+    let (channels, order) = channel_layout(description.as_deref(), pages, samples, path)?;
     if samples > 1 {
-        // Samples are the channels; metadata may only agree.
-        if let Some((c, _)) = layout.filter(|&(c, _)| c != samples) {
-            return Err(metadata_error(
-                path,
-                format!(
-                    "the description names {c} channels of pages with {samples} samples per \
-                     pixel; unet reads the samples as the channels only"
-                ),
-            ));
-        }
         return Ok(ChannelStack::from_interleaved(stack));
     }
-    let Some((channels, order)) = layout else {
-        return ChannelStack::new(1, stack);
-    };
     let planes = match order {
         None => stack,
         Some(order) => match &stack {
@@ -249,21 +233,58 @@ pub fn decode_channels(bytes: &[u8], path: &Path) -> Result<ChannelStack> {
 /// [`crate::write_stack`] writes it, with ImageJ's description of its slices.
 pub fn write_channels(path: impl AsRef<Path>, stack: &ChannelStack) -> Result<()> {
     let path = path.as_ref();
-    let (c, s) = (stack.channels(), stack.sections());
-    let description = if c > 1 {
-        format!(
-            "ImageJ=1.11a\nimages={}\nchannels={c}\nslices={s}\nhyperstack=true\nmode=grayscale\n",
-            c * s
-        )
-    } else {
-        format!("ImageJ=1.11a\nimages={s}\nslices={s}\n")
-    };
+    let description = imagej_description(stack.channels(), stack.sections());
     let d = Some(description.as_str());
     match stack.planes() {
         AnyStack::U8(p) => write_stack_described(path, p, d),
         AnyStack::U16(p) => write_stack_described(path, p, d),
         AnyStack::F32(p) => write_stack_described(path, p, d),
     }
+}
+
+/// The ImageJ description of `sections` sections of `channels` grey planes: a hyperstack
+/// (`channels=C`, `slices=S`, channel-fastest) when `channels > 1`, else a grey stack of slices.
+pub(crate) fn imagej_description(channels: usize, sections: usize) -> String {
+    let (c, s) = (channels, sections);
+    if c > 1 {
+        format!(
+            "ImageJ=1.11a\nimages={}\nchannels={c}\nslices={s}\nhyperstack=true\nmode=grayscale\n",
+            c * s
+        )
+    } else {
+        format!("ImageJ=1.11a\nimages={s}\nslices={s}\n")
+    }
+}
+
+/// How a file of `pages` pages of `samples` samples per pixel, with page 0's `description`,
+/// holds its channels: the channels per section, and the page of each (section, channel) plane
+/// in turn when that is not the file's order. With several samples per pixel the samples are
+/// the channels (each page a section; the description may only agree); else the description's
+/// layout ([`page_layout`]), else one grey channel.
+pub(crate) fn channel_layout(
+    description: Option<&str>,
+    pages: usize,
+    samples: usize,
+    path: &Path,
+) -> Result<(usize, Option<Vec<usize>>)> {
+    let layout = match description {
+        Some(d) => page_layout(d, pages, path)?,
+        None => None,
+    };
+    if samples > 1 {
+        // Samples are the channels; metadata may only agree.
+        if let Some((c, _)) = layout.filter(|&(c, _)| c != samples) {
+            return Err(metadata_error(
+                path,
+                format!(
+                    "the description names {c} channels of pages with {samples} samples per \
+                     pixel; unet reads the samples as the channels only"
+                ),
+            ));
+        }
+        return Ok((samples, None));
+    }
+    Ok(layout.unwrap_or((1, None)))
 }
 
 fn metadata_error(path: &Path, detail: String) -> Error {

@@ -59,7 +59,7 @@ pub fn write_all_atomically(files: &[(&Path, &[u8])]) -> Result<()> {
 
 /// Flushes the directory entry of `path` (the rename) to disk. Best effort: some file systems
 /// and platforms cannot open or sync a directory, and the file itself is already durable.
-fn sync_parent_dir(path: &Path) {
+pub(crate) fn sync_parent_dir(path: &Path) {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -6,7 +6,8 @@
 //! label stack is binary; [`read_class_labels`] reads class-index labels (0..K-1, an ignore value,
 //! the binary convention as classes 0 and 1); [`read_channels`] / [`write_channels`] read and
 //! write images with channels (RGB, N samples, ImageJ hyperstacks, OME-TIFF) as a
-//! [`ChannelStack`]; [`LabelledSections`] loads and checks the challenge's stacks; [`Split`] picks
+//! [`ChannelStack`]; [`TiffSections`] / [`TiffSectionWriter`] read and write such stacks (TIFF
+//! or BigTIFF) section by section, for stacks larger than memory; [`LabelledSections`] loads and checks the challenge's stacks; [`Split`] picks
 //! training and validation sections. Errors name the file and page and say what is wrong.
 //!
 //! ```
@@ -35,6 +36,7 @@ mod png_io;
 mod split;
 mod stack;
 mod tiff_io;
+mod tiff_stream;
 
 #[cfg(feature = "download")]
 pub mod download;
@@ -65,3 +67,4 @@ pub use png_io::{decode_png_grey, encode_png_grey, read_png_grey, write_png_grey
 pub use split::Split;
 pub use stack::{AnyStack, GreyStats, Stack};
 pub use tiff_io::{decode_stack, read_stack, read_u8_stack, write_stack, TiffPixel};
+pub use tiff_stream::{TiffSectionWriter, TiffSections};

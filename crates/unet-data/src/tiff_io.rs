@@ -10,7 +10,7 @@ use std::io::{Cursor, Seek, Write};
 use std::path::Path;
 
 use tiff::decoder::{Decoder, DecodingResult, Limits};
-use tiff::encoder::{colortype, TiffEncoder};
+use tiff::encoder::{colortype, TiffEncoder, TiffKind};
 use tiff::{ColorType, TiffError};
 
 use crate::fsutil::write_atomically;
@@ -20,8 +20,8 @@ use crate::{AnyStack, Error, Result, Stack};
 pub trait TiffPixel: Copy + sealed::Sealed {
     /// Write one page of `width` x `height` grey pixels, with an ImageDescription if given.
     #[doc(hidden)]
-    fn write_page<W: Write + Seek>(
-        encoder: &mut TiffEncoder<W>,
+    fn write_page<W: Write + Seek, K: TiffKind>(
+        encoder: &mut TiffEncoder<W, K>,
         width: u32,
         height: u32,
         data: &[Self],
@@ -30,8 +30,8 @@ pub trait TiffPixel: Copy + sealed::Sealed {
 }
 
 /// One page of colour type `C`, with an ImageDescription tag when `description` is given.
-fn write_described<C: colortype::ColorType, W: Write + Seek>(
-    e: &mut TiffEncoder<W>,
+fn write_described<C: colortype::ColorType, W: Write + Seek, K: TiffKind>(
+    e: &mut TiffEncoder<W, K>,
     w: u32,
     h: u32,
     d: &[C::Inner],
@@ -57,38 +57,38 @@ mod sealed {
 }
 
 impl TiffPixel for u8 {
-    fn write_page<W: Write + Seek>(
-        e: &mut TiffEncoder<W>,
+    fn write_page<W: Write + Seek, K: TiffKind>(
+        e: &mut TiffEncoder<W, K>,
         w: u32,
         h: u32,
         d: &[u8],
         description: Option<&str>,
     ) -> std::result::Result<(), TiffError> {
-        write_described::<colortype::Gray8, W>(e, w, h, d, description)
+        write_described::<colortype::Gray8, W, K>(e, w, h, d, description)
     }
 }
 
 impl TiffPixel for u16 {
-    fn write_page<W: Write + Seek>(
-        e: &mut TiffEncoder<W>,
+    fn write_page<W: Write + Seek, K: TiffKind>(
+        e: &mut TiffEncoder<W, K>,
         w: u32,
         h: u32,
         d: &[u16],
         description: Option<&str>,
     ) -> std::result::Result<(), TiffError> {
-        write_described::<colortype::Gray16, W>(e, w, h, d, description)
+        write_described::<colortype::Gray16, W, K>(e, w, h, d, description)
     }
 }
 
 impl TiffPixel for f32 {
-    fn write_page<W: Write + Seek>(
-        e: &mut TiffEncoder<W>,
+    fn write_page<W: Write + Seek, K: TiffKind>(
+        e: &mut TiffEncoder<W, K>,
         w: u32,
         h: u32,
         d: &[f32],
         description: Option<&str>,
     ) -> std::result::Result<(), TiffError> {
-        write_described::<colortype::Gray32Float, W>(e, w, h, d, description)
+        write_described::<colortype::Gray32Float, W, K>(e, w, h, d, description)
     }
 }
 
@@ -184,35 +184,12 @@ pub(crate) fn decode_tiff(bytes: &[u8], path: &Path) -> Result<(AnyStack, Option
             magic: magic.to_vec(),
         });
     }
-    let tiff_err = |page: usize, e: TiffError| -> Error {
-        let detail = e.to_string();
-        let truncated =
-            matches!(&e, TiffError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
-        if truncated {
-            Error::Truncated {
-                path: path.to_path_buf(),
-                page,
-                detail,
-            }
-        } else {
-            Error::Tiff {
-                path: path.to_path_buf(),
-                page,
-                detail,
-            }
-        }
-    };
-    check_directories(bytes, path)?;
+    let tiff_err = |page: usize, e: TiffError| tiff_error(path, page, e);
+    check_directories(&mut &bytes[..], path)?;
     let max = crate::max_pixels();
-    // The decoder's own buffers stay within the bound too (4 bytes for the widest sample).
-    let mut limits = Limits::default();
-    limits.decoding_buffer_size = usize::try_from(max.saturating_mul(4)).unwrap_or(usize::MAX);
-    // A strip's compressed bytes lie in the file: a count beyond its size is damage, and
-    // would otherwise allocate up to the decoder's default of 128 MiB for a few bytes of input.
-    limits.intermediate_buffer_size = bytes.len();
     let mut decoder = Decoder::new(Cursor::new(bytes))
         .map_err(|e| tiff_err(0, e))?
-        .with_limits(limits);
+        .with_limits(decoder_limits(bytes.len() as u64));
     let file_bound = (bytes.len() as u64).saturating_mul(crate::MAX_COMPRESSION_RATIO);
     let mut declared_so_far = 0u64;
 
@@ -228,12 +205,6 @@ pub(crate) fn decode_tiff(bytes: &[u8], path: &Path) -> Result<(AnyStack, Option
             page,
             pixel: format!("{color:?}"),
         })?;
-        // Samples stored as separate planes (PlanarConfiguration = 2) would otherwise decode as
-        // a short, seemingly truncated page.
-        let planar = decoder
-            .find_tag_unsigned::<u16>(tiff::tags::Tag::PlanarConfiguration)
-            .map_err(|e| tiff_err(page, e))?;
-        let planar = samples > 1 && planar == Some(2);
         match first {
             None => {
                 first = Some((w, h, color));
@@ -270,26 +241,7 @@ pub(crate) fn decode_tiff(bytes: &[u8], path: &Path) -> Result<(AnyStack, Option
                 bytes.len()
             )));
         }
-        let expected = w as usize * h as usize * samples;
-        let image = if planar {
-            // All planes, one after the other (the bound above keeps them within the limits).
-            let mut planes = DecodingResult::U8(Vec::new());
-            decoder
-                .read_image_to_buffer(&mut planes)
-                .map_err(|e| tiff_err(page, e))?;
-            interleave(planes, w as usize * h as usize, samples)
-        } else {
-            decoder.read_image().map_err(|e| tiff_err(page, e))?
-        };
-        let len = decoded_len(&image);
-        if len < expected {
-            return Err(Error::Truncated {
-                path: path.to_path_buf(),
-                page,
-                detail: format!("{len} of {expected} values"),
-            });
-        }
-        pages.push(image);
+        pages.push(read_page(&mut decoder, path, page, samples)?);
         page += 1;
         if !decoder.more_images() {
             break;
@@ -325,6 +277,77 @@ pub(crate) fn decode_tiff(bytes: &[u8], path: &Path) -> Result<(AnyStack, Option
     Ok((stack, description))
 }
 
+/// The error of the TIFF library on `page`, as [`Error::Truncated`] when the file ended early.
+pub(crate) fn tiff_error(path: &Path, page: usize, e: TiffError) -> Error {
+    let detail = e.to_string();
+    let truncated =
+        matches!(&e, TiffError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+    if truncated {
+        Error::Truncated {
+            path: path.to_path_buf(),
+            page,
+            detail,
+        }
+    } else {
+        Error::Tiff {
+            path: path.to_path_buf(),
+            page,
+            detail,
+        }
+    }
+}
+
+/// The decoder's limits for a file of `file_len` bytes.
+pub(crate) fn decoder_limits(file_len: u64) -> Limits {
+    let mut limits = Limits::default();
+    // The decoder's own buffers stay within the bound too (4 bytes for the widest sample).
+    let decoding = crate::max_pixels().saturating_mul(4);
+    limits.decoding_buffer_size = usize::try_from(decoding).unwrap_or(usize::MAX);
+    // A strip's compressed bytes lie in the file: a count beyond its size is damage, and
+    // would otherwise allocate up to the decoder's default of 128 MiB for a few bytes of input.
+    // (A file larger than the pixel bound still cannot make one strip exceed that bound.)
+    limits.intermediate_buffer_size = usize::try_from(file_len.min(decoding)).unwrap_or(usize::MAX);
+    limits
+}
+
+/// The decoder's current page (`page` in error messages) of `samples` samples per pixel, its
+/// samples interleaved; at least `width * height * samples` values, or an error.
+pub(crate) fn read_page<R: std::io::Read + Seek>(
+    decoder: &mut Decoder<R>,
+    path: &Path,
+    page: usize,
+    samples: usize,
+) -> Result<DecodingResult> {
+    let tiff_err = |e: TiffError| tiff_error(path, page, e);
+    let (w, h) = decoder.dimensions().map_err(tiff_err)?;
+    // Samples stored as separate planes (PlanarConfiguration = 2) would otherwise decode as
+    // a short, seemingly truncated page.
+    let planar = decoder
+        .find_tag_unsigned::<u16>(tiff::tags::Tag::PlanarConfiguration)
+        .map_err(tiff_err)?;
+    let planar = samples > 1 && planar == Some(2);
+    let expected = w as usize * h as usize * samples;
+    let image = if planar {
+        // All planes, one after the other (the caller's bound keeps them within the limits).
+        let mut planes = DecodingResult::U8(Vec::new());
+        decoder
+            .read_image_to_buffer(&mut planes)
+            .map_err(tiff_err)?;
+        interleave(planes, w as usize * h as usize, samples)
+    } else {
+        decoder.read_image().map_err(tiff_err)?
+    };
+    let len = decoded_len(&image);
+    if len < expected {
+        return Err(Error::Truncated {
+            path: path.to_path_buf(),
+            page,
+            detail: format!("{len} of {expected} values"),
+        });
+    }
+    Ok(image)
+}
+
 /// Planes of `samples` x `n` values, one after the other, as `n` pixels of interleaved samples.
 /// A short buffer (fewer planes than asked) is returned as it is, for the caller to call
 /// truncated.
@@ -345,37 +368,110 @@ fn interleave(planes: DecodingResult, n: usize, samples: usize) -> DecodingResul
     }
 }
 
+/// A TIFF's bytes read at offsets: the whole file in memory, or an open file (so a file larger
+/// than memory can be checked too).
+pub(crate) trait ByteSource {
+    /// The file's length in bytes.
+    fn byte_len(&self) -> u64;
+    /// Fills `buf` from byte `at`: `Ok(false)` when the file ends first.
+    fn read_at(&mut self, at: u64, buf: &mut [u8]) -> std::io::Result<bool>;
+}
+
+impl ByteSource for &[u8] {
+    fn byte_len(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&mut self, at: u64, buf: &mut [u8]) -> std::io::Result<bool> {
+        let at = usize::try_from(at).unwrap_or(usize::MAX);
+        match at.checked_add(buf.len()).and_then(|end| self.get(at..end)) {
+            Some(b) => {
+                buf.copy_from_slice(b);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// An open file as a [`ByteSource`]: reads that follow one another need no seek, so walking a
+/// directory's entries reads through the buffer.
+pub(crate) struct FileSource {
+    reader: std::io::BufReader<fs::File>,
+    len: u64,
+    pos: u64,
+}
+
+impl FileSource {
+    /// Reads `file`, `len` bytes long, from its start.
+    pub(crate) fn new(file: fs::File, len: u64) -> Self {
+        FileSource {
+            reader: std::io::BufReader::new(file),
+            len,
+            pos: u64::MAX,
+        }
+    }
+}
+
+impl ByteSource for FileSource {
+    fn byte_len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&mut self, at: u64, buf: &mut [u8]) -> std::io::Result<bool> {
+        use std::io::Read;
+        if at.saturating_add(buf.len() as u64) > self.len {
+            return Ok(false);
+        }
+        if at != self.pos {
+            self.reader.seek(std::io::SeekFrom::Start(at))?;
+        }
+        match self.reader.read_exact(buf) {
+            Ok(()) => {
+                self.pos = at + buf.len() as u64;
+                Ok(true)
+            }
+            // The file shrank since its length was taken.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.pos = u64::MAX;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Walks the TIFF's chain of image directories before the decoder sees it, refusing a tag whose
 /// values, by its count, would lie beyond the end of the file, a directory outside the file, and
 /// a chain that loops. The decoder would allocate such a tag's values (and their expanded
 /// copies, many times the file's size) before finding out.
-fn check_directories(bytes: &[u8], path: &Path) -> Result<()> {
+pub(crate) fn check_directories(src: &mut impl ByteSource, path: &Path) -> Result<()> {
     let bad = |page: usize, detail: String| Error::Tiff {
         path: path.to_path_buf(),
         page,
         detail,
     };
-    let little = bytes.starts_with(b"II");
+    let mut order = [0u8; 2];
+    let little = src.read_at(0, &mut order).map_err(|e| Error::io(path, e))? && order == *b"II";
+    let len = src.byte_len();
     // The `n`-byte unsigned integer at `at`, in the file's byte order.
-    let uint_at = |at: usize, n: usize| -> Option<u64> {
-        let b = bytes.get(at..at.checked_add(n)?)?;
+    let mut uint_at = |at: u64, n: usize| -> Result<Option<u64>> {
+        let mut b = [0u8; 8];
+        let b = &mut b[..n];
+        if !src.read_at(at, b).map_err(|e| Error::io(path, e))? {
+            return Ok(None);
+        }
         let digits = |v: u64, &d: &u8| v << 8 | u64::from(d);
-        Some(match little {
+        Ok(Some(match little {
             true => b.iter().rev().fold(0, digits),
             false => b.iter().fold(0, digits),
-        })
+        }))
     };
-    let (u16_at, u32_at, u64_at) = (
-        |at| uint_at(at, 2),
-        |at| uint_at(at, 4),
-        |at| uint_at(at, 8),
-    );
-    let big = u16_at(2) == Some(43);
-    let (mut next, count_len, entry_len, inline) = match big {
-        true => (u64_at(8), 8usize, 20usize, 8u64),
-        false => (u32_at(4), 2, 12, 4),
+    let big = uint_at(2, 2)? == Some(43);
+    let (mut next, count_len, entry_len, inline, offset_len) = match big {
+        true => (uint_at(8, 8)?, 8u64, 20u64, 8u64, 8usize),
+        false => (uint_at(4, 4)?, 2, 12, 4, 4),
     };
-    let len = bytes.len() as u64;
     let mut seen = std::collections::HashSet::new();
     let mut page = 0;
     while let Some(offset) = next.filter(|&o| o != 0) {
@@ -385,24 +481,19 @@ fn check_directories(bytes: &[u8], path: &Path) -> Result<()> {
                 format!("the directory chain loops back to byte {offset}"),
             ));
         }
-        let at = usize::try_from(offset).unwrap_or(usize::MAX);
-        let entries = match big {
-            true => u64_at(at),
-            false => u16_at(at),
-        };
-        let Some(entries) = entries else {
+        let Some(entries) = uint_at(offset, count_len as usize)? else {
             // The decoder names a directory beyond the end as truncation.
             return Ok(());
         };
-        let first = at.saturating_add(count_len);
-        let table = entries.saturating_mul(entry_len as u64);
-        if (first as u64).saturating_add(table) > len {
+        let first = offset.saturating_add(count_len);
+        let table = entries.saturating_mul(entry_len);
+        if first.saturating_add(table) > len {
             return Ok(());
         }
-        for e in 0..entries as usize {
+        for e in 0..entries {
             let entry = first + e * entry_len;
-            let tag = u16_at(entry).unwrap_or(0);
-            let size = match u16_at(entry + 2).unwrap_or(0) {
+            let tag = uint_at(entry, 2)?.unwrap_or(0);
+            let size = match uint_at(entry + 2, 2)?.unwrap_or(0) {
                 1 | 2 | 6 | 7 => 1,
                 3 | 8 => 2,
                 4 | 9 | 11 | 13 => 4,
@@ -411,8 +502,8 @@ fn check_directories(bytes: &[u8], path: &Path) -> Result<()> {
                 _ => continue,
             };
             let (count, value) = match big {
-                true => (u64_at(entry + 4), u64_at(entry + 12)),
-                false => (u32_at(entry + 4), u32_at(entry + 8)),
+                true => (uint_at(entry + 4, 8)?, uint_at(entry + 12, 8)?),
+                false => (uint_at(entry + 4, 4)?, uint_at(entry + 8, 4)?),
             };
             let (count, value) = (count.unwrap_or(0), value.unwrap_or(0));
             let value_bytes = count.saturating_mul(size);
@@ -426,16 +517,13 @@ fn check_directories(bytes: &[u8], path: &Path) -> Result<()> {
                 ));
             }
         }
-        next = match big {
-            true => u64_at(first + table as usize),
-            false => u32_at(first + table as usize),
-        };
+        next = uint_at(first + table, offset_len)?;
         page += 1;
     }
     Ok(())
 }
 
-fn samples_of(color: ColorType) -> Option<usize> {
+pub(crate) fn samples_of(color: ColorType) -> Option<usize> {
     match color {
         ColorType::Gray(8 | 16 | 32) => Some(1),
         // 32 bits: float samples (32-bit integers are refused once decoded).
@@ -450,7 +538,7 @@ fn samples_of(color: ColorType) -> Option<usize> {
     }
 }
 
-fn describe(w: u32, h: u32, c: ColorType) -> String {
+pub(crate) fn describe(w: u32, h: u32, c: ColorType) -> String {
     format!("{w}x{h} {c:?}")
 }
 
@@ -464,7 +552,7 @@ fn decoded_len(r: &DecodingResult) -> usize {
     }
 }
 
-fn variant_name(r: &DecodingResult) -> &'static str {
+pub(crate) fn variant_name(r: &DecodingResult) -> &'static str {
     match r {
         DecodingResult::U8(_) => "u8",
         DecodingResult::U16(_) => "u16",

@@ -1,5 +1,6 @@
-//! Mutation fuzzing of the TIFF stack, label, class-label, channel and PNG readers: every mutant of a valid small
-//! file is read to `Ok` or a typed error, never a panic, and within an allocation bound.
+//! Mutation fuzzing of the TIFF stack, label, class-label, channel, streaming section
+//! ([`TiffSections`]) and PNG readers: every mutant of a valid small file is read to `Ok` or a
+//! typed error, never a panic, and within an allocation bound.
 //! `UNET_FUZZ_CASES=N` sets the mutants per reader (`cargo xtask fuzz` runs many); inputs that
 //! once failed live in `tests/bad/fuzz/` and are read on every run.
 
@@ -12,7 +13,7 @@ use tiff::encoder::{colortype, Compression, TiffEncoder};
 use unet_data::fuzz::{self, CountingAllocator};
 use unet_data::{
     decode_channels, decode_class_labels, decode_labels, decode_png_grey, decode_stack,
-    encode_png_grey, LabelOptions,
+    encode_png_grey, LabelOptions, TiffSections,
 };
 
 #[global_allocator]
@@ -128,6 +129,15 @@ fn every_reader_gives_a_value_or_a_typed_error_on_mutated_files() {
     ]);
     fuzz::run("channels", &channel_seeds, cases, 5, MAX_BYTES, |b| {
         decode_channels(b, path).map(|_| ())
+    })
+    .assert_clean();
+    // The streaming reader reads a file: each mutant is written to one, then every section read.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fuzz.tif");
+    fuzz::run("tiff-sections", &channel_seeds, cases, 6, MAX_BYTES, |b| {
+        std::fs::write(&file, b).unwrap();
+        let mut sections = TiffSections::open(&file)?;
+        (0..sections.sections()).try_for_each(|s| sections.read_unit_section(s).map(|_| ()))
     })
     .assert_clean();
     let pngs = vec![
