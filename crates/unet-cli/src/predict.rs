@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use unet_data::{
-    read_channels, read_png_grey, write_channels, write_png_grey, write_stack, AnyStack,
-    ChannelStack, Stack,
+    read_channels, read_png_grey, write_png_grey, AnyStack, ChannelStack, Stack, TiffSectionWriter,
+    TiffSections,
 };
 use unet_metrics::argmax_classes;
 use unet_model::tiling::TileOptions;
@@ -129,8 +129,8 @@ struct Pages {
     channels: usize,
     /// Per page: `channels` planes of `height * width`.
     pages: Vec<Vec<f32>>,
-    /// Whether float pages hold values outside [0, 1].
-    float_out_of_range: bool,
+    /// Whether any page is stored as floats (which may lie outside [0, 1]).
+    float: bool,
 }
 
 impl Pages {
@@ -153,9 +153,7 @@ impl Pages {
                 self.channels
             );
         }
-        if let AnyStack::F32(s) = stack.planes() {
-            self.float_out_of_range |= s.as_slice().iter().any(|v| !(0.0..=1.0).contains(v));
-        }
+        self.float |= matches!(stack.planes(), AnyStack::F32(_));
         self.pages.extend((0..pages).map(|p| stack.unit_section(p)));
         Ok(())
     }
@@ -202,7 +200,7 @@ fn read_input(input: &Path) -> Result<Pages> {
         width: 0,
         channels: 0,
         pages: Vec::new(),
-        float_out_of_range: false,
+        float: false,
     };
     if input.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(input)
@@ -270,30 +268,6 @@ fn warn_if_far_from_training(
             );
         }
     }
-}
-
-fn write_binary(path: &Path, prob: &Stack<f32>, threshold: f32) -> Result<()> {
-    let binary = prob.map(|p| if p > threshold { 255u8 } else { 0 });
-    let is_png = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    if !is_png {
-        return Ok(write_stack(path, &binary)?);
-    }
-    let (h, w) = (binary.height(), binary.width());
-    if binary.pages() == 1 {
-        return Ok(write_png_grey(path, h, w, binary.page(0))?);
-    }
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("binary");
-    for p in 0..binary.pages() {
-        let file = path.with_file_name(format!("{stem}-{p:03}.png"));
-        write_png_grey(&file, h, w, binary.page(p))?;
-    }
-    Ok(())
 }
 
 /// Refuses an output that exists (unless `overwrite`), and one that cannot be written, before
@@ -371,21 +345,14 @@ pub fn run(args: &PredictArgs) -> Result<()> {
              --argmax writes the most probable class of every pixel"
         );
     }
-    let mut input = read_input(input_path)?;
-    if input.channels != cfg.in_channels {
+    let mut input = Input::open(input_path)?;
+    if input.channels() != cfg.in_channels {
         bail!(
             "{}: {} channel(s) a section, but the model {} takes {} input channel(s)",
             input_path.display(),
-            input.channels,
+            input.channels(),
             model_name,
             cfg.in_channels
-        );
-    }
-    if input.float_out_of_range {
-        eprintln!(
-            "warning: {} holds float values outside [0, 1]; they are used as grey values in \
-             [0, 1] units",
-            input_path.display()
         );
     }
     let normalisation = match meta.normalisation {
@@ -398,9 +365,24 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             Normalisation::PerImage
         }
     };
-    warn_if_far_from_training(input_path, &input.pages, input.channels, &normalisation);
     let opts = args.tile_options();
-    let (h, w, n) = (input.height, input.width, input.pages.len());
+    let (h, w, n, channels) = (
+        input.height(),
+        input.width(),
+        input.sections(),
+        input.channels(),
+    );
+    // Section by section: read, predict, write, so memory holds one section whatever the
+    // stack's size.
+    let mut out = Output::create(&args.out, n, h, w, k, args.argmax)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let mut binary = match &args.binary {
+        Some(path) => Some(
+            BinaryOutput::create(path, n, h, w)
+                .with_context(|| format!("writing {}", path.display()))?,
+        ),
+        None => None,
+    };
     let bar = ProgressBar::new(n as u64).with_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} pages, {elapsed} (eta {eta})")
             .expect("a valid template")
@@ -408,67 +390,281 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     );
     bar.set_message("predicting");
     let started = Instant::now();
-    let mut prob = Vec::new();
-    let mut classes = Vec::new();
-    for (p, page) in input.pages.iter_mut().enumerate() {
-        normalisation.apply(page, input.channels);
+    let mut warned_out_of_range = false;
+    for p in 0..n {
         let context = || format!("{} page {p}", input_path.display());
+        let mut section = input.section(p).with_context(context)?;
+        if input.is_float()
+            && !warned_out_of_range
+            && section.iter().any(|v| !(0.0..=1.0).contains(v))
+        {
+            bar.suspend(|| {
+                eprintln!(
+                    "warning: {} holds float values outside [0, 1]; they are used as grey \
+                     values in [0, 1] units",
+                    input_path.display()
+                )
+            });
+            warned_out_of_range = true;
+        }
+        if p == 0 {
+            bar.suspend(|| {
+                warn_if_far_from_training(
+                    input_path,
+                    std::slice::from_ref(&section),
+                    channels,
+                    &normalisation,
+                )
+            });
+        }
+        normalisation.apply(&mut section, channels);
         if k > 2 || args.argmax {
             let probs =
-                overlap_tile_predict_probs(&model, page, h, w, &opts).with_context(context)?;
+                overlap_tile_predict_probs(&model, &section, h, w, &opts).with_context(context)?;
             if args.argmax {
-                classes.extend(argmax_classes(&probs, k).with_context(context)?);
+                out.write_classes(&argmax_classes(&probs, k).with_context(context)?)
             } else {
-                prob.extend(probs);
+                out.write_probabilities(&probs)
             }
         } else {
-            let cell = overlap_tile_predict(&model, page, h, w, &opts).with_context(context)?;
-            prob.extend(cell);
+            let cell = overlap_tile_predict(&model, &section, h, w, &opts).with_context(context)?;
+            if let (Some(binary), Some(path)) = (binary.as_mut(), &args.binary) {
+                binary
+                    .write(&cell, args.threshold)
+                    .with_context(|| format!("writing {} page {p}", path.display()))?;
+            }
+            out.write_probabilities(&cell)
         }
-        *page = Vec::new();
+        .with_context(|| format!("writing {} page {p}", args.out.display()))?;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let writing = || format!("writing {}", args.out.display());
-    let (what, tta) = (
-        if args.argmax {
-            format!("the most probable of {k} classes")
-        } else if k > 2 {
-            format!("the probabilities of {k} classes")
-        } else {
-            "P(cell)".to_string()
-        },
-        if args.tta { " (8-fold TTA)" } else { "" },
-    );
-    let done = || {
-        println!(
-            "wrote {what} of {n} page(s) of {h}x{w} to {} in {:.1} s{tta}",
-            args.out.display(),
-            started.elapsed().as_secs_f64(),
-        )
-    };
-    if args.argmax {
-        if k <= 256 {
-            let bytes = classes.iter().map(|&c| c as u8).collect();
-            write_stack(&args.out, &Stack::new(n, h, w, bytes)?).with_context(writing)?;
-        } else {
-            write_stack(&args.out, &Stack::new(n, h, w, classes)?).with_context(writing)?;
-        }
-        done();
-        return Ok(());
-    }
-    if k > 2 {
-        let stack = ChannelStack::new(k, Stack::new(n * k, h, w, prob)?)?;
-        write_channels(&args.out, &stack).with_context(writing)?;
-        done();
-        return Ok(());
-    }
-    let prob = Stack::new(n, h, w, prob)?;
-    write_stack(&args.out, &prob).with_context(writing)?;
-    if let Some(path) = &args.binary {
-        write_binary(path, &prob, args.threshold)
+    out.finish()
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    if let (Some(binary), Some(path)) = (binary, &args.binary) {
+        binary
+            .finish()
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    done();
+    let what = if args.argmax {
+        format!("the most probable of {k} classes")
+    } else if k > 2 {
+        format!("the probabilities of {k} classes")
+    } else {
+        "P(cell)".to_string()
+    };
+    println!(
+        "wrote {what} of {n} page(s) of {h}x{w} to {} in {:.1} s{}",
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+        if args.tta { " (8-fold TTA)" } else { "" },
+    );
     Ok(())
+}
+
+/// The sections to predict: a TIFF file read section by section ([`TiffSections`]: memory
+/// holds one section, whatever the file's size, BigTIFF included), or images held in memory
+/// (PNG files, a directory of images).
+enum Input {
+    Streamed(Box<TiffSections>),
+    Held(Pages),
+}
+
+impl Input {
+    fn open(path: &Path) -> Result<Self> {
+        if path.is_file() && is_tiff(path)? {
+            return Ok(Input::Streamed(Box::new(TiffSections::open(path)?)));
+        }
+        Ok(Input::Held(read_input(path)?))
+    }
+
+    fn sections(&self) -> usize {
+        match self {
+            Input::Streamed(t) => t.sections(),
+            Input::Held(p) => p.pages.len(),
+        }
+    }
+
+    fn height(&self) -> usize {
+        match self {
+            Input::Streamed(t) => t.height(),
+            Input::Held(p) => p.height,
+        }
+    }
+
+    fn width(&self) -> usize {
+        match self {
+            Input::Streamed(t) => t.width(),
+            Input::Held(p) => p.width,
+        }
+    }
+
+    fn channels(&self) -> usize {
+        match self {
+            Input::Streamed(t) => t.channels(),
+            Input::Held(p) => p.channels,
+        }
+    }
+
+    /// Whether the values are stored as floats (which may lie outside [0, 1]).
+    fn is_float(&self) -> bool {
+        match self {
+            Input::Streamed(t) => t.pixel_type() == "32-bit float",
+            Input::Held(p) => p.float,
+        }
+    }
+
+    /// Section `s` in [0, 1] units, channel plane after channel plane; a held section is
+    /// handed over (each is read once).
+    fn section(&mut self, s: usize) -> Result<Vec<f32>> {
+        Ok(match self {
+            Input::Streamed(t) => t.read_unit_section(s)?,
+            Input::Held(p) => std::mem::take(&mut p.pages[s]),
+        })
+    }
+}
+
+/// Whether the file starts as a TIFF or BigTIFF does.
+fn is_tiff(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let n = f
+        .read(&mut magic)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(matches!(
+        &magic[..n],
+        b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+"
+    ))
+}
+
+/// Where the prediction goes, section by section: probabilities (P(cell), or `K` planes a
+/// section as an ImageJ hyperstack) as 32-bit float, or classes as 8-bit (16-bit above 256
+/// classes); written to a temporary file renamed into place by [`Output::finish`].
+enum Output {
+    Probabilities(TiffSectionWriter<f32>),
+    Classes8(TiffSectionWriter<u8>),
+    Classes16(TiffSectionWriter<u16>),
+}
+
+impl Output {
+    fn create(
+        path: &Path,
+        sections: usize,
+        height: usize,
+        width: usize,
+        classes: usize,
+        argmax: bool,
+    ) -> Result<Self> {
+        Ok(match (argmax, classes) {
+            (true, k) if k <= 256 => {
+                Output::Classes8(TiffSectionWriter::create(path, sections, 1, height, width)?)
+            }
+            (true, _) => {
+                Output::Classes16(TiffSectionWriter::create(path, sections, 1, height, width)?)
+            }
+            (false, 2) => {
+                Output::Probabilities(TiffSectionWriter::create(path, sections, 1, height, width)?)
+            }
+            (false, k) => {
+                Output::Probabilities(TiffSectionWriter::create(path, sections, k, height, width)?)
+            }
+        })
+    }
+
+    fn write_probabilities(&mut self, planes: &[f32]) -> Result<()> {
+        match self {
+            Output::Probabilities(w) => Ok(w.write_section(planes)?),
+            _ => bail!("an output of classes takes no probabilities"),
+        }
+    }
+
+    fn write_classes(&mut self, classes: &[u16]) -> Result<()> {
+        match self {
+            Output::Classes8(w) => {
+                let bytes: Vec<u8> = classes.iter().map(|&c| c as u8).collect();
+                Ok(w.write_section(&bytes)?)
+            }
+            Output::Classes16(w) => Ok(w.write_section(classes)?),
+            Output::Probabilities(_) => bail!("an output of probabilities takes no classes"),
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Output::Probabilities(w) => w.finish()?,
+            Output::Classes8(w) => w.finish()?,
+            Output::Classes16(w) => w.finish()?,
+        }
+        Ok(())
+    }
+}
+
+/// `--binary`: P(cell) > threshold as 0 / 255, a TIFF written section by section, or PNG
+/// (one file a page) kept until the end.
+enum BinaryOutput {
+    Tiff(TiffSectionWriter<u8>),
+    Png {
+        path: PathBuf,
+        height: usize,
+        width: usize,
+        pages: Vec<Vec<u8>>,
+    },
+}
+
+impl BinaryOutput {
+    fn create(path: &Path, sections: usize, height: usize, width: usize) -> Result<Self> {
+        let is_png = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        Ok(match is_png {
+            true => BinaryOutput::Png {
+                path: path.to_path_buf(),
+                height,
+                width,
+                pages: Vec::new(),
+            },
+            false => {
+                BinaryOutput::Tiff(TiffSectionWriter::create(path, sections, 1, height, width)?)
+            }
+        })
+    }
+
+    fn write(&mut self, p_cell: &[f32], threshold: f32) -> Result<()> {
+        let binary: Vec<u8> = p_cell
+            .iter()
+            .map(|&p| if p > threshold { 255 } else { 0 })
+            .collect();
+        match self {
+            BinaryOutput::Tiff(w) => w.write_section(&binary)?,
+            BinaryOutput::Png { pages, .. } => pages.push(binary),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            BinaryOutput::Tiff(w) => w.finish()?,
+            BinaryOutput::Png {
+                path,
+                height,
+                width,
+                pages,
+            } => {
+                if let [page] = pages.as_slice() {
+                    return Ok(write_png_grey(&path, height, width, page)?);
+                }
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("binary");
+                for (p, page) in pages.iter().enumerate() {
+                    let file = path.with_file_name(format!("{stem}-{p:03}.png"));
+                    write_png_grey(&file, height, width, page)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
