@@ -91,8 +91,10 @@ def predict(
     model: Optional[Union[str, "os.PathLike[str]"]] = None,
     tta: bool = False,
 ) -> _F32:
-    """P(cell) by overlap-tile prediction on the CPU, as `unet predict`.
+    """P(cell) by overlap-tile prediction on the CPU, as `unet predict`: (H, W) or (N, H, W);
+    for a model of K > 2 classes every class's probability, (K, H, W) or (N, K, H, W).
 
-    image: (H, W) or (N, H, W) grey (uint8 / 255, uint16 / 65535, floats in [0, 1]).
+    image: (H, W) or (N, H, W) grey (uint8 / 255, uint16 / 65535, floats in [0, 1]); for a
+        model of C > 1 input channels (C, H, W) or (N, C, H, W).
     model: None (the built-in default model), a .safetensors checkpoint or a .bioimageio.zip.
     """

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::tiff_io::{decode_tiff, write_stack_described};
+use crate::tiff_io::{decode_tiff, write_sections};
 use crate::{AnyStack, Error, GreyStats, Result, Stack};
 
 /// Sections of `channels` planes of `height` x `width` pixels each: the pixels are kept as grey
@@ -232,13 +232,11 @@ pub fn decode_channels(bytes: &[u8], path: &Path) -> Result<ChannelStack> {
 /// stack is. [`read_channels`] reads it back as it was; a one-channel stack is written as
 /// [`crate::write_stack`] writes it, with ImageJ's description of its slices.
 pub fn write_channels(path: impl AsRef<Path>, stack: &ChannelStack) -> Result<()> {
-    let path = path.as_ref();
-    let description = imagej_description(stack.channels(), stack.sections());
-    let d = Some(description.as_str());
+    let (path, c) = (path.as_ref(), stack.channels());
     match stack.planes() {
-        AnyStack::U8(p) => write_stack_described(path, p, d),
-        AnyStack::U16(p) => write_stack_described(path, p, d),
-        AnyStack::F32(p) => write_stack_described(path, p, d),
+        AnyStack::U8(p) => write_sections(path, p, c),
+        AnyStack::U16(p) => write_sections(path, p, c),
+        AnyStack::F32(p) => write_sections(path, p, c),
     }
 }
 

@@ -6,47 +6,25 @@
 //! atomically.
 
 use std::fs;
-use std::io::{Cursor, Seek, Write};
+use std::io::{Cursor, Seek};
 use std::path::Path;
 
 use tiff::decoder::{Decoder, DecodingResult, Limits};
-use tiff::encoder::{colortype, TiffEncoder, TiffKind};
 use tiff::{ColorType, TiffError};
 
-use crate::fsutil::write_atomically;
 use crate::{AnyStack, Error, Result, Stack};
 
 /// A pixel type that can be written to a TIFF page.
 pub trait TiffPixel: Copy + sealed::Sealed {
-    /// Write one page of `width` x `height` grey pixels, with an ImageDescription if given.
+    /// Bits per sample.
     #[doc(hidden)]
-    fn write_page<W: Write + Seek, K: TiffKind>(
-        encoder: &mut TiffEncoder<W, K>,
-        width: u32,
-        height: u32,
-        data: &[Self],
-        description: Option<&str>,
-    ) -> std::result::Result<(), TiffError>;
-}
-
-/// One page of colour type `C`, with an ImageDescription tag when `description` is given.
-fn write_described<C: colortype::ColorType, W: Write + Seek, K: TiffKind>(
-    e: &mut TiffEncoder<W, K>,
-    w: u32,
-    h: u32,
-    d: &[C::Inner],
-    description: Option<&str>,
-) -> std::result::Result<(), TiffError>
-where
-    [C::Inner]: tiff::encoder::TiffValue,
-{
-    let mut image = e.new_image::<C>(w, h)?;
-    if let Some(text) = description {
-        image
-            .encoder()
-            .write_tag(tiff::tags::Tag::ImageDescription, text)?;
-    }
-    image.write_data(d)
+    const BITS: u16;
+    /// TIFF's SampleFormat: 1 unsigned integer, 3 IEEE float.
+    #[doc(hidden)]
+    const SAMPLE_FORMAT: u16;
+    /// Appends `values` as little-endian bytes.
+    #[doc(hidden)]
+    fn extend_le_bytes(values: &[Self], out: &mut Vec<u8>);
 }
 
 mod sealed {
@@ -57,85 +35,66 @@ mod sealed {
 }
 
 impl TiffPixel for u8 {
-    fn write_page<W: Write + Seek, K: TiffKind>(
-        e: &mut TiffEncoder<W, K>,
-        w: u32,
-        h: u32,
-        d: &[u8],
-        description: Option<&str>,
-    ) -> std::result::Result<(), TiffError> {
-        write_described::<colortype::Gray8, W, K>(e, w, h, d, description)
+    const BITS: u16 = 8;
+    const SAMPLE_FORMAT: u16 = 1;
+    fn extend_le_bytes(values: &[Self], out: &mut Vec<u8>) {
+        out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
     }
 }
 
 impl TiffPixel for u16 {
-    fn write_page<W: Write + Seek, K: TiffKind>(
-        e: &mut TiffEncoder<W, K>,
-        w: u32,
-        h: u32,
-        d: &[u16],
-        description: Option<&str>,
-    ) -> std::result::Result<(), TiffError> {
-        write_described::<colortype::Gray16, W, K>(e, w, h, d, description)
+    const BITS: u16 = 16;
+    const SAMPLE_FORMAT: u16 = 1;
+    fn extend_le_bytes(values: &[Self], out: &mut Vec<u8>) {
+        out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
     }
 }
 
 impl TiffPixel for f32 {
-    fn write_page<W: Write + Seek, K: TiffKind>(
-        e: &mut TiffEncoder<W, K>,
-        w: u32,
-        h: u32,
-        d: &[f32],
-        description: Option<&str>,
-    ) -> std::result::Result<(), TiffError> {
-        write_described::<colortype::Gray32Float, W, K>(e, w, h, d, description)
+    const BITS: u16 = 32;
+    const SAMPLE_FORMAT: u16 = 3;
+    fn extend_le_bytes(values: &[Self], out: &mut Vec<u8>) {
+        out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
     }
 }
 
 /// Write a grey stack as a multi-page TIFF, one page per section, atomically (a temporary file in
-/// the same directory, then a rename), so an interrupted write never leaves a half file behind.
+/// the same directory, then a rename), so an interrupted write never leaves a half file behind;
+/// laid out as ImageJ writes stacks ([`crate::TiffSectionWriter`]), so ImageJ, Fiji and
+/// tifffile open it as the stack it is.
 ///
 /// Only stacks of one sample per pixel are written.
 pub fn write_stack<T: TiffPixel>(path: impl AsRef<Path>, stack: &Stack<T>) -> Result<()> {
-    let path = path.as_ref();
-    write_stack_described(path, stack, None)
+    write_sections(path.as_ref(), stack, 1)
 }
 
-/// [`write_stack`] with an ImageDescription on the first page (ImageJ's metadata).
-pub(crate) fn write_stack_described<T: TiffPixel>(
+/// Writes the planes of `stack` (`channels` a section) through [`crate::TiffSectionWriter`].
+pub(crate) fn write_sections<T: TiffPixel>(
     path: &Path,
     stack: &Stack<T>,
-    description: Option<&str>,
+    channels: usize,
 ) -> Result<()> {
-    let bytes = encode_stack(stack, description).map_err(|(page, e)| Error::Tiff {
-        path: path.to_path_buf(),
-        page,
-        detail: e.to_string(),
-    })?;
-    write_atomically(path, &bytes)
-}
-
-/// Encode a grey stack as TIFF bytes; on failure, the page and the encoder's error.
-fn encode_stack<T: TiffPixel>(
-    stack: &Stack<T>,
-    description: Option<&str>,
-) -> std::result::Result<Vec<u8>, (usize, TiffError)> {
-    if stack.samples() != 1 {
-        return Err((
-            0,
-            TiffError::UnsupportedError(tiff::TiffUnsupportedError::UnknownInterpretation),
-        ));
+    if stack.samples() != 1 || stack.pages() % channels.max(1) != 0 {
+        return Err(Error::Shape(format!(
+            "{}: {} pages of {} samples per pixel are not sections of {channels} grey planes",
+            path.display(),
+            stack.pages(),
+            stack.samples()
+        )));
     }
-    let mut cursor = Cursor::new(Vec::new());
-    {
-        let mut encoder = TiffEncoder::new(&mut cursor).map_err(|e| (0, e))?;
-        let (w, h) = (stack.width() as u32, stack.height() as u32);
-        for (i, page) in stack.iter_pages().enumerate() {
-            let text = if i == 0 { description } else { None };
-            T::write_page(&mut encoder, w, h, page, text).map_err(|e| (i, e))?;
-        }
+    let sections = stack.pages() / channels;
+    let mut writer = crate::TiffSectionWriter::<T>::create(
+        path,
+        sections,
+        channels,
+        stack.height(),
+        stack.width(),
+    )?;
+    let section = channels * stack.height() * stack.width();
+    for values in stack.as_slice().chunks_exact(section) {
+        writer.write_section(values)?;
     }
-    Ok(cursor.into_inner())
+    writer.finish()
 }
 
 /// Read every page of a TIFF file.

@@ -9,10 +9,8 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use tiff::decoder::{Decoder, DecodingResult};
-use tiff::encoder::{TiffEncoder, TiffKindBig};
 use tiff::tags::Tag;
 use tiff::ColorType;
 
@@ -367,50 +365,17 @@ fn page_info(
     Ok((w, h, color, pixel))
 }
 
-/// The temporary file, written through a buffer that both the TIFF encoder and the writer
-/// reach: the encoder cannot hand its writer back, and `finish` must flush and sync it to see
-/// a full disk.
-#[derive(Clone)]
-struct Shared(Arc<Mutex<BufWriter<File>>>);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, BufWriter<File>> {
-        // A panic elsewhere while holding the lock leaves a buffer still fit to write or drop.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Write for Shared {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.lock().write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.lock().flush()
-    }
-}
-
-impl Seek for Shared {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.lock().seek(pos)
-    }
-}
-
-/// The TIFF encoder of either kind.
-enum Encoder {
-    Classic(TiffEncoder<Shared>),
-    Big(TiffEncoder<Shared, TiffKindBig>),
-}
-
 /// A stack written section after section to a TIFF, atomically: into a temporary file beside
 /// `path`, renamed over it by [`TiffSectionWriter::finish`]; a writer dropped unfinished
 /// removes its temporary file and leaves `path` as it was.
 ///
-/// Each section is `channels` grey planes, written as pages channel-fastest with the ImageJ
-/// description [`crate::write_channels`] gives (a hyperstack when `channels > 1`), so the file
-/// reads back as [`crate::read_channels`] / [`crate::read_stack`] read what `write_channels` /
-/// `write_stack` write of the whole stack. The file is classic TIFF when it will be under
-/// 4 GiB, BigTIFF otherwise. Pixels are `u8`, `u16` or `f32`.
+/// Each section is `channels` grey planes, written as pages channel-fastest with ImageJ's
+/// description (a hyperstack when `channels > 1`), so the file reads back as
+/// [`crate::read_channels`] reads it whole. The pixels of all pages lie one after the other and
+/// the page directories follow them, as ImageJ writes its stacks: ImageJ, Fiji and tifffile
+/// read a file that describes itself as an ImageJ stack as one contiguous block of pixels, not
+/// page by page. The file is classic TIFF when it will be under 4 GiB, BigTIFF otherwise.
+/// Pixels are `u8`, `u16` or `f32`, little-endian, uncompressed, one strip a page.
 ///
 /// ```
 /// use unet_data::{read_channels, TiffSectionWriter};
@@ -433,8 +398,8 @@ enum Encoder {
 pub struct TiffSectionWriter<T: TiffPixel> {
     path: PathBuf,
     tmp: PathBuf,
-    file: Option<Shared>,
-    encoder: Option<Encoder>,
+    /// `None` once finished, dropped, or after a failed write.
+    file: Option<BufWriter<File>>,
     big: bool,
     sections: usize,
     channels: usize,
@@ -531,8 +496,7 @@ impl<T: TiffPixel> TiffSectionWriter<T> {
         let mut writer = TiffSectionWriter {
             path: path.to_path_buf(),
             tmp,
-            file: Some(Shared(Arc::new(Mutex::new(BufWriter::new(file))))),
-            encoder: None,
+            file: Some(BufWriter::new(file)),
             big,
             sections,
             channels,
@@ -543,13 +507,29 @@ impl<T: TiffPixel> TiffSectionWriter<T> {
             finished: false,
             pixel: PhantomData,
         };
-        let shared = writer.file.clone().expect("set above");
-        let encoder = match big {
-            true => TiffEncoder::new_big(shared).map(Encoder::Big),
-            false => TiffEncoder::new(shared).map(Encoder::Classic),
+        // The header; the first directory's offset is filled in by `finish`.
+        let header: &[u8] = match big {
+            true => b"II+\0\x08\0\0\0\0\0\0\0\0\0\0\0",
+            false => b"II*\0\0\0\0\0",
         };
-        writer.encoder = Some(encoder.map_err(|e| writer.encode_error(0, e))?);
+        writer.write_bytes(0, header)?;
         Ok(writer)
+    }
+
+    /// Writes `bytes` at the file's end; a failure (of page `page`) closes the writer.
+    fn write_bytes(&mut self, page: usize, bytes: &[u8]) -> Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(Error::Tiff {
+                path: self.path.clone(),
+                page,
+                detail: "an earlier write to this file failed".into(),
+            });
+        };
+        if let Err(e) = file.write_all(bytes) {
+            self.file = None;
+            return Err(Error::io(&self.path, e));
+        }
+        Ok(())
     }
 
     /// Whether the file is BigTIFF.
@@ -585,25 +565,9 @@ impl<T: TiffPixel> TiffSectionWriter<T> {
                 c * n
             )));
         }
-        // Taken while writing, so a failure leaves no encoder in an unknown state to go on with.
-        let Some(mut encoder) = self.encoder.take() else {
-            return Err(Error::Tiff {
-                path: self.path.clone(),
-                page: self.written * c,
-                detail: "an earlier write to this file failed".into(),
-            });
-        };
-        for (ci, plane) in planes.chunks_exact(n).enumerate() {
-            let page = self.written * c + ci;
-            let text = (page == 0).then_some(self.description.as_str());
-            let (w32, h32) = (w as u32, h as u32);
-            let result = match &mut encoder {
-                Encoder::Classic(e) => T::write_page(e, w32, h32, plane, text),
-                Encoder::Big(e) => T::write_page(e, w32, h32, plane, text),
-            };
-            result.map_err(|e| self.encode_error(page, e))?;
-        }
-        self.encoder = Some(encoder);
+        let mut bytes = Vec::with_capacity(planes.len() * std::mem::size_of::<T>());
+        T::extend_le_bytes(planes, &mut bytes);
+        self.write_bytes(self.written * c, &bytes)?;
         self.written += 1;
         Ok(())
     }
@@ -620,20 +584,23 @@ impl<T: TiffPixel> TiffSectionWriter<T> {
                 self.sections
             )));
         }
-        if self.encoder.take().is_none() {
-            return Err(Error::Tiff {
-                path: self.path.clone(),
-                page: self.written * self.channels,
-                detail: "an earlier write to this file failed".into(),
-            });
-        }
-        let file = self.file.take().expect("kept until finished or dropped");
+        let directories = self.directories();
+        let page = self.written * self.channels;
+        self.write_bytes(page, &directories)?;
+        let mut file = self.file.take().expect("write_bytes succeeded");
+        let first = self.directory_offset();
         let io = |e| Error::io(&self.path, e);
-        {
-            let mut buffer = file.lock();
-            buffer.flush().map_err(io)?;
-            buffer.get_ref().sync_all().map_err(io)?;
-        }
+        let patched = match self.big {
+            true => file
+                .seek(SeekFrom::Start(8))
+                .and_then(|_| file.write_all(&first.to_le_bytes())),
+            false => file
+                .seek(SeekFrom::Start(4))
+                .and_then(|_| file.write_all(&(first as u32).to_le_bytes())),
+        };
+        patched.map_err(io)?;
+        file.flush().map_err(io)?;
+        file.get_ref().sync_all().map_err(io)?;
         drop(file);
         std::fs::rename(&self.tmp, &self.path).map_err(io)?;
         self.finished = true;
@@ -641,20 +608,125 @@ impl<T: TiffPixel> TiffSectionWriter<T> {
         Ok(())
     }
 
-    fn encode_error(&self, page: usize, e: tiff::TiffError) -> Error {
-        Error::Tiff {
-            path: self.path.clone(),
-            page,
-            detail: e.to_string(),
+    /// Bytes of one page's pixels.
+    fn page_bytes(&self) -> u64 {
+        (self.height * self.width * std::mem::size_of::<T>()) as u64
+    }
+
+    /// Where the pixels begin: after the header.
+    fn pixels_offset(&self) -> u64 {
+        if self.big {
+            16
+        } else {
+            8
         }
     }
+
+    /// Where the description begins: after every page's pixels, on an even offset.
+    fn description_offset(&self) -> u64 {
+        let pages = (self.sections * self.channels) as u64;
+        (self.pixels_offset() + pages * self.page_bytes()).next_multiple_of(2)
+    }
+
+    /// Where the first page's directory begins: after the description and its NUL.
+    fn directory_offset(&self) -> u64 {
+        (self.description_offset() + self.description.len() as u64 + 1).next_multiple_of(2)
+    }
+
+    /// Everything after the last page's pixels: padding, the description, padding, and every
+    /// page's directory, each pointing at the next.
+    fn directories(&self) -> Vec<u8> {
+        let pages = self.sections * self.channels;
+        let end_of_pixels = self.pixels_offset() + pages as u64 * self.page_bytes();
+        let mut out = vec![0u8; (self.description_offset() - end_of_pixels) as usize];
+        out.extend_from_slice(self.description.as_bytes());
+        out.push(0);
+        let padding =
+            self.directory_offset() - self.description_offset() - self.description.len() as u64 - 1;
+        out.extend(std::iter::repeat_n(0u8, padding as usize));
+        // Tag types: SHORT, LONG, ASCII, LONG8.
+        const SHORT: u16 = 3;
+        const LONG: u16 = 4;
+        const ASCII: u16 = 2;
+        const LONG8: u16 = 16;
+        let offset_type = if self.big { LONG8 } else { LONG };
+        let mut at = self.directory_offset();
+        for page in 0..pages {
+            // (tag, type, count, value): tags in ascending order, as TIFF requires.
+            let mut entries: Vec<(u16, u16, u64, u64)> = vec![
+                (256, LONG, 1, self.width as u64),
+                (257, LONG, 1, self.height as u64),
+                (258, SHORT, 1, T::BITS as u64),
+                (259, SHORT, 1, 1), // no compression
+                (262, SHORT, 1, 1), // black is zero
+            ];
+            if page == 0 {
+                let count = self.description.len() as u64 + 1;
+                entries.push((270, ASCII, count, self.description_offset()));
+            }
+            entries.extend([
+                (
+                    273,
+                    offset_type,
+                    1,
+                    self.pixels_offset() + page as u64 * self.page_bytes(),
+                ),
+                (277, SHORT, 1, 1),
+                (278, LONG, 1, self.height as u64),
+                (279, offset_type, 1, self.page_bytes()),
+                (284, SHORT, 1, 1), // chunky
+                (339, SHORT, 1, T::SAMPLE_FORMAT as u64),
+            ]);
+            let size = match self.big {
+                true => 8 + 20 * entries.len() as u64 + 8,
+                false => 2 + 12 * entries.len() as u64 + 4,
+            };
+            let next = if page + 1 < pages { at + size } else { 0 };
+            match self.big {
+                true => {
+                    out.extend((entries.len() as u64).to_le_bytes());
+                    for (tag, kind, count, value) in entries {
+                        out.extend(tag.to_le_bytes());
+                        out.extend(kind.to_le_bytes());
+                        out.extend(count.to_le_bytes());
+                        out.extend(inline_value(kind, value, 8));
+                    }
+                    out.extend(next.to_le_bytes());
+                }
+                false => {
+                    out.extend((entries.len() as u16).to_le_bytes());
+                    for (tag, kind, count, value) in entries {
+                        out.extend(tag.to_le_bytes());
+                        out.extend(kind.to_le_bytes());
+                        out.extend((count as u32).to_le_bytes());
+                        out.extend(inline_value(kind, value, 4));
+                    }
+                    out.extend((next as u32).to_le_bytes());
+                }
+            }
+            at += size;
+        }
+        out
+    }
+}
+
+/// A tag's value field of `width` bytes: a SHORT left-justified, a LONG or LONG8 as it is, an
+/// offset (ASCII) as the offset.
+fn inline_value(kind: u16, value: u64, width: usize) -> Vec<u8> {
+    let mut field = vec![0u8; width];
+    match kind {
+        3 => field[..2].copy_from_slice(&(value as u16).to_le_bytes()),
+        4 => field[..4].copy_from_slice(&(value as u32).to_le_bytes()),
+        _ if width == 8 => field.copy_from_slice(&value.to_le_bytes()),
+        _ => field.copy_from_slice(&(value as u32).to_le_bytes()),
+    }
+    field
 }
 
 impl<T: TiffPixel> Drop for TiffSectionWriter<T> {
     fn drop(&mut self) {
         if !self.finished {
             // Closed before removal, for platforms that cannot remove an open file.
-            self.encoder = None;
             self.file = None;
             let _ = std::fs::remove_file(&self.tmp);
         }
@@ -666,6 +738,7 @@ mod tests {
     use super::*;
     use crate::{read_channels, read_stack, write_channels, write_stack};
     use tiff::encoder::colortype;
+    use tiff::encoder::TiffEncoder;
 
     /// Every section of `path` read by [`TiffSections`] equals the whole file's, by
     /// [`read_channels`].
@@ -837,6 +910,22 @@ mod tests {
             std::fs::read(&streamed).unwrap(),
             std::fs::read(&whole).unwrap()
         );
+        // The pixels lie in one block, page after page, as ImageJ (and tifffile, for a file
+        // that describes itself as ImageJ's) reads them: from page 0's offset on.
+        let mut decoder = Decoder::new(BufReader::new(File::open(&streamed).unwrap())).unwrap();
+        let mut offsets = Vec::new();
+        loop {
+            offsets.push(decoder.get_tag_u64(Tag::StripOffsets).unwrap());
+            if !decoder.more_images() {
+                break;
+            }
+            decoder.next_image().unwrap();
+        }
+        let page_bytes = 3 * 4 * 4;
+        assert_eq!(offsets.len(), 6);
+        for (p, &offset) in offsets.iter().enumerate() {
+            assert_eq!(offset, offsets[0] + (p * page_bytes) as u64, "page {p}");
+        }
 
         // One channel of bytes, grey; and 16-bit.
         let grey = Stack::new(3, 2, 5, (0..30).map(|v| v as u8 * 8).collect()).unwrap();

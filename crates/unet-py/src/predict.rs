@@ -1,5 +1,5 @@
-//! `unet_rs.predict`: P(cell) by overlap-tile prediction on the CPU through `unet_model`, as
-//! `unet predict` computes it.
+//! `unet_rs.predict`: P(cell), or every class's probability, by overlap-tile prediction on the
+//! CPU through `unet_model`, as `unet predict` computes it.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,9 @@ use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use unet_export::load_model_or_package;
 use unet_model::tiling::TileOptions;
-use unet_model::{overlap_tile_predict, CheckpointMeta, Normalisation, UNet};
+use unet_model::{
+    overlap_tile_predict, overlap_tile_predict_probs, CheckpointMeta, Normalisation, UNet,
+};
 
 use crate::convert::{check_shape, read_grey, to_array, unravel};
 
@@ -81,15 +83,22 @@ pub struct Layout {
     pub out_shape: Vec<usize>,
 }
 
-/// Reads `shape` for a model of `channels` input channels: (H, W) and (N, H, W) for one
-/// channel, (C, H, W) and (N, C, H, W) for several.
-pub fn layout(shape: &[usize], channels: usize) -> Result<Layout, String> {
-    let make = |pages, height, width, out_shape: Vec<usize>| Layout {
-        pages,
-        channels,
-        height,
-        width,
-        out_shape,
+/// Reads `shape` for a model of `channels` input channels and `classes` classes: (H, W) and
+/// (N, H, W) for one channel, (C, H, W) and (N, C, H, W) for several. The result is P(cell) of
+/// the image's shape without its channels, or with more than two classes every class's
+/// probability: (K, H, W), (N, K, H, W).
+pub fn layout(shape: &[usize], channels: usize, classes: usize) -> Result<Layout, String> {
+    let make = |pages, height, width, mut out_shape: Vec<usize>| {
+        if classes > 2 {
+            out_shape.insert(out_shape.len() - 2, classes);
+        }
+        Layout {
+            pages,
+            channels,
+            height,
+            width,
+            out_shape,
+        }
     };
     match (shape, channels) {
         (&[h, w], 1) => Ok(make(1, h, w, vec![h, w])),
@@ -108,8 +117,9 @@ pub fn layout(shape: &[usize], channels: usize) -> Result<Layout, String> {
     }
 }
 
-/// P(cell) of every page of `image` (pages of `channels` planes), as `unet predict` computes
-/// it: the model's normalisation applied to each page, then overlap-tile prediction.
+/// P(cell) of every page of `image` (pages of `channels` planes), or every class's probability
+/// for a model of more than two classes (page after page, class-major), as `unet predict`
+/// computes it: the model's normalisation applied to each page, then overlap-tile prediction.
 fn predict_pages(
     net: &UNet,
     meta: &CheckpointMeta,
@@ -132,9 +142,12 @@ fn predict_pages(
     for (p, page) in image.chunks_exact(page_len).enumerate() {
         let mut page = page.to_vec();
         normalisation.apply(&mut page, layout.channels);
-        let cell = overlap_tile_predict(net, &page, h, w, &opts)
-            .map_err(|e| PredictError::Input(format!("image {p}: {e}")))?;
-        prob.extend(cell);
+        let planes = match net.config().n_classes {
+            2 => overlap_tile_predict(net, &page, h, w, &opts),
+            _ => overlap_tile_predict_probs(net, &page, h, w, &opts),
+        }
+        .map_err(|e| PredictError::Input(format!("image {p}: {e}")))?;
+        prob.extend(planes);
     }
     Ok(prob)
 }
@@ -154,7 +167,9 @@ fn predict_pages(
 ///     tta: test-time augmentation, the mean over the 8 flips and quarter turns (8x slower).
 ///
 /// Returns:
-///     float32 P(cell) in [0, 1] of shape (H, W), or (N, H, W) for a stack; C-contiguous.
+///     float32 P(cell) in [0, 1] of shape (H, W), or (N, H, W) for a stack; for a model of
+///     K > 2 classes every class's probability, (K, H, W) or (N, K, H, W), summing to 1 over
+///     the classes; C-contiguous.
 ///
 /// Raises:
 ///     FileNotFoundError: the model file does not exist.
@@ -186,7 +201,8 @@ pub fn predict<'py>(
     }
     let (prob, out_shape) = py.detach(move || {
         let (net, meta, _name) = open_model(model.as_deref())?;
-        let layout = layout(&shape, net.config().in_channels).map_err(PredictError::Input)?;
+        let cfg = net.config();
+        let layout = layout(&shape, cfg.in_channels, cfg.n_classes).map_err(PredictError::Input)?;
         let prob = predict_pages(&net, &meta, image, &layout, tta)?;
         Ok::<_, PredictError>((prob, layout.out_shape))
     })?;
@@ -199,21 +215,27 @@ mod tests {
 
     #[test]
     fn layouts_of_grey_and_multi_channel_models() {
-        let l = layout(&[4, 5], 1).unwrap();
+        let l = layout(&[4, 5], 1, 2).unwrap();
         assert_eq!(
             (l.pages, l.height, l.width, l.out_shape),
             (1, 4, 5, vec![4, 5])
         );
-        let l = layout(&[3, 4, 5], 1).unwrap();
+        let l = layout(&[3, 4, 5], 1, 2).unwrap();
         assert_eq!((l.pages, l.out_shape), (3, vec![3, 4, 5]));
-        let l = layout(&[3, 4, 5], 3).unwrap();
+        let l = layout(&[3, 4, 5], 3, 2).unwrap();
         assert_eq!((l.pages, l.channels, l.out_shape), (1, 3, vec![4, 5]));
-        let l = layout(&[2, 3, 4, 5], 3).unwrap();
+        let l = layout(&[2, 3, 4, 5], 3, 2).unwrap();
         assert_eq!((l.pages, l.out_shape), (2, vec![2, 4, 5]));
-        assert!(layout(&[2, 3, 4, 5], 1)
+        // Three classes: a class axis before (H, W).
+        assert_eq!(layout(&[4, 5], 1, 3).unwrap().out_shape, vec![3, 4, 5]);
+        assert_eq!(
+            layout(&[2, 3, 4, 5], 3, 4).unwrap().out_shape,
+            vec![2, 4, 4, 5]
+        );
+        assert!(layout(&[2, 3, 4, 5], 1, 2)
             .unwrap_err()
             .contains("(H, W) or (N, H, W)"));
-        assert!(layout(&[4, 5], 3).unwrap_err().contains("(3, H, W)"));
+        assert!(layout(&[4, 5], 3, 2).unwrap_err().contains("(3, H, W)"));
     }
 
     #[test]
@@ -228,7 +250,7 @@ mod tests {
     fn the_builtin_model_predicts_probabilities() {
         let (net, meta, name) = open_model(None).unwrap();
         assert_eq!(name, unet_model::builtin::NAME);
-        let layout = layout(&[20, 24], 1).unwrap();
+        let layout = layout(&[20, 24], 1, 2).unwrap();
         let image: Vec<f32> = (0..20 * 24).map(|i| (i % 7) as f32 / 7.0).collect();
         let prob = predict_pages(&net, &meta, image, &layout, false).unwrap();
         assert_eq!(prob.len(), 20 * 24);

@@ -90,3 +90,35 @@ def test_bad_inputs_raise(crops, tmp_path):
         unet_rs.predict(bad)
     with pytest.raises(TypeError, match="image"):
         unet_rs.predict(np.zeros((16, 16), np.complex64))
+
+
+def test_channels_in_and_class_probabilities_out_equal_unet_predict(isbi, unet_bin, tmp_path):
+    """A model of three input channels and three classes, trained here for one epoch with the
+    `unet` binary on 16-bit three-channel crops: predict gives (N, K, H, W) probabilities that
+    sum to one, equal to `unet predict`'s hyperstack of the same sections."""
+    images, labels = isbi
+    grey = images[:3, 200:296, 200:296].astype(np.uint16)
+    stack = np.stack([grey * 257, 5000 + grey * 100, 65535 - grey * 200], axis=1)
+    classes = (labels[:3, 200:296, 200:296] > 0).astype(np.uint8)
+    classes[(classes == 1) & (grey < 110)] = 2
+    tifffile.imwrite(tmp_path / "images.tif", stack, imagej=True, metadata={"axes": "ZCYX"})
+    tifffile.imwrite(tmp_path / "classes.tif", classes, photometric="minisblack")
+    subprocess.run(
+        [unet_bin, "train", "--images", "images.tif", "--labels", "classes.tif",
+         "--classes", "3", "--normalisation", "dataset", "--epochs", "1", "--input-tile", "64",
+         "--batch-size", "3", "--train-fraction", "0.6", "--run-dir", "run", "--quiet"],
+        check=True, cwd=tmp_path, capture_output=True,
+    )
+    model = tmp_path / "run" / "best.safetensors"
+    probs = unet_rs.predict(stack, model=model)
+    assert probs.shape == (3, 3, 96, 96) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert unet_rs.predict(stack[0], model=model).shape == (3, 96, 96)
+    subprocess.run(
+        [unet_bin, "predict", "--model", str(model), "--input", str(tmp_path / "images.tif"),
+         "--out", str(tmp_path / "p.tif")],
+        check=True, capture_output=True,
+    )
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "p.tif").reshape(probs.shape), probs)
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        unet_rs.predict(grey[0], model=model)
