@@ -565,7 +565,7 @@ impl<T: TiffPixel> TiffSectionWriter<T> {
                 c * n
             )));
         }
-        let mut bytes = Vec::with_capacity(planes.len() * std::mem::size_of::<T>());
+        let mut bytes = Vec::with_capacity(std::mem::size_of_val(planes));
         T::extend_le_bytes(planes, &mut bytes);
         self.write_bytes(self.written * c, &bytes)?;
         self.written += 1;
