@@ -3,8 +3,10 @@ volume zarr-python writes (OME-Zarr 0.4 on Zarr v2, its default codecs, chunks t
 it) goes in; the default output (0.4 on v2) and the `--zarr-version 3` output (0.5, sharded) are
 read back with their axes and voxel size, shape and type, and hold the same voxels; a `--dtype
 f16` output reads as float16. A three-channel volume through a three-class model gives every
-class's probability on a channel axis, and `--argmax` the classes. ome-zarr-models validates
-every output's metadata and ome-zarr-py reads every output as napari's plugin does.
+class's probability on a channel axis, and `--argmax` the classes; two of these (0.5 with a
+channel axis, 0.4 of classes) carry `--pyramid 2`, levels 1 and 2 halved in y and x. ome-zarr-models
+validates every output's metadata and ome-zarr-py reads every output, and every pyramid level, as
+napari's plugin does.
 
 usage: python zarr_check.py UNET_BINARY WORK_DIR THREE_CHANNEL_THREE_CLASS_MODEL
 """
@@ -87,8 +89,8 @@ group.attrs["multiscales"] = [{
 }]
 runs = {
     "k2.zarr": ["--dtype", "f32"],
-    "k3.zarr": ["--zarr-version", "3"],
-    "classes.zarr": ["--argmax"],
+    "k3.zarr": ["--zarr-version", "3", "--pyramid", "2"],
+    "classes.zarr": ["--argmax", "--pyramid", "2"],
 }
 for out, extra in runs.items():
     cmd = [unet, "predict", "--model", model, "--input", str(work / "vol3.zarr"),
@@ -104,6 +106,31 @@ classes = zarr.open_group(work / "classes.zarr", mode="r")["0"][:]
 assert classes.shape == shape and classes.dtype == np.uint8
 assert np.array_equal(classes, probs.argmax(axis=0))
 
+
+def halve(a):
+    """Each 2 x 2 group's mean over the last two axes; an odd edge averages what is there."""
+    h, w = a.shape[-2:]
+    padded = np.pad(a.astype(np.float64), [(0, 0)] * (a.ndim - 2) + [(0, h % 2), (0, w % 2)])
+    ones = np.pad(np.ones((h, w)), [(0, h % 2), (0, w % 2)])
+    group = lambda v: v.reshape(*v.shape[:-2], v.shape[-2] // 2, 2, v.shape[-1] // 2, 2).sum((-3, -1))
+    return group(padded) / group(ones)
+
+
+# The pyramids: levels 1 and 2 are 2 x 2 means of the level before (to within uint8 rounding,
+# as numpy sums in float64), classes the top-left voxel; y and x scales double per level.
+k3 = zarr.open_group(work / "k3.zarr", mode="r")
+level = probs
+for l, want_shape in [(1, (3, 3, 35, 45)), (2, (3, 3, 18, 23))]:
+    level = halve(level)
+    got = k3[str(l)][:]
+    assert got.shape == want_shape and level.shape == want_shape, (l, got.shape, level.shape)
+    assert np.abs(np.rint(level * 255) - got).max() <= 1, l
+    ds = k3.attrs["ome"]["multiscales"][0]["datasets"][l]
+    assert ds["coordinateTransformations"][0]["scale"] == [1.0, 40.0, 4.0 * 2**l, 4.0 * 2**l], ds
+cl = zarr.open_group(work / "classes.zarr", mode="r")
+assert np.array_equal(cl["1"][:], classes[:, ::2, ::2])
+assert np.array_equal(cl["2"][:], classes[:, ::4, ::4])
+
 # The metadata validates, and ome-zarr-py reads every output with its axes.
 outputs = {"p2.zarr": (Image04, axes), "p3.zarr": (Image05, axes),
            "p3f16.zarr": (Image05, axes), "k2.zarr": (Image04, axes4),
@@ -117,7 +144,12 @@ for out, (model_class, want_axes) in outputs.items():
         nodes = list(Reader(parse_url(str(work / out)))())
     stored = zarr.open_group(work / out, mode="r")["0"].shape
     assert nodes and tuple(nodes[0].data[0].shape) == tuple(stored), out
+    levels = 3 if out in ("k3.zarr", "classes.zarr") else 1
+    assert len(nodes[0].data) == levels, (out, len(nodes[0].data))
+    for l, data in enumerate(nodes[0].data):
+        shape_l = zarr.open_group(work / out, mode="r")[str(l)].shape
+        assert tuple(data.shape) == tuple(shape_l), (out, l)
     assert [a["name"] for a in nodes[0].metadata["axes"]] == [a["name"] for a in want_axes], out
 print(f"zarr-python {zarr.__version__} reads unet's OME-Zarr 0.4 and 0.5 outputs (uint8, float16, "
-      "class probabilities on a channel axis, classes); ome-zarr-models validates them and "
-      "ome-zarr-py reads them")
+      "class probabilities on a channel axis, classes, pyramids of 3 levels); ome-zarr-models "
+      "validates them and ome-zarr-py reads them")

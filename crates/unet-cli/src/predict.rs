@@ -320,8 +320,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     if args.volume.status || args.volume.is_set() {
         bail!(
-            "--status, --zarr-version, --dtype, --chunks, --block, --blocks and --workers are for \
-             OME-Zarr volumes (an --out ending in .zarr, or --format zarr)"
+            "--status, --zarr-version, --dtype, --chunks, --block, --blocks, --workers and \
+             --pyramid are for OME-Zarr volumes (an --out ending in .zarr, or --format zarr)"
         );
     }
     let input_path = args.input.as_deref().context("--input is needed")?;

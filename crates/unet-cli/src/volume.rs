@@ -69,6 +69,12 @@ pub struct VolumeArgs {
     /// JOB_COMPLETION_INDEX [default: $UNET_WORKERS].
     #[arg(long, value_name = "N")]
     pub workers: Option<u64>,
+    /// Add N levels downsampled 2x, 4x, ... 2^N in y and x (not z) for viewing: arrays 1..=N
+    /// beside 0, each block writing its own part of each level (probabilities: 2 x 2 means;
+    /// --argmax classes: the top-left voxel). The y and x chunk sizes must be multiples of 2^N
+    /// [default: 0, full resolution only].
+    #[arg(long, value_name = "N")]
+    pub pyramid: Option<u32>,
 }
 
 impl VolumeArgs {
@@ -80,6 +86,7 @@ impl VolumeArgs {
             || self.block.is_some()
             || self.blocks.is_some()
             || self.workers.is_some()
+            || self.pyramid.is_some()
     }
 }
 
@@ -311,6 +318,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             "input_channels": volume.channels(),
             "input_type": volume.voxel_type(),
         }),
+        pyramid: v.pyramid.unwrap_or(0),
     };
     let store = BlockStore::create_or_open(out, &spec)?;
     let (index, count) = worker_share(v, |name| std::env::var(name).ok())?;
@@ -424,6 +432,7 @@ mod tests {
             block: None,
             blocks: blocks.map(String::from),
             workers,
+            pyramid: None,
         }
     }
 

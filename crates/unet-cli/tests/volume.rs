@@ -932,3 +932,215 @@ fn bad_volumes_are_clear_errors() {
     ));
     assert!(err.contains("are for OME-Zarr volumes"), "{err}");
 }
+
+/// Array `level` of the store at `root`, all of it, with its shape.
+fn read_level<T: zarrs::array::ElementOwned>(root: &Path, level: u32) -> (Vec<T>, Vec<u64>) {
+    let array = Array::open(
+        Arc::new(FilesystemStore::new(root).unwrap()),
+        &format!("/{level}"),
+    )
+    .unwrap();
+    let values = array
+        .retrieve_array_subset_elements(&array.subset_all())
+        .unwrap();
+    (values, array.shape().to_vec())
+}
+
+/// One pyramid step as the store should hold it: each 2 x 2 group's mean in y and x, summed in
+/// f32 row by row and divided by the count (the same order as `unet`, so f32 compares exactly);
+/// an odd last row or column averages the voxels there are.
+fn halve(values: &[f32], [depth, h, w]: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    let mut out = Vec::new();
+    for z in 0..depth {
+        let plane = &values[z * h * w..(z + 1) * h * w];
+        for y in 0..h2 {
+            for x in 0..w2 {
+                let (mut sum, mut n) = (0f32, 0f32);
+                for yy in 2 * y..(2 * y + 2).min(h) {
+                    for xx in 2 * x..(2 * x + 2).min(w) {
+                        sum += plane[yy * w + xx];
+                        n += 1.0;
+                    }
+                }
+                out.push(sum / n);
+            }
+        }
+    }
+    (out, [depth, h2, w2])
+}
+
+/// Every level's voxels (uint8), the chunk files of the store, and its done-markers.
+fn pyramid_state(root: &Path, levels: u32) -> (Vec<Vec<u8>>, Vec<PathBuf>, usize) {
+    let rel = |p: PathBuf| p.strip_prefix(root).unwrap().to_path_buf();
+    let data = (0..=levels).map(|l| read_level::<u8>(root, l).0).collect();
+    let chunks = (0..=levels)
+        .flat_map(|l| files(&root.join(l.to_string())))
+        .map(rel)
+        .collect();
+    (data, chunks, files(&root.join(".unet/blocks")).len())
+}
+
+/// `--pyramid 2` on Zarr v2 and v3, f32 and uint8: level 0 is the store without a pyramid,
+/// levels 1 and 2 the 2 x 2 means of the level before (in f32, then stored as level 0 is), with
+/// odd sizes at the far edge; the metadata lists three datasets with their scales; two workers
+/// give one worker's store; a pyramid the chunks cannot halve, or a rerun with another
+/// pyramid, is refused. `--argmax` classes take each group's top-left voxel.
+#[test]
+fn pyramid_levels_are_2x2_means_of_level_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    v2_volume(d);
+    tiny_model(d, "m.safetensors", Padding::Valid, 4);
+    let predict = |out: &str, extra: &[&str]| {
+        let mut args = JOB.to_vec();
+        args[8] = "2,32,20";
+        args.push(out);
+        args.extend(extra);
+        unet(&args, d)
+    };
+    for version in ["2", "3"] {
+        let flat = format!("flat-f32-{version}.zarr");
+        ok_stdout(&predict(
+            &flat,
+            &["--zarr-version", version, "--dtype", "f32"],
+        ));
+        let level0 = read_out::<f32>(&d.join(&flat));
+        // The levels want: 5 x 19 x 23, then 5 x 10 x 12 (37 and 45 are odd, and so is 19).
+        let (level1, dims1) = halve(&level0, SHAPE);
+        let (level2, dims2) = halve(&level1, dims1);
+        assert_eq!((dims1, dims2), ([5, 19, 23], [5, 10, 12]));
+        let want = [level0.clone(), level1, level2];
+
+        let out = format!("pyr-f32-{version}.zarr");
+        let summary: Value = serde_json::from_str(
+            ok_stdout(&predict(
+                &out,
+                &[
+                    "--zarr-version",
+                    version,
+                    "--dtype",
+                    "f32",
+                    "--pyramid",
+                    "2",
+                ],
+            ))
+            .trim(),
+        )
+        .unwrap();
+        assert_eq!(summary["blocks_done_in_store"], 18, "{summary}");
+        for (l, (want, dims)) in want.iter().zip([SHAPE, dims1, dims2]).enumerate() {
+            let (got, shape) = read_level::<f32>(&d.join(&out), l as u32);
+            assert_eq!(shape, dims.map(|n| n as u64), "v{version} level {l}");
+            assert_eq!(&got, want, "v{version} f32 level {l}");
+        }
+
+        let flat_u8 = format!("flat-u8-{version}.zarr");
+        ok_stdout(&predict(&flat_u8, &["--zarr-version", version]));
+        let out_u8 = format!("pyr-u8-{version}.zarr");
+        ok_stdout(&predict(
+            &out_u8,
+            &["--zarr-version", version, "--pyramid", "2"],
+        ));
+        assert_eq!(
+            read_level::<u8>(&d.join(&out_u8), 0).0,
+            read_out::<u8>(&d.join(&flat_u8))
+        );
+        for (l, want) in want.iter().enumerate().skip(1) {
+            let rounded: Vec<u8> = want.iter().map(|&p| to_u8(p)).collect();
+            assert_eq!(
+                read_level::<u8>(&d.join(&out_u8), l as u32).0,
+                rounded,
+                "v{version} uint8 level {l}"
+            );
+        }
+
+        // Three datasets, y and x scaled by 2^l.
+        let (attrs, level1_meta): (Value, Value) = match version {
+            "2" => (
+                serde_json::from_slice(&std::fs::read(d.join(&out).join(".zattrs")).unwrap())
+                    .unwrap(),
+                serde_json::from_slice(&std::fs::read(d.join(&out).join("1/.zarray")).unwrap())
+                    .unwrap(),
+            ),
+            _ => {
+                let group: Value =
+                    serde_json::from_slice(&std::fs::read(d.join(&out).join("zarr.json")).unwrap())
+                        .unwrap();
+                (
+                    group["attributes"]["ome"].clone(),
+                    serde_json::from_slice(
+                        &std::fs::read(d.join(&out).join("1/zarr.json")).unwrap(),
+                    )
+                    .unwrap(),
+                )
+            }
+        };
+        let datasets = attrs["multiscales"][0]["datasets"].as_array().unwrap();
+        assert_eq!(datasets.len(), 3, "{attrs}");
+        for (l, scale) in [[40.0, 4.0, 4.5], [40.0, 8.0, 9.0], [40.0, 16.0, 18.0]]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(datasets[l]["path"], l.to_string());
+            assert_eq!(
+                datasets[l]["coordinateTransformations"][0]["scale"],
+                json!(scale)
+            );
+        }
+        match version {
+            "2" => assert_eq!(level1_meta["chunks"], json!([2, 8, 10])),
+            _ => {
+                // The block's shard at level 1: 2 x 32 x 20 halved in y and x.
+                assert_eq!(
+                    level1_meta["chunk_grid"]["configuration"]["chunk_shape"],
+                    json!([2, 16, 10])
+                );
+                assert_eq!(
+                    level1_meta["codecs"][0]["configuration"]["chunk_shape"],
+                    json!([2, 8, 10])
+                );
+            }
+        }
+    }
+
+    // Two workers, the second first, give the store one worker gave.
+    for share in ["1/2", "0/2"] {
+        ok_stdout(&predict("two.zarr", &["--pyramid", "2", "--blocks", share]));
+    }
+    assert_eq!(
+        pyramid_state(&d.join("two.zarr"), 2),
+        pyramid_state(&d.join("pyr-u8-2.zarr"), 2)
+    );
+
+    // Classes: the top-left voxel of each group, never a mean.
+    ok_stdout(&predict("classes.zarr", &["--argmax", "--pyramid", "1"]));
+    let (classes, _) = read_level::<u8>(&d.join("classes.zarr"), 0);
+    let (halved, shape) = read_level::<u8>(&d.join("classes.zarr"), 1);
+    assert_eq!(shape, [5, 19, 23]);
+    let [depth, h, w] = SHAPE;
+    let nearest: Vec<u8> = (0..depth)
+        .flat_map(|z| (0..19).flat_map(move |y| (0..23).map(move |x| (z, y, x))))
+        .map(|(z, y, x)| classes[(z * h + 2 * y) * w + 2 * x])
+        .collect();
+    assert_eq!(halved, nearest);
+    assert!(classes.iter().all(|&c| c < 2));
+
+    // Chunks of 20 in x cannot be halved 3 times into whole voxels: refused before any output.
+    let err = fails(&predict("deep.zarr", &["--pyramid", "3"]));
+    assert!(
+        err.contains("--pyramid 3") && err.contains("--chunks"),
+        "{err}"
+    );
+    assert!(!d.join("deep.zarr").exists());
+    // A store with one pyramid is not resumed with another, nor with none.
+    let before = pyramid_state(&d.join("two.zarr"), 2);
+    for other in [&["--pyramid", "1"][..], &[]] {
+        let err = fails(&predict("two.zarr", other));
+        assert!(
+            err.contains("another job") && err.contains("pyramid"),
+            "{err}"
+        );
+    }
+    assert_eq!(pyramid_state(&d.join("two.zarr"), 2), before);
+}

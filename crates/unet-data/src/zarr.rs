@@ -13,7 +13,10 @@
 //! shape `(z, y, x)`: OME-Zarr 0.4 on Zarr v2 (blosc-zstd chunks, `/` separated keys) or 0.5 on
 //! Zarr v3 with one shard per block; `uint8` or `float32`; the input's spatial axes and voxel
 //! size in its `multiscales`. The array is cut into blocks of whole chunks ([`BlockGrid`]), so
-//! workers that write different blocks never write the same file.
+//! workers that write different blocks never write the same file. With a pyramid
+//! ([`OutputSpec::pyramid`]) arrays `1`, `2`, ... beside `0` hold the volume downsampled 2x, 4x,
+//! ... in y and x; each block writes its own part of every level (whole chunks there too), so
+//! workers still never share a file.
 //!
 //! **Resumable.** The store's metadata and `.unet/job.json` (the caller's description of the
 //! job, e.g. the model's SHA-256 and options, with the geometry) are written first, atomically;
@@ -604,6 +607,9 @@ pub struct OutputSpec {
     pub scale: [f64; 3],
     /// The caller's job description: a rerun with a different one is refused.
     pub job: Value,
+    /// Pyramid levels beyond level 0: level `l` (array `l`) is level `l - 1` downsampled 2x in
+    /// y and x (not z: EM volumes are anisotropic). 0 gives the single array `0`.
+    pub pyramid: u32,
 }
 
 impl OutputSpec {
@@ -621,7 +627,53 @@ impl OutputSpec {
         if self.channels > 1 {
             job["channels"] = json!(self.channels);
         }
+        // Only with a pyramid, so stores of before it keep their job.json and resume.
+        if self.pyramid > 0 {
+            job["pyramid"] = json!(self.pyramid);
+        }
         job
+    }
+
+    /// Whether the pyramid fits the chunks: every level's chunks must be whole voxels, so the y
+    /// and x chunk sizes must be multiples of 2^`pyramid`. The message names the flags.
+    pub fn check_pyramid(&self) -> std::result::Result<(), String> {
+        let n = self.pyramid;
+        let factor = 1u64.checked_shl(n).filter(|&f| f <= 1 << 31);
+        let [_, cy, cx] = self.chunks;
+        match factor {
+            Some(f) if cy % f == 0 && cx % f == 0 => Ok(()),
+            Some(f) if f > cy.min(cx) => Err(format!(
+                "--pyramid {n} halves the y and x chunks {n} times, but they are {cy} x {cx}, \
+                 smaller than 2^{n} = {f}: choose fewer levels, or larger --chunks"
+            )),
+            Some(f) => Err(format!(
+                "--pyramid {n} needs y and x chunk sizes divisible by 2^{n} = {f}, so each \
+                 level's chunks are whole; they are {cy} x {cx}: choose --chunks Z,Y,X with Y \
+                 and X multiples of {f}, or fewer levels"
+            )),
+            None => Err(format!("--pyramid {n}: at most 31 levels")),
+        }
+    }
+
+    /// The shape and the blocks of pyramid level `level`: z as level 0, y and x divided by
+    /// 2^`level` (rounded up), so level-0 block `id` is block `id` at every level.
+    pub fn level_grid(&self, level: u32) -> BlockGrid {
+        let f = 1u64 << level;
+        let [z, y, x] = self.grid.shape;
+        let [bz, by, bx] = self.grid.block;
+        BlockGrid {
+            shape: [z, y.div_ceil(f), x.div_ceil(f)],
+            // Whole chunks of level 0, whose y and x are multiples of 2^level.
+            block: [bz, by / f, bx / f],
+        }
+    }
+
+    /// The chunk shape of pyramid level `level`: level 0's with y and x divided by 2^`level`,
+    /// so a block's region at every level is whole chunks.
+    pub fn level_chunks(&self, level: u32) -> [u64; 3] {
+        let f = 1u64 << level;
+        let [z, y, x] = self.chunks;
+        [z, y / f, x / f]
     }
 
     /// The multiscale image's name: what its voxels hold.
@@ -645,41 +697,38 @@ impl OutputSpec {
 
     /// The metadata files of the store, relative to its root, in the order they are written
     /// (the array first, the group that announces it last).
-    fn metadata_files(&self) -> Vec<(&'static str, Value)> {
-        let shape = self.with_channel(self.channels, &self.grid.shape);
-        let chunks = self.with_channel(1, &self.chunks);
-        let shard = self.with_channel(self.channels, &self.grid.block);
+    fn metadata_files(&self) -> Vec<(String, Value)> {
         let axes = json!(self.with_channel(json!({"name": "c", "type": "channel"}), &self.axes));
-        let scale = self.with_channel(1.0, &self.scale);
         let name = self.image_name();
-        let dataset = json!([{
-            "path": "0",
-            "coordinateTransformations": [{ "type": "scale", "scale": scale }],
-        }]);
+        let levels = 0..=self.pyramid;
+        // Level l's voxels are 2^l level-0 voxels wide in y and x.
+        let datasets: Vec<Value> = levels
+            .clone()
+            .map(|l| {
+                let f = f64::from(1u32 << l);
+                let [z, y, x] = self.scale;
+                let scale = self.with_channel(1.0, &[z, y * f, x * f]);
+                json!({
+                    "path": l.to_string(),
+                    "coordinateTransformations": [{ "type": "scale", "scale": scale }],
+                })
+            })
+            .collect();
+        let dataset = json!(datasets);
+        let mut files: Vec<(String, Value)> = levels
+            .map(|l| {
+                (
+                    format!("{l}/{}", self.array_file()),
+                    self.array_metadata(l, &axes),
+                )
+            })
+            .collect();
         match self.version {
             ZarrVersion::V2 => {
-                let (dtype, fill) = self.dtype.v2_dtype();
-                vec![
+                files.extend([
+                    (".zgroup".to_string(), json!({ "zarr_format": 2 })),
                     (
-                        "0/.zarray",
-                        json!({
-                            "zarr_format": 2,
-                            "shape": shape,
-                            "chunks": chunks,
-                            "dtype": dtype,
-                            "compressor": {
-                                "id": "blosc", "cname": "zstd", "clevel": 5,
-                                "shuffle": 1, "blocksize": 0,
-                            },
-                            "fill_value": fill,
-                            "order": "C",
-                            "filters": null,
-                            "dimension_separator": "/",
-                        }),
-                    ),
-                    (".zgroup", json!({ "zarr_format": 2 })),
-                    (
-                        ".zattrs",
+                        ".zattrs".to_string(),
                         json!({ "multiscales": [{
                             "version": "0.4",
                             "name": name,
@@ -687,7 +736,60 @@ impl OutputSpec {
                             "datasets": dataset,
                         }]}),
                     ),
-                ]
+                ]);
+            }
+            ZarrVersion::V3 => {
+                files.push((
+                    "zarr.json".to_string(),
+                    json!({
+                        "zarr_format": 3,
+                        "node_type": "group",
+                        "attributes": { "ome": {
+                            "version": "0.5",
+                            "multiscales": [{
+                                "name": name,
+                                "axes": axes,
+                                "datasets": dataset,
+                            }],
+                        }},
+                    }),
+                ));
+            }
+        }
+        files
+    }
+
+    /// An array's metadata file name in this Zarr format.
+    fn array_file(&self) -> &'static str {
+        match self.version {
+            ZarrVersion::V2 => ".zarray",
+            ZarrVersion::V3 => "zarr.json",
+        }
+    }
+
+    /// The metadata of pyramid level `level`'s array.
+    fn array_metadata(&self, level: u32, axes: &Value) -> Value {
+        let grid = self.level_grid(level);
+        let shape = self.with_channel(self.channels, &grid.shape);
+        let chunks = self.with_channel(1, &self.level_chunks(level));
+        let shard = self.with_channel(self.channels, &grid.block);
+        match self.version {
+            ZarrVersion::V2 => {
+                let (dtype, fill) = self.dtype.v2_dtype();
+                json!({
+                    "zarr_format": 2,
+                    "shape": shape,
+                    "chunks": chunks,
+                    "dtype": dtype,
+                    "compressor": {
+                        "id": "blosc", "cname": "zstd", "clevel": 5,
+                        "shuffle": 1, "blocksize": 0,
+                    },
+                    "fill_value": fill,
+                    "order": "C",
+                    "filters": null,
+                    "dimension_separator": "/",
+                })
             }
             ZarrVersion::V3 => {
                 let (dtype, fill) = (self.dtype.name(), self.dtype.v2_dtype().1);
@@ -697,66 +799,47 @@ impl OutputSpec {
                     .iter()
                     .map(|a| a["name"].clone())
                     .collect();
-                vec![
-                    (
-                        "0/zarr.json",
-                        json!({
-                            "zarr_format": 3,
-                            "node_type": "array",
-                            "shape": shape,
-                            "data_type": dtype,
-                            "chunk_grid": {
-                                "name": "regular",
-                                "configuration": { "chunk_shape": shard },
-                            },
-                            "chunk_key_encoding": {
-                                "name": "default", "configuration": { "separator": "/" },
-                            },
-                            "fill_value": fill,
-                            "codecs": [{
-                                "name": "sharding_indexed",
-                                "configuration": {
-                                    "chunk_shape": chunks,
-                                    "codecs": [
-                                        { "name": "bytes", "configuration": { "endian": "little" } },
-                                        { "name": "zstd", "configuration": { "level": 3, "checksum": false } },
-                                    ],
-                                    "index_codecs": [
-                                        { "name": "bytes", "configuration": { "endian": "little" } },
-                                        { "name": "crc32c" },
-                                    ],
-                                    "index_location": "end",
-                                },
-                            }],
-                            "dimension_names": names,
-                            "attributes": {},
-                        }),
-                    ),
-                    (
-                        "zarr.json",
-                        json!({
-                            "zarr_format": 3,
-                            "node_type": "group",
-                            "attributes": { "ome": {
-                                "version": "0.5",
-                                "multiscales": [{
-                                    "name": name,
-                                    "axes": axes,
-                                    "datasets": dataset,
-                                }],
-                            }},
-                        }),
-                    ),
-                ]
+                json!({
+                    "zarr_format": 3,
+                    "node_type": "array",
+                    "shape": shape,
+                    "data_type": dtype,
+                    "chunk_grid": {
+                        "name": "regular",
+                        "configuration": { "chunk_shape": shard },
+                    },
+                    "chunk_key_encoding": {
+                        "name": "default", "configuration": { "separator": "/" },
+                    },
+                    "fill_value": fill,
+                    "codecs": [{
+                        "name": "sharding_indexed",
+                        "configuration": {
+                            "chunk_shape": chunks,
+                            "codecs": [
+                                { "name": "bytes", "configuration": { "endian": "little" } },
+                                { "name": "zstd", "configuration": { "level": 3, "checksum": false } },
+                            ],
+                            "index_codecs": [
+                                { "name": "bytes", "configuration": { "endian": "little" } },
+                                { "name": "crc32c" },
+                            ],
+                            "index_location": "end",
+                        },
+                    }],
+                    "dimension_names": names,
+                    "attributes": {},
+                })
             }
         }
     }
 
-    /// The unit a block is written in: a chunk (v2) or the block's one shard (v3).
-    fn write_unit(&self) -> [u64; 3] {
+    /// The unit a block is written in at pyramid level `level`: a chunk (v2) or the block's
+    /// one shard (v3).
+    fn write_unit(&self, level: u32) -> [u64; 3] {
         match self.version {
-            ZarrVersion::V2 => self.chunks,
-            ZarrVersion::V3 => self.grid.block,
+            ZarrVersion::V2 => self.level_chunks(level),
+            ZarrVersion::V3 => self.level_grid(level).block,
         }
     }
 }
@@ -800,11 +883,22 @@ fn first_difference(prefix: &str, stored: &Value, ours: &Value) -> String {
 const JOB_FILE: &str = ".unet/job.json";
 const BLOCKS_DIR: &str = ".unet/blocks";
 
-/// An output store of one blockwise job: its array, its blocks and their done-markers.
+/// One resolution level of an output store: its array and where blocks go in it.
+struct Level {
+    array: Array<FilesystemStore>,
+    /// The level's shape, and a block's extent at this level.
+    grid: BlockGrid,
+    /// What a block is written in: whole chunks (v2) or its shard (v3).
+    write_unit: [u64; 3],
+}
+
+/// An output store of one blockwise job: its arrays (level 0 and any pyramid levels), its
+/// blocks and their done-markers.
 pub struct BlockStore {
     root: PathBuf,
     store: Arc<FilesystemStore>,
-    array: Array<FilesystemStore>,
+    /// Level 0 (the full resolution) first, then each pyramid level.
+    levels: Vec<Level>,
     spec_job: Value,
     job_sha256: String,
     grid: BlockGrid,
@@ -812,7 +906,6 @@ pub struct BlockStore {
     dtype: OutputType,
     channels: u64,
     version: ZarrVersion,
-    write_unit: [u64; 3],
 }
 
 impl std::fmt::Debug for BlockStore {
@@ -835,6 +928,7 @@ impl BlockStore {
         if root.exists() && !root.is_dir() {
             return Err(zarr_error(root, "exists and is not a directory"));
         }
+        spec.check_pyramid().map_err(|e| zarr_error(root, e))?;
         let job = pretty(&spec.job_json());
         let job_path = root.join(JOB_FILE);
         let ours = spec.job_json();
@@ -843,7 +937,12 @@ impl BlockStore {
         } else {
             let files = spec.metadata_files();
             if root.is_dir() {
-                let known = [".zgroup", ".zattrs", "zarr.json", "0", ".unet"];
+                let levels = (0..=spec.pyramid).map(|l| l.to_string());
+                let known: Vec<String> = [".zgroup", ".zattrs", "zarr.json", ".unet"]
+                    .map(String::from)
+                    .into_iter()
+                    .chain(levels)
+                    .collect();
                 for entry in fs::read_dir(root).map_err(|e| Error::io(root, e))? {
                     let entry = entry.map_err(|e| Error::io(root, e))?;
                     let name = entry.file_name();
@@ -851,7 +950,7 @@ impl BlockStore {
                     let temporary = name
                         .to_str()
                         .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"));
-                    if !temporary && !known.iter().any(|k| name == *k) {
+                    if !temporary && !known.iter().any(|k| name == k.as_str()) {
                         return Err(zarr_error(
                             root,
                             format!(
@@ -895,11 +994,21 @@ impl BlockStore {
 
     fn open_array(root: &Path, spec: &OutputSpec, job_sha256: String) -> Result<Self> {
         let store = Arc::new(FilesystemStore::new(root).map_err(|e| zarr_error(root, e))?);
-        let array = Array::open(store.clone(), "/0").map_err(|e| zarr_error(root, e))?;
+        let levels = (0..=spec.pyramid)
+            .map(|l| {
+                let array = Array::open(store.clone(), &format!("/{l}"))
+                    .map_err(|e| zarr_error(root, e))?;
+                Ok(Level {
+                    array,
+                    grid: spec.level_grid(l),
+                    write_unit: spec.write_unit(l),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(BlockStore {
             root: root.to_path_buf(),
             store,
-            array,
+            levels,
             spec_job: spec.job.clone(),
             job_sha256,
             grid: spec.grid,
@@ -907,7 +1016,6 @@ impl BlockStore {
             dtype: spec.dtype,
             channels: spec.channels,
             version: spec.version,
-            write_unit: spec.write_unit(),
         })
     }
 
@@ -969,13 +1077,14 @@ impl BlockStore {
         (0..self.grid.len()).filter(|&id| self.is_done(id)).count() as u64
     }
 
-    /// Writes block `id`'s values and flushes its chunk files to disk;
-    /// [`BlockStore::mark_done`] then records it. The values are P(cell), probabilities or class
-    /// indices as the store holds them, `[c][z][y][x]` over the channels and
-    /// [`BlockGrid::block`] (`[z][y][x]` with one channel).
+    /// Writes block `id`'s values, and its part of every pyramid level, and flushes their chunk
+    /// files to disk; [`BlockStore::mark_done`] then records it. The values are P(cell),
+    /// probabilities or class indices as the store holds them, `[c][z][y][x]` over the channels
+    /// and [`BlockGrid::block`] (`[z][y][x]` with one channel). Each pyramid level is computed
+    /// from the one before in f32 (2 x 2 means; for classes the top-left voxel), before conversion to the stored type, so no
+    /// level depends on another block.
     pub fn write_block(&self, id: u64, values: &[f32]) -> Result<()> {
-        let ranges = self.grid.block(id);
-        let dims = ranges.clone().map(|r| r.len());
+        let mut dims = self.grid.block(id).map(|r| r.len());
         let channels = self.channels as usize;
         if values.len() != channels * dims.iter().product::<usize>() {
             return Err(zarr_error(
@@ -987,9 +1096,33 @@ impl BlockStore {
                 ),
             ));
         }
+        let classes = self.dtype == OutputType::Class;
+        let mut level_values = std::borrow::Cow::Borrowed(values);
+        let mut written = Vec::with_capacity(self.levels.len());
+        for (l, level) in self.levels.iter().enumerate() {
+            if l > 0 {
+                let smaller = downsample(&level_values, channels, dims, classes);
+                level_values = std::borrow::Cow::Owned(smaller);
+                dims = level.grid.block(id).map(|r| r.len());
+            }
+            written.push(self.write_level(level, id, &level_values)?);
+        }
+        // Every level's data on disk before the marker, which is written after this returns.
+        for (level, chunks) in self.levels.iter().zip(&written) {
+            self.sync_chunks(&level.array, chunks)?;
+        }
+        Ok(())
+    }
+
+    /// Writes block `id`'s `values` (`[c][z][y][x]` over the block at this level) into `level`,
+    /// returning the chunks written.
+    fn write_level(&self, level: &Level, id: u64, values: &[f32]) -> Result<ArraySubset> {
+        let ranges = level.grid.block(id);
+        let dims = ranges.clone().map(|r| r.len());
+        let channels = self.channels as usize;
         // Whole write units (chunks, or the shard), padded with the fill value past the volume's
         // end: zarrs then encodes each one without reading what a killed worker left there.
-        let unit = self.write_unit;
+        let unit = level.write_unit;
         let first = [0, 1, 2].map(|d| ranges[d].start as u64 / unit[d]);
         let last = [0, 1, 2].map(|d| (ranges[d].end as u64).div_ceil(unit[d]));
         let padded = [0, 1, 2].map(|d| ((last[d] - first[d]) * unit[d]) as usize);
@@ -1023,24 +1156,25 @@ impl BlockStore {
             _ => std::iter::once(channel_chunks).chain(spatial).collect(),
         };
         let chunks = ArraySubset::new_with_ranges(&chunk_range);
+        let array = &level.array;
         let stored = match self.dtype {
             OutputType::U8 => {
                 let bytes: Vec<u8> = full.iter().map(|&p| to_u8(p)).collect();
-                self.array.store_chunks_elements(&chunks, &bytes)
+                array.store_chunks_elements(&chunks, &bytes)
             }
             OutputType::Class => {
                 // Class indices below 256, exact in f32.
                 let bytes: Vec<u8> = full.iter().map(|&c| c as u8).collect();
-                self.array.store_chunks_elements(&chunks, &bytes)
+                array.store_chunks_elements(&chunks, &bytes)
             }
             OutputType::F16 => {
                 let halves: Vec<half::f16> = full.iter().map(|&p| half::f16::from_f32(p)).collect();
-                self.array.store_chunks_elements(&chunks, &halves)
+                array.store_chunks_elements(&chunks, &halves)
             }
-            OutputType::F32 => self.array.store_chunks_elements(&chunks, &full),
+            OutputType::F32 => array.store_chunks_elements(&chunks, &full),
         };
         stored.map_err(|e| zarr_error(&self.root, format!("writing block {id}: {e}")))?;
-        self.sync_chunks(&chunks)
+        Ok(chunks)
     }
 
     /// Marks block `id` done, atomically: call it after [`BlockStore::write_block`] returned,
@@ -1061,10 +1195,10 @@ impl BlockStore {
     /// Flushes the chunk files of `chunks` (and their directories) to disk, so a marker never
     /// outlives the data it vouches for. A chunk of fill values only has no file (zarrs erases
     /// it), which is what a reader expects.
-    fn sync_chunks(&self, chunks: &ArraySubset) -> Result<()> {
+    fn sync_chunks(&self, array: &Array<FilesystemStore>, chunks: &ArraySubset) -> Result<()> {
         let mut dirs = std::collections::BTreeSet::new();
         for indices in &chunks.indices() {
-            let path = self.store.key_to_fspath(&self.array.chunk_key(&indices));
+            let path = self.store.key_to_fspath(&array.chunk_key(&indices));
             match fs::File::open(&path) {
                 Ok(file) => file.sync_all().map_err(|e| Error::io(&path, e))?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1086,6 +1220,38 @@ impl BlockStore {
     pub fn chunks(&self) -> [u64; 3] {
         self.chunks
     }
+}
+
+/// One pyramid step: `values` (`[c][z][y][x]` over `dims`) halved in y and x, to
+/// `[z, ceil(y / 2), ceil(x / 2)]`. Probabilities take the mean of each 2 x 2 group, summed in
+/// f32 in row-major order and divided by the count; an odd last row or column (only at the
+/// volume's far edge, since blocks are whole chunks of even size) averages the voxels there
+/// are. Class indices take each group's top-left voxel (nearest): a mean of classes is no class,
+/// and a mode would need a rule for ties.
+fn downsample(values: &[f32], channels: usize, dims: [usize; 3], nearest: bool) -> Vec<f32> {
+    let [depth, h, w] = dims;
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    let mut out = Vec::with_capacity(channels * depth * h2 * w2);
+    for plane in values.chunks_exact(h * w).take(channels * depth) {
+        for y in 0..h2 {
+            for x in 0..w2 {
+                let (y0, x0) = (2 * y, 2 * x);
+                if nearest {
+                    out.push(plane[y0 * w + x0]);
+                    continue;
+                }
+                let (mut sum, mut n) = (0f32, 0u8);
+                for yy in y0..(y0 + 2).min(h) {
+                    for xx in x0..(x0 + 2).min(w) {
+                        sum += plane[yy * w + xx];
+                        n += 1;
+                    }
+                }
+                out.push(sum / f32::from(n));
+            }
+        }
+    }
+    out
 }
 
 /// P(cell) in [0, 1] as stored in a `uint8` output: `round(P x 255)`.
@@ -1167,6 +1333,131 @@ mod tests {
             .collect();
         all.sort_unstable();
         assert_eq!(all, (0..grid.len()).collect::<Vec<_>>());
+    }
+
+    fn spec(shape: [u64; 3], block: [u64; 3], chunks: [u64; 3], pyramid: u32) -> OutputSpec {
+        OutputSpec {
+            grid: BlockGrid { shape, block },
+            chunks,
+            dtype: OutputType::U8,
+            channels: 1,
+            version: ZarrVersion::V2,
+            axes: ["z", "y", "x"]
+                .map(|n| json!({ "name": n, "type": "space" }))
+                .to_vec(),
+            scale: [40.0, 4.0, 4.5],
+            job: json!({}),
+            pyramid,
+        }
+    }
+
+    /// Every level-0 block is whole chunks of every level: its region there is level 0's
+    /// divided by 2^l (the end rounded up), starting at a multiple of the level's chunks.
+    #[test]
+    fn pyramid_levels_halve_y_and_x_in_whole_chunks() {
+        let s = spec([5, 37, 45], [2, 32, 40], [2, 16, 20], 2);
+        s.check_pyramid().unwrap();
+        assert_eq!(
+            s.level_grid(1),
+            BlockGrid {
+                shape: [5, 19, 23],
+                block: [2, 16, 20]
+            }
+        );
+        assert_eq!(
+            s.level_grid(2),
+            BlockGrid {
+                shape: [5, 10, 12],
+                block: [2, 8, 10]
+            }
+        );
+        assert_eq!(s.level_chunks(2), [2, 4, 5]);
+        for l in 1..=2 {
+            let (grid, chunks, f) = (s.level_grid(l), s.level_chunks(l), 1usize << l);
+            assert_eq!(grid.counts(), s.grid.counts());
+            for id in 0..s.grid.len() {
+                let zero = s.grid.block(id);
+                let at = grid.block(id);
+                assert_eq!(at[0], zero[0]);
+                for d in 1..3 {
+                    let want = zero[d].start / f..zero[d].end.div_ceil(f);
+                    assert_eq!(at[d], want, "level {l} block {id} axis {d}");
+                    assert_eq!(at[d].start as u64 % chunks[d], 0);
+                }
+            }
+        }
+        // The metadata lists every level, its scale 2^l times level 0's in y and x.
+        let files = s.metadata_files();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["0/.zarray", "1/.zarray", "2/.zarray", ".zgroup", ".zattrs"]
+        );
+        assert_eq!(files[2].1["shape"], json!([5, 10, 12]));
+        assert_eq!(files[2].1["chunks"], json!([2, 4, 5]));
+        let datasets = &files[4].1["multiscales"][0]["datasets"];
+        assert_eq!(datasets[2]["path"], "2");
+        assert_eq!(
+            datasets[2]["coordinateTransformations"][0]["scale"],
+            json!([40.0, 16.0, 18.0])
+        );
+        // A job without a pyramid reads as before pyramids; one with names it.
+        assert!(spec([5, 37, 45], [2, 32, 40], [2, 16, 20], 0)
+            .job_json()
+            .get("pyramid")
+            .is_none());
+        assert_eq!(s.job_json()["pyramid"], 2);
+        // Sharded v3: a level's shard is the block at that level.
+        let v3 = OutputSpec {
+            version: ZarrVersion::V3,
+            ..s.clone()
+        };
+        let files = v3.metadata_files();
+        assert_eq!(
+            files[1].1["chunk_grid"]["configuration"]["chunk_shape"],
+            json!([2, 16, 20])
+        );
+        assert_eq!(
+            files[1].1["codecs"][0]["configuration"]["chunk_shape"],
+            json!([2, 8, 10])
+        );
+        assert_eq!(v3.write_unit(2), [2, 8, 10]);
+    }
+
+    #[test]
+    fn a_pyramid_needs_chunks_divisible_by_its_factor() {
+        for (chunks, pyramid, why) in [
+            ([2, 16, 20], 3, "divisible by 2^3 = 8"),
+            ([2, 16, 20], 5, "smaller than 2^5 = 32"),
+            ([1, 6, 8], 2, "divisible by 2^2 = 4"),
+            ([1, 64, 64], 40, "at most 31"),
+        ] {
+            let err = spec([5, 64, 64], [1, 64, 64], chunks, pyramid)
+                .check_pyramid()
+                .unwrap_err();
+            assert!(err.contains(&format!("--pyramid {pyramid}")), "{err}");
+            assert!(err.contains(why), "{err}");
+        }
+        assert!(spec([5, 64, 64], [1, 64, 64], [1, 8, 24], 3)
+            .check_pyramid()
+            .is_ok());
+    }
+
+    #[test]
+    fn downsampling_averages_2x2_groups_and_keeps_classes() {
+        // Two channels of one 3 x 3 section: the last row and column average what is there.
+        let a: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        let b: Vec<f32> = a.iter().map(|v| v * 10.0).collect();
+        let both: Vec<f32> = a.iter().chain(&b).copied().collect();
+        let got = downsample(&both, 2, [1, 3, 3], false);
+        assert_eq!(got, [2.0, 3.5, 6.5, 8.0, 20.0, 35.0, 65.0, 80.0]);
+        assert_eq!(downsample(&a, 1, [1, 3, 3], true), [0.0, 2.0, 6.0, 8.0]);
+        // z is kept: two sections of 2 x 4.
+        let two: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        assert_eq!(
+            downsample(&two, 1, [2, 2, 4], false),
+            [2.5, 4.5, 10.5, 12.5]
+        );
     }
 
     #[test]
