@@ -1088,6 +1088,18 @@ fn pyramid_levels_are_2x2_means_of_level_0() {
                 json!(scale)
             );
         }
+        // A mean of 2^l x 2^l voxels is centred (2^l - 1) / 2 level-0 voxels on.
+        assert_eq!(
+            datasets[0]["coordinateTransformations"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            datasets[2]["coordinateTransformations"][1],
+            json!({ "type": "translation", "translation": [0.0, 6.0, 6.75] })
+        );
         match version {
             "2" => assert_eq!(level1_meta["chunks"], json!([2, 8, 10])),
             _ => {

@@ -701,16 +701,25 @@ impl OutputSpec {
         let axes = json!(self.with_channel(json!({"name": "c", "type": "channel"}), &self.axes));
         let name = self.image_name();
         let levels = 0..=self.pyramid;
-        // Level l's voxels are 2^l level-0 voxels wide in y and x.
+        // Level l's voxels are 2^l level-0 voxels wide in y and x. A mean of 2^l x 2^l voxels
+        // is centred (2^l - 1) / 2 level-0 voxels further on than the first of them, so a
+        // viewer lays the levels over each other; a class level keeps its group's first voxel,
+        // which needs no shift.
         let datasets: Vec<Value> = levels
             .clone()
             .map(|l| {
                 let f = f64::from(1u32 << l);
                 let [z, y, x] = self.scale;
                 let scale = self.with_channel(1.0, &[z, y * f, x * f]);
+                let mut transforms = vec![json!({ "type": "scale", "scale": scale })];
+                if l > 0 && self.dtype != OutputType::Class {
+                    let shift = (f - 1.0) / 2.0;
+                    let translation = self.with_channel(0.0, &[0.0, y * shift, x * shift]);
+                    transforms.push(json!({ "type": "translation", "translation": translation }));
+                }
                 json!({
                     "path": l.to_string(),
-                    "coordinateTransformations": [{ "type": "scale", "scale": scale }],
+                    "coordinateTransformations": transforms,
                 })
             })
             .collect();
