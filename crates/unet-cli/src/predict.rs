@@ -90,9 +90,10 @@ pub struct PredictArgs {
     /// (docs/RESULTS.md).
     #[arg(long, default_value_t = 512)]
     pub tile: usize,
-    /// Tiles per forward pass: bounds memory.
-    #[arg(long, default_value_t = TileOptions::default().batch_size)]
-    pub batch: usize,
+    /// Tiles per forward pass (default 1 on the CPU, 4 on a GPU): memory grows with it, and on
+    /// the CPU one tile at a time is also the fastest (docs/RESULTS.md, Volumes).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Overlap of neighbouring tiles in pixels (same-padding models only).
     #[arg(long, default_value_t = TileOptions::default().overlap)]
     pub overlap: usize,
@@ -105,12 +106,12 @@ pub struct PredictArgs {
 }
 
 impl PredictArgs {
-    /// The tiling the flags ask for.
-    pub fn tile_options(&self) -> TileOptions {
+    /// The tiling the flags ask for, on `device`.
+    pub fn tile_options(&self, device: &candle_core::Device) -> TileOptions {
         TileOptions {
             output_tile: self.tile,
             overlap: self.overlap,
-            batch_size: self.batch,
+            batch_size: self.batch.unwrap_or(if device.is_cpu() { 1 } else { 4 }),
             blend: match self.blend {
                 BlendArg::None => Blend::None,
                 BlendArg::Linear => Blend::Linear,
@@ -365,7 +366,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             Normalisation::PerImage
         }
     };
-    let opts = args.tile_options();
+    let opts = args.tile_options(&device);
     let (h, w, n, channels) = (
         input.height(),
         input.width(),

@@ -286,7 +286,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         None => [chunks[0], 2048, 2048],
     };
     let block = round_block(wanted, chunks, shape);
-    let opts = args.tile_options();
+    let opts = args.tile_options(&device);
     let dtype = match v.dtype.unwrap_or(DtypeArg::U8) {
         _ if args.argmax => OutputType::Class,
         DtypeArg::U8 => OutputType::U8,
