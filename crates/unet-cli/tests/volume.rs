@@ -41,7 +41,12 @@ fn tiny_model_normalised(
         padding,
         ..UNetConfig::small()
     };
-    let model = UNet::seeded(&cfg, seed, &Device::Cpu).unwrap();
+    save_model(dir, name, &cfg, seed, normalisation);
+}
+
+/// A net of `cfg` seeded with `seed`, saved as `dir/NAME` with `normalisation`.
+fn save_model(dir: &Path, name: &str, cfg: &UNetConfig, seed: u64, normalisation: Normalisation) {
+    let model = UNet::seeded(cfg, seed, &Device::Cpu).unwrap();
     save_checkpoint(
         dir.join(name),
         &model,
@@ -411,16 +416,7 @@ fn two_channel_three_class_model(dir: &Path, name: &str, normalisation: Normalis
         n_classes: 3,
         ..UNetConfig::small()
     };
-    let model = UNet::seeded(&cfg, 11, &Device::Cpu).unwrap();
-    save_checkpoint(
-        dir.join(name),
-        &model,
-        1,
-        Some(normalisation),
-        json!({}),
-        None,
-    )
-    .unwrap();
+    save_model(dir, name, &cfg, 11, normalisation);
 }
 
 /// A two-channel volume (c, z, y, x) through three-class models: every class's probability as
