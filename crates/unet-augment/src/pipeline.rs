@@ -415,12 +415,14 @@ struct PlannedGeo {
     in_height: usize,
 }
 
-/// An intensity step with its parameters drawn.
+/// An intensity step with its parameters drawn: brightness, contrast and gamma one per channel
+/// (channels move independently, as a microscope's channels do), noise from one stream per
+/// channel.
 enum IntensityOp {
-    Add(f32),
-    Scale(f32),
-    Contrast(f32),
-    Gamma(f32),
+    Add(Vec<f32>),
+    Scale(Vec<f32>),
+    Contrast(Vec<f32>),
+    Gamma(Vec<f32>),
     /// Standard deviation and the seed of the per-channel noise streams.
     Noise(f32, u64),
     /// Photons at value 1 and the seed of the per-channel noise streams.
@@ -477,7 +479,7 @@ impl Pipeline {
 
     /// Augment one sample; the same `seed` gives the same output on every platform.
     pub fn apply(&self, sample: &Sample, seed: u64) -> Result<Sample> {
-        let plan = self.plan(sample.width(), sample.height(), seed)?;
+        let plan = self.plan(sample.width(), sample.height(), sample.channels(), seed)?;
         let mut out = if plan.geometry.is_empty() {
             sample.clone()
         } else {
@@ -488,10 +490,10 @@ impl Pipeline {
         for op in &plan.intensity {
             for (c, plane) in out.image_mut().chunks_exact_mut(pixels).enumerate() {
                 match &op {
-                    IntensityOp::Add(d) => intensity::adjust_brightness(plane, *d),
-                    IntensityOp::Scale(f) => intensity::scale_brightness(plane, *f),
-                    IntensityOp::Contrast(f) => intensity::adjust_contrast(plane, *f),
-                    IntensityOp::Gamma(g) => intensity::adjust_gamma(plane, *g),
+                    IntensityOp::Add(d) => intensity::adjust_brightness(plane, d[c]),
+                    IntensityOp::Scale(f) => intensity::scale_brightness(plane, f[c]),
+                    IntensityOp::Contrast(f) => intensity::adjust_contrast(plane, f[c]),
+                    IntensityOp::Gamma(g) => intensity::adjust_gamma(plane, g[c]),
                     IntensityOp::Noise(std, seed) => {
                         // One stream per channel, so channels get independent noise.
                         let mut rng = SplitMix64::new(derive_seed(*seed, c as u64));
@@ -523,12 +525,22 @@ impl Pipeline {
             .collect()
     }
 
-    fn plan(&self, width: usize, height: usize, seed: u64) -> Result<Plan> {
+    fn plan(&self, width: usize, height: usize, channels: usize, seed: u64) -> Result<Plan> {
         let (mut w, mut h) = (width, height);
         let mut geometry = Vec::new();
         let mut intensity = Vec::new();
         for (i, step) in self.steps.iter().enumerate() {
-            let mut rng = SplitMix64::new(derive_seed(seed, i as u64));
+            let step_seed = derive_seed(seed, i as u64);
+            let mut rng = SplitMix64::new(step_seed);
+            // Channel 0 draws from the step's stream, as a grey sample always has; each further
+            // channel from a stream of its own.
+            let per_channel = |rng: &mut SplitMix64, range: &Range| -> Vec<f32> {
+                std::iter::once(range.draw(rng))
+                    .chain((1..channels).map(|c| {
+                        range.draw(&mut SplitMix64::new(derive_seed(step_seed, c as u64)))
+                    }))
+                    .collect()
+            };
             if !rng.bernoulli(step.probability as f64) {
                 continue;
             }
@@ -605,16 +617,16 @@ impl Pipeline {
                     geometry.push(geo(GeoOp::Field(field)));
                 }
                 Transform::Brightness { delta } => {
-                    intensity.push(IntensityOp::Add(delta.draw(&mut rng)))
+                    intensity.push(IntensityOp::Add(per_channel(&mut rng, delta)))
                 }
                 Transform::BrightnessFactor { factor } => {
-                    intensity.push(IntensityOp::Scale(factor.draw(&mut rng)))
+                    intensity.push(IntensityOp::Scale(per_channel(&mut rng, factor)))
                 }
                 Transform::Contrast { factor } => {
-                    intensity.push(IntensityOp::Contrast(factor.draw(&mut rng)))
+                    intensity.push(IntensityOp::Contrast(per_channel(&mut rng, factor)))
                 }
                 Transform::Gamma { gamma } => {
-                    intensity.push(IntensityOp::Gamma(gamma.draw(&mut rng)))
+                    intensity.push(IntensityOp::Gamma(per_channel(&mut rng, gamma)))
                 }
                 Transform::GaussianNoise { std } => {
                     intensity.push(IntensityOp::Noise(std.draw(&mut rng), rng.next_u64()))

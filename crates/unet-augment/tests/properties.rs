@@ -513,3 +513,46 @@ fn blur_and_shot_noise_change_the_image_alone_and_are_seeded() {
         .build()
         .is_err());
 }
+
+/// Channels share the geometry and each draws its own intensity moves: channel 0 moves exactly as
+/// the same plane alone (a grey sample) does, so grey training is unchanged; a copy of it in
+/// channel 1 gets other brightness, contrast and gamma.
+#[test]
+fn channels_share_the_geometry_and_draw_their_own_intensity() {
+    let (w, h) = (20, 16);
+    let mut rng = unet_augment::SplitMix64::new(7);
+    let plane: Vec<f32> = (0..w * h)
+        .map(|_| 0.2 + 0.6 * rng.uniform() as f32)
+        .collect();
+    let label: Vec<u8> = (0..w * h)
+        .map(|i| if i % 7 < 3 { 0 } else { 255 })
+        .collect();
+    let grey = Sample::grey(w, h, plane.clone(), label.clone(), None).unwrap();
+    let two = Sample::new(w, h, 2, [plane.clone(), plane].concat(), label, None).unwrap();
+    let mut steps = elastic_and_affine();
+    steps.extend([
+        Transform::Brightness {
+            delta: Range::symmetric(0.1),
+        },
+        Transform::Contrast {
+            factor: Range::new(0.6, 1.4),
+        },
+        Transform::Gamma {
+            gamma: Range::new(0.7, 1.5),
+        },
+    ]);
+    let pipeline = build(&steps);
+    for seed in 0..8 {
+        let (g, t) = (
+            pipeline.apply(&grey, seed).unwrap(),
+            pipeline.apply(&two, seed).unwrap(),
+        );
+        assert_eq!(t.image_plane(0), g.image_plane(0), "seed {seed}");
+        assert_eq!(t.label(), g.label());
+        assert_ne!(t.image_plane(1), t.image_plane(0), "seed {seed}");
+    }
+    // Without intensity steps the copy stays a copy: the geometry is shared.
+    let geometric = build(&elastic_and_affine());
+    let t = geometric.apply(&two, 3).unwrap();
+    assert_eq!(t.image_plane(1), t.image_plane(0));
+}
