@@ -226,12 +226,14 @@ fn read_input(input: &Path) -> Result<Pages> {
     Ok(pages)
 }
 
-/// One warning line per channel whose grey statistics lie far from the training sections' (a
-/// standard deviation under half or over twice theirs, or a mean more than one of their
-/// standard deviations away): the most common cause of a prediction that segments nothing.
+/// One warning line per channel of `section` (the input's first, `channels` planes in [0, 1]
+/// units) whose grey statistics lie far from the training sections' (a standard deviation
+/// under half or over twice theirs, or a mean more than one of their standard deviations away):
+/// the most common cause of a prediction that segments nothing. One section tells, and the
+/// warning comes before a long stack is predicted.
 fn warn_if_far_from_training(
     input: &Path,
-    pages: &[Vec<f32>],
+    section: &[f32],
     channels: usize,
     normalisation: &Normalisation,
 ) {
@@ -242,12 +244,8 @@ fn warn_if_far_from_training(
         }
         _ => return,
     };
-    for (c, &(mean, std)) in fitted.iter().enumerate() {
-        let plane = |page: &Vec<f32>| {
-            let n = page.len() / channels;
-            page[c * n..(c + 1) * n].to_vec()
-        };
-        let values: Vec<f32> = pages.iter().flat_map(plane).collect();
+    let planes = section.chunks_exact((section.len() / channels).max(1));
+    for (c, (&(mean, std), values)) in fitted.iter().zip(planes).enumerate() {
         let n = values.len().max(1) as f64;
         let m = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
         let var = values
@@ -410,12 +408,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         }
         if p == 0 {
             bar.suspend(|| {
-                warn_if_far_from_training(
-                    input_path,
-                    std::slice::from_ref(&section),
-                    channels,
-                    &normalisation,
-                )
+                warn_if_far_from_training(input_path, &section, channels, &normalisation)
             });
         }
         normalisation.apply(&mut section, channels);
@@ -557,6 +550,8 @@ impl Output {
         classes: usize,
         argmax: bool,
     ) -> Result<Self> {
+        // P(cell) of a two-class model is one plane a section; K > 2 classes are K planes.
+        let planes = if classes == 2 { 1 } else { classes };
         Ok(match (argmax, classes) {
             (true, k) if k <= 256 => {
                 Output::Classes8(TiffSectionWriter::create(path, sections, 1, height, width)?)
@@ -564,12 +559,9 @@ impl Output {
             (true, _) => {
                 Output::Classes16(TiffSectionWriter::create(path, sections, 1, height, width)?)
             }
-            (false, 2) => {
-                Output::Probabilities(TiffSectionWriter::create(path, sections, 1, height, width)?)
-            }
-            (false, k) => {
-                Output::Probabilities(TiffSectionWriter::create(path, sections, k, height, width)?)
-            }
+            (false, _) => Output::Probabilities(TiffSectionWriter::create(
+                path, sections, planes, height, width,
+            )?),
         })
     }
 
