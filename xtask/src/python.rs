@@ -100,7 +100,7 @@ pub fn ensure_venv(root: &Path) -> Result<Option<Venv>> {
     if !found {
         if std::env::var_os("CI").is_some() {
             bail!(
-                "no Python found ({}): CI runs the Python checks, so it needs python3 >= 3.9 \
+                "no Python found ({}): CI runs the Python checks, so it needs python3 >= 3.11 \
                  with venv and pip",
                 python.to_string_lossy()
             );
@@ -159,6 +159,10 @@ pub fn run_checks(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
             "zarr-python, ome-zarr-py and ome-zarr-models read unet predict's OME-Zarr",
             zarr_check,
         ),
+        (
+            "a daisy 2.0 scheduler drives two unet predict --daisy-worker processes",
+            daisy_check,
+        ),
         ("the unet_rs package's tests", unet_py_tests),
     ];
     for (name, check) in checks {
@@ -186,6 +190,25 @@ fn zarr_check(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
         .arg(&work)
         .arg(&model);
     run("zarr_check.py", &mut check)
+}
+
+/// `xtask/python/daisy_check.py`: `docs/volumes/predict_with_daisy.py` has a real daisy 2.0
+/// scheduler hand the blocks of a small volume to two `unet predict --daisy-worker` processes
+/// (the dev binary, the built-in model); their store must equal one job-array worker's, a rerun
+/// must skip every block, and a block that is not one of the store's must come back failed with
+/// unet's reason.
+fn daisy_check(root: &Path, venv: &Venv, _data: &Path) -> Result<()> {
+    let unet = build_unet(root)?;
+    let work = root.join("target").join("ci-daisy");
+    if work.exists() {
+        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    let mut check = venv.command(root, "python");
+    check
+        .arg(root.join("xtask/python/daisy_check.py"))
+        .arg(&unet)
+        .arg(&work);
+    run("daisy_check.py", &mut check)
 }
 
 /// `unet export` of the built-in default model (the dev binary the tests built) and of the

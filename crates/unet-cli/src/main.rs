@@ -10,6 +10,7 @@ mod augment;
 mod bench;
 mod builtin;
 mod calibrate;
+mod daisy;
 mod data;
 mod device;
 mod evaluate;

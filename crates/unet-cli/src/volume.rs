@@ -9,6 +9,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -20,13 +21,14 @@ use unet_data::zarr::{
     worker_blocks, BlockGrid, BlockStore, OutputSpec, OutputType, Volume, ZarrVersion,
 };
 use unet_metrics::argmax_classes;
-use unet_model::tiling::window_input;
+use unet_model::tiling::{window_input, TileOptions};
 use unet_model::{
     overlap_tile_predict_window, overlap_tile_predict_window_probs, Normalisation, PlaneStats,
-    Window,
+    UNet, Window,
 };
 
 use crate::builtin::{checkpoint_bytes, open_model};
+use crate::daisy::{DaisyClient, DaisyContext, Roi};
 use crate::predict::PredictArgs;
 
 /// The voxel type of a Zarr output.
@@ -75,6 +77,12 @@ pub struct VolumeArgs {
     /// [default: 0, full resolution only].
     #[arg(long, value_name = "N")]
     pub pyramid: Option<u32>,
+    /// Take blocks from a daisy 2.0 scheduler (funkelab's blockwise task scheduler) instead of
+    /// a share of the grid: the worker finds it through DAISY_CONTEXT, as daisy's own workers
+    /// do. The daisy Task's write_roi and read_roi are the --block shape in voxels (z, y, x) and
+    /// its total_roi the volume; see docs/volumes/predict_with_daisy.py.
+    #[arg(long, conflicts_with_all = ["blocks", "workers", "status"])]
+    pub daisy_worker: bool,
 }
 
 impl VolumeArgs {
@@ -87,6 +95,7 @@ impl VolumeArgs {
             || self.blocks.is_some()
             || self.workers.is_some()
             || self.pyramid.is_some()
+            || self.daisy_worker
     }
 }
 
@@ -321,43 +330,68 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         pyramid: v.pyramid.unwrap_or(0),
     };
     let store = BlockStore::create_or_open(out, &spec)?;
-    let (index, count) = worker_share(v, |name| std::env::var(name).ok())?;
-    let grid = store.grid();
-    let mine: Vec<u64> = worker_blocks(grid.len(), index, count).collect();
-    let todo: Vec<u64> = mine
-        .iter()
-        .copied()
-        .filter(|&id| !store.is_done(id))
-        .collect();
+    let mut job = BlockJob {
+        input,
+        volume,
+        model,
+        store,
+        normalisation,
+        opts,
+        n_classes,
+        argmax: args.argmax,
+        output_channels,
+        section_stats: HashMap::new(),
+        out,
+    };
+    if v.daisy_worker {
+        daisy_worker(&mut job)
+    } else {
+        array_worker(&mut job, v)
+    }
+}
 
-    let bar = ProgressBar::new(todo.len() as u64).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} blocks, {elapsed} (eta {eta})")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    let started = Instant::now();
-    let (height, width) = (shape[1], shape[2]);
-    let channels = volume.channels();
-    let mut voxels = 0u64;
-    // Per-section statistics, each gathered once by this worker.
-    let mut section_stats: HashMap<usize, Vec<PlaneStats>> = HashMap::new();
-    for &id in &todo {
-        let [zs, ys, xs] = grid.block(id);
+/// What every block of one volume job shares: the volume, the model, the store and the options,
+/// and the per-section statistics this worker has gathered.
+struct BlockJob<'a> {
+    input: &'a Path,
+    volume: Volume,
+    model: UNet,
+    store: BlockStore,
+    normalisation: Normalisation,
+    opts: TileOptions,
+    n_classes: usize,
+    argmax: bool,
+    output_channels: usize,
+    /// Per-section statistics (`Normalisation::PerImage`), each gathered once by this worker.
+    section_stats: HashMap<usize, Vec<PlaneStats>>,
+    /// The store's path, for messages and the summary.
+    out: &'a Path,
+}
+
+impl BlockJob<'_> {
+    /// Predicts block `id`, writes it, then its done-marker; returns its voxel count.
+    fn predict_block(&mut self, id: u64) -> Result<u64> {
+        let cfg = self.model.config();
+        let [_, height, width] = self.volume.shape();
+        let channels = self.volume.channels();
+        let [zs, ys, xs] = self.store.grid().block(id);
         let window = Window { y: ys, x: xs };
-        let need = window_input(&cfg, height, width, &window, &opts)?;
-        let crop = volume.read_unit(zs.clone(), need.y.clone(), need.x.clone())?;
+        let need = window_input(cfg, height, width, &window, &self.opts)?;
+        let crop = self
+            .volume
+            .read_unit(zs.clone(), need.y.clone(), need.x.clone())?;
         let crop_plane = channels * need.height() * need.width();
         let plane = window.height() * window.width();
         // Per section: its output channels' planes; the block is written channel-major.
         let mut per_section = Vec::with_capacity(zs.len());
         for (k, section) in crop.chunks_exact(crop_plane).enumerate() {
             let mut section = section.to_vec();
-            if normalisation == Normalisation::PerImage {
+            if self.normalisation == Normalisation::PerImage {
                 let z = zs.start + k;
-                let stats = match section_stats.entry(z) {
+                let stats = match self.section_stats.entry(z) {
                     Entry::Occupied(known) => known.into_mut(),
                     Entry::Vacant(new) => {
-                        new.insert(streamed_section_stats(&volume, z, window.height())?)
+                        new.insert(streamed_section_stats(&self.volume, z, window.height())?)
                     }
                 };
                 let plane = need.height() * need.width();
@@ -366,19 +400,20 @@ pub fn run(args: &PredictArgs) -> Result<()> {
                 }
             } else {
                 // Fixed statistics act voxel by voxel: a crop gets the whole section's numbers.
-                normalisation.apply(&mut section, channels);
+                self.normalisation.apply(&mut section, channels);
             }
-            let context = || format!("{} section {}", input.display(), zs.start + k);
-            let values = if n_classes == 2 && !args.argmax {
-                overlap_tile_predict_window(&model, &section, &need, height, width, &window, &opts)
+            let context = || format!("{} section {}", self.input.display(), zs.start + k);
+            let (model, opts) = (&self.model, &self.opts);
+            let values = if self.n_classes == 2 && !self.argmax {
+                overlap_tile_predict_window(model, &section, &need, height, width, &window, opts)
                     .with_context(context)?
             } else {
                 let probs = overlap_tile_predict_window_probs(
-                    &model, &section, &need, height, width, &window, &opts,
+                    model, &section, &need, height, width, &window, opts,
                 )
                 .with_context(context)?;
-                if args.argmax {
-                    let classes = argmax_classes(&probs, n_classes).with_context(context)?;
+                if self.argmax {
+                    let classes = argmax_classes(&probs, self.n_classes).with_context(context)?;
                     classes.into_iter().map(|c| c as f32).collect()
                 } else {
                     probs
@@ -386,39 +421,168 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             };
             per_section.push(values);
         }
-        let values: Vec<f32> = (0..output_channels)
+        let values: Vec<f32> = (0..self.output_channels)
             .flat_map(|c| {
                 per_section
                     .iter()
                     .flat_map(move |s| s[c * plane..(c + 1) * plane].iter().copied())
             })
             .collect();
-        store.write_block(id, &values)?;
+        self.store.write_block(id, &values)?;
         pause_before_marker();
-        store.mark_done(id)?;
-        voxels += (zs.len() * plane) as u64;
-        let rate = voxels as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        self.store.mark_done(id)?;
+        Ok((zs.len() * plane) as u64)
+    }
+
+    /// The JSON summary a worker prints at its end.
+    fn summary(&self, worker: String, counts: BlockCounts, started: Instant) -> serde_json::Value {
+        let seconds = started.elapsed().as_secs_f64();
+        json!({
+            "out": self.out.display().to_string(),
+            "worker": worker,
+            "blocks_total": self.store.grid().len(),
+            "blocks_this_worker": counts.predicted + counts.skipped,
+            "blocks_predicted": counts.predicted,
+            "blocks_skipped": counts.skipped,
+            "blocks_done_in_store": self.store.done_count(),
+            "voxels_predicted": counts.voxels,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+            "voxels_per_second": (counts.voxels as f64 / seconds.max(1e-9)).round(),
+        })
+    }
+}
+
+/// What one worker did.
+#[derive(Debug, Default, Clone, Copy)]
+struct BlockCounts {
+    predicted: u64,
+    skipped: u64,
+    voxels: u64,
+}
+
+/// A job-array worker: its share of the blocks (`--blocks`, Slurm, Kubernetes), those not done.
+fn array_worker(job: &mut BlockJob, v: &VolumeArgs) -> Result<()> {
+    let (index, count) = worker_share(v, |name| std::env::var(name).ok())?;
+    let grid = job.store.grid();
+    let mine: Vec<u64> = worker_blocks(grid.len(), index, count).collect();
+    let todo: Vec<u64> = mine
+        .iter()
+        .copied()
+        .filter(|&id| !job.store.is_done(id))
+        .collect();
+    let bar = ProgressBar::new(todo.len() as u64).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} blocks, {elapsed} (eta {eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let mut counts = BlockCounts {
+        skipped: (mine.len() - todo.len()) as u64,
+        ..BlockCounts::default()
+    };
+    for &id in &todo {
+        counts.voxels += job.predict_block(id)?;
+        counts.predicted += 1;
+        let rate = counts.voxels as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!("{:.2} Mvoxel/s", rate / 1e6));
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-    let summary = json!({
-        "out": out.display().to_string(),
-        "worker": format!("{index}/{count}"),
-        "blocks_total": grid.len(),
-        "blocks_this_worker": mine.len(),
-        "blocks_predicted": todo.len(),
-        "blocks_skipped": mine.len() - todo.len(),
-        "blocks_done_in_store": store.done_count(),
-        "voxels_predicted": voxels,
-        "seconds": (seconds * 1000.0).round() / 1000.0,
-        "voxels_per_second": (voxels as f64 / seconds.max(1e-9)).round(),
-    });
-    println!("{summary}");
+    println!(
+        "{}",
+        job.summary(format!("{index}/{count}"), counts, started)
+    );
     Ok(())
 }
 
+/// The block of `grid` that a daisy block's write ROI (voxels, z, y, x) covers: its offset on a
+/// block corner, its extent that block's (clipped to the volume, as daisy's `fit="shrink"`
+/// clips, or reaching past it, as `fit="overhang"` does).
+fn grid_block_of(grid: &BlockGrid, roi: &Roi) -> Result<u64> {
+    let wrong = || {
+        let shape = grid.shape;
+        let block = grid.block;
+        format!(
+            "daisy block write ROI offset {:?} shape {:?} is not a block of this store (volume \
+             {shape:?}, blocks {block:?} from 0): give the daisy Task write_roi and read_roi the \
+             --block shape (in voxels, z, y, x) and total_roi the volume",
+            roi.offset, roi.shape
+        )
+    };
+    if roi.offset.len() != 3 || roi.shape.len() != 3 {
+        bail!("{}", wrong());
+    }
+    let counts = grid.counts();
+    let mut index = [0u64; 3];
+    for d in 0..3 {
+        let (offset, extent) = (roi.offset[d], roi.shape[d]);
+        let block = grid.block[d] as i64;
+        if offset < 0 || offset % block != 0 || extent <= 0 || (offset / block) as u64 >= counts[d]
+        {
+            bail!("{}", wrong());
+        }
+        index[d] = (offset / block) as u64;
+    }
+    let id = (index[0] * counts[1] + index[1]) * counts[2] + index[2];
+    for (d, expected) in grid.block(id).iter().enumerate() {
+        let end = (roi.offset[d] + roi.shape[d]).min(grid.shape[d] as i64) as usize;
+        if end != expected.end {
+            bail!("{}", wrong());
+        }
+    }
+    Ok(id)
+}
+
+/// A worker of a daisy 2.0 task: blocks come from the scheduler `DAISY_CONTEXT` names until it
+/// has none left. A block already done in the store (an earlier run) goes back at once. A block
+/// that fails goes back as failed, with the error, and the worker stops with that error: daisy
+/// retries the block and restarts workers within the task's limits.
+fn daisy_worker(job: &mut BlockJob) -> Result<()> {
+    let context = DaisyContext::from_env()?;
+    let worker = format!(
+        "daisy {} worker {}",
+        context.task_id,
+        context
+            .worker_id
+            .map_or("-".to_string(), |id| id.to_string())
+    );
+    let mut client = DaisyClient::connect(context)?;
+    let grid = job.store.grid();
+    let started = Instant::now();
+    let mut counts = BlockCounts::default();
+    while let Some(assigned) = client.acquire()? {
+        let block_started = Instant::now();
+        let done = grid_block_of(&grid, &assigned.block.write_roi).and_then(|id| {
+            if job.store.is_done(id) {
+                counts.skipped += 1;
+            } else {
+                counts.voxels += job.predict_block(id)?;
+                counts.predicted += 1;
+            }
+            Ok(())
+        });
+        if let Err(e) = done {
+            let error = format!("{e:#}");
+            client.fail(assigned.block, &error)?;
+            return Err(e.context(format!(
+                "a block daisy gave this worker, for {}",
+                job.out.display()
+            )));
+        }
+        let seconds = block_started.elapsed().as_secs_f64();
+        if assigned.timeout_secs.is_some_and(|t| seconds > t) {
+            eprintln!(
+                "warning: a block took {seconds:.0} s, past the daisy task's timeout of {:.0} s: \
+                 daisy gives such a block to another worker too (the same bytes, written twice); \
+                 raise the Task's timeout or give --block fewer voxels",
+                assigned.timeout_secs.unwrap_or_default()
+            );
+        }
+        client.release(assigned.block)?;
+    }
+    println!("{}", job.summary(worker, counts, started));
+    Ok(())
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +597,7 @@ mod tests {
             blocks: blocks.map(String::from),
             workers,
             pyramid: None,
+            daisy_worker: false,
         }
     }
 
@@ -466,6 +631,50 @@ mod tests {
         for bad in ["3/3", "1", "a/2", "0/0"] {
             assert!(worker_share(&args(Some(bad), None), none).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_daisy_roi_names_the_store_block_it_covers() {
+        let grid = BlockGrid {
+            shape: [2, 70, 90],
+            block: [1, 32, 64],
+        };
+        let roi = |offset: [i64; 3], shape: [i64; 3]| Roi {
+            offset: offset.to_vec(),
+            shape: shape.to_vec(),
+        };
+        assert_eq!(
+            grid_block_of(&grid, &roi([0, 0, 0], [1, 32, 64])).unwrap(),
+            0
+        );
+        // Clipped at the volume's end (daisy's fit="shrink"), or reaching past it ("overhang").
+        assert_eq!(
+            grid_block_of(&grid, &roi([0, 0, 64], [1, 32, 26])).unwrap(),
+            1
+        );
+        assert_eq!(
+            grid_block_of(&grid, &roi([1, 64, 64], [1, 32, 64])).unwrap(),
+            11
+        );
+        assert_eq!(grid.block(11), [1..2, 64..70, 64..90]);
+        for (offset, shape) in [
+            ([0, 0, 0], [1, 30, 64]),  // not the block's extent
+            ([0, 16, 0], [1, 32, 64]), // not on a block corner
+            ([0, 0, 64], [1, 32, 20]), // stops short of the volume's end
+            ([2, 0, 0], [1, 32, 64]),  // past the volume
+            ([-1, 0, 0], [1, 32, 64]),
+        ] {
+            let err = grid_block_of(&grid, &roi(offset, shape)).unwrap_err();
+            assert!(
+                err.to_string().contains("not a block of this store"),
+                "{err}"
+            );
+        }
+        let flat = Roi {
+            offset: vec![0, 0],
+            shape: vec![32, 64],
+        };
+        assert!(grid_block_of(&grid, &flat).is_err());
     }
 
     #[test]
