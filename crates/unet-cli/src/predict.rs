@@ -111,7 +111,9 @@ impl PredictArgs {
         TileOptions {
             output_tile: self.tile,
             overlap: self.overlap,
-            batch_size: self.batch.unwrap_or(if device.is_cpu() { 1 } else { 4 }),
+            batch_size: self
+                .batch
+                .unwrap_or_else(|| TileOptions::batch_size_for(device)),
             blend: match self.blend {
                 BlendArg::None => Blend::None,
                 BlendArg::Linear => Blend::Linear,

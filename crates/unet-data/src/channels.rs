@@ -339,7 +339,7 @@ fn imagej_layout(description: &str, pages: usize, path: &Path) -> Result<Option<
             ),
         ));
     }
-    if pages % channels != 0 {
+    if !pages.is_multiple_of(channels) {
         return Err(metadata_error(
             path,
             format!(

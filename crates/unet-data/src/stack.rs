@@ -281,7 +281,7 @@ fn for_pages<T>(
     if sections.is_empty() {
         return Err(Error::Shape("statistics of no page".into()));
     }
-    if channels == 0 || stack.pages() % channels != 0 {
+    if channels == 0 || !stack.pages().is_multiple_of(channels) {
         return Err(Error::Shape(format!(
             "{} pages are not sections of {channels} channels",
             stack.pages()

@@ -74,7 +74,7 @@ pub(crate) fn write_sections<T: TiffPixel>(
     stack: &Stack<T>,
     channels: usize,
 ) -> Result<()> {
-    if stack.samples() != 1 || stack.pages() % channels.max(1) != 0 {
+    if stack.samples() != 1 || !stack.pages().is_multiple_of(channels.max(1)) {
         return Err(Error::Shape(format!(
             "{}: {} pages of {} samples per pixel are not sections of {channels} grey planes",
             path.display(),

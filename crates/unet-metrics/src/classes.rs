@@ -87,7 +87,7 @@ pub(crate) fn check_class_maps<P: ClassLabel, T: ClassLabel>(
 /// ```
 pub fn argmax_classes(probs: &[f32], n_classes: usize) -> Result<Vec<u16>> {
     check_class_count(n_classes)?;
-    if probs.len() % n_classes != 0 {
+    if !probs.len().is_multiple_of(n_classes) {
         return Err(Error::ClassPlanes {
             len: probs.len(),
             n_classes,

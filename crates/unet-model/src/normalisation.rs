@@ -170,7 +170,7 @@ impl Normalisation {
     /// channel count (callers check that once with [`Normalisation::check_channels`]).
     pub fn apply(&self, section: &mut [f32], channels: usize) {
         assert!(
-            channels > 0 && section.len() % channels == 0,
+            channels > 0 && section.len().is_multiple_of(channels),
             "a section of {} values is not {channels} channel planes",
             section.len()
         );

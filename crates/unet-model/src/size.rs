@@ -100,7 +100,7 @@ fn simulate(cfg: &UNetConfig, input: usize) -> std::result::Result<usize, SizePr
         }
         s -= shrink;
         if level + 1 < depth {
-            if s % 2 != 0 {
+            if !s.is_multiple_of(2) {
                 return Err(SizeProblem::OddBeforePool { level, size: s });
             }
             s /= 2;

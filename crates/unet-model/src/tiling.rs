@@ -97,6 +97,19 @@ impl Default for TileOptions {
     }
 }
 
+impl TileOptions {
+    /// Tiles per forward pass for `device` when the user names none: 1 on the CPU, where one
+    /// tile's activations bound memory and a pass of one is no slower, 4 on a GPU, which wants
+    /// the work (docs/RESULTS.md, "Volumes").
+    pub fn batch_size_for(device: &Device) -> usize {
+        if device.is_cpu() {
+            1
+        } else {
+            4
+        }
+    }
+}
+
 /// The tiles along one axis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AxisTiles {

@@ -134,6 +134,7 @@ fn predict_pages(
     let opts = TileOptions {
         output_tile: OUTPUT_TILE,
         tta,
+        batch_size: TileOptions::batch_size_for(&Device::Cpu),
         ..TileOptions::default()
     };
     let (h, w) = (layout.height, layout.width);

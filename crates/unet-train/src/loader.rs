@@ -308,7 +308,7 @@ impl Loader {
             ));
         }
         if config.output_size > config.input_size
-            || (config.input_size - config.output_size) % 2 != 0
+            || !(config.input_size - config.output_size).is_multiple_of(2)
         {
             return bad(format!(
                 "output tile {} must not exceed the input tile {} and differ from it by an even number",

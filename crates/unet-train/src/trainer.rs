@@ -505,7 +505,7 @@ impl<'a> Trainer<'a> {
     fn end_epoch(&mut self, observer: &mut dyn FnMut(TrainEvent<'_>)) -> Result<()> {
         let config = self.config;
         let epoch = self.state.epochs_done + 1;
-        let validate_now = epoch % config.validate_every == 0 || epoch == config.epochs;
+        let validate_now = epoch.is_multiple_of(config.validate_every) || epoch == config.epochs;
         let clock = Instant::now();
         let scores = if validate_now {
             observer(TrainEvent::Validating { epoch });
