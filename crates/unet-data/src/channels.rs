@@ -99,14 +99,10 @@ impl ChannelStack {
         self.planes
     }
 
-    /// The factor that takes stored values to the units fed to the net (as
-    /// [`AnyStack::to_unit_f32`]): 1/255 for 8-bit, 1/65535 for 16-bit, 1 for float.
+    /// The factor that takes stored values to the units fed to the net
+    /// ([`AnyStack::unit_scale`]): 1/255 for 8-bit, 1/65535 for 16-bit, 1 for float.
     pub fn unit_scale(&self) -> f64 {
-        match self.planes {
-            AnyStack::U8(_) => 1.0 / 255.0,
-            AnyStack::U16(_) => 1.0 / 65535.0,
-            AnyStack::F32(_) => 1.0,
-        }
+        self.planes.unit_scale()
     }
 
     /// The planes in the net's units ([`AnyStack::to_unit_f32`]); section `s` is the slice
@@ -118,19 +114,8 @@ impl ChannelStack {
     /// Section `s`'s channel planes in the net's units (as [`ChannelStack::to_unit_f32`]):
     /// `C x H x W` values. Panics if `s` is out of range, like slice indexing.
     pub fn unit_section(&self, s: usize) -> Vec<f32> {
-        let (c, n) = (self.channels, self.height() * self.width());
-        let range = s * c * n..(s + 1) * c * n;
-        match &self.planes {
-            AnyStack::U8(p) => p.as_slice()[range]
-                .iter()
-                .map(|&v| f32::from(v) / 255.0)
-                .collect(),
-            AnyStack::U16(p) => p.as_slice()[range]
-                .iter()
-                .map(|&v| f32::from(v) / 65535.0)
-                .collect(),
-            AnyStack::F32(p) => p.as_slice()[range].to_vec(),
-        }
+        let n = self.channels * self.height() * self.width();
+        self.planes.unit_values(s * n..(s + 1) * n)
     }
 
     /// A new stack of the given sections, in the order given (an index may repeat).

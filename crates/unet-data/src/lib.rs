@@ -65,6 +65,6 @@ pub use limits::{
 };
 pub use png_io::{decode_png_grey, encode_png_grey, read_png_grey, write_png_grey};
 pub use split::Split;
-pub use stack::{AnyStack, GreyStats, Stack};
+pub use stack::{AnyStack, GreyStats, Stack, UnitValue};
 pub use tiff_io::{decode_stack, read_stack, read_u8_stack, write_stack, TiffPixel};
 pub use tiff_stream::{TiffSectionWriter, TiffSections};

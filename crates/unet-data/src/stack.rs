@@ -204,14 +204,75 @@ impl AnyStack {
         }
     }
 
-    /// The pixels as `f32` in the units images are fed to the net in: integer types scaled by
-    /// their maximum (8-bit / 255, 16-bit / 65535) to [0, 1], floats as stored.
+    /// The pixels as `f32` in the units images are fed to the net in ([`UnitValue`]).
     pub fn to_unit_f32(&self) -> Stack<f32> {
         match self {
-            AnyStack::U8(s) => s.map(|v| f32::from(v) / 255.0),
-            AnyStack::U16(s) => s.map(|v| f32::from(v) / 65535.0),
+            AnyStack::U8(s) => s.map(UnitValue::to_unit),
+            AnyStack::U16(s) => s.map(UnitValue::to_unit),
             AnyStack::F32(s) => s.clone(),
         }
+    }
+
+    /// The stored values `range` of the flat pixel array (pages one after another) in the
+    /// net's units ([`UnitValue`]). Panics if `range` is out of bounds, like slice indexing.
+    pub fn unit_values(&self, range: std::ops::Range<usize>) -> Vec<f32> {
+        fn convert<T: UnitValue>(values: &[T]) -> Vec<f32> {
+            values.iter().map(|&v| v.to_unit()).collect()
+        }
+        match self {
+            AnyStack::U8(s) => convert(&s.as_slice()[range]),
+            AnyStack::U16(s) => convert(&s.as_slice()[range]),
+            AnyStack::F32(s) => convert(&s.as_slice()[range]),
+        }
+    }
+
+    /// The factor that takes stored values to the net's units ([`UnitValue::FULL_SCALE`]'s
+    /// reciprocal): 1/255 for 8-bit, 1/65535 for 16-bit, 1 for float.
+    pub fn unit_scale(&self) -> f64 {
+        match self {
+            AnyStack::U8(_) => u8::FULL_SCALE.recip(),
+            AnyStack::U16(_) => u16::FULL_SCALE.recip(),
+            AnyStack::F32(_) => f32::FULL_SCALE.recip(),
+        }
+    }
+}
+
+/// A stored voxel type and the one rule that takes it to the units the net is fed: integer
+/// types divided by their largest value (8-bit / 255, 16-bit / 65535) into [0, 1], floats as
+/// stored (a float image is in those units already). TIFF pages, channel stacks and OME-Zarr
+/// volumes all read through it.
+pub trait UnitValue: Copy {
+    /// The stored value that means 1.0.
+    const FULL_SCALE: f64;
+    /// The value in the net's units.
+    fn to_unit(self) -> f32;
+}
+
+impl UnitValue for u8 {
+    const FULL_SCALE: f64 = 255.0;
+    fn to_unit(self) -> f32 {
+        f32::from(self) / 255.0
+    }
+}
+
+impl UnitValue for u16 {
+    const FULL_SCALE: f64 = 65535.0;
+    fn to_unit(self) -> f32 {
+        f32::from(self) / 65535.0
+    }
+}
+
+impl UnitValue for f32 {
+    const FULL_SCALE: f64 = 1.0;
+    fn to_unit(self) -> f32 {
+        self
+    }
+}
+
+impl UnitValue for f64 {
+    const FULL_SCALE: f64 = 1.0;
+    fn to_unit(self) -> f32 {
+        self as f32
     }
 }
 
