@@ -330,17 +330,21 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         pyramid: v.pyramid.unwrap_or(0),
     };
     let store = BlockStore::create_or_open(out, &spec)?;
-    let mut job = BlockJob {
+    let predictor = BlockPredictor {
         input,
         volume,
         model,
-        store,
         normalisation,
         opts,
         n_classes,
         argmax: args.argmax,
         output_channels,
         section_stats: HashMap::new(),
+        grid: store.grid(),
+    };
+    let mut job = BlockJob {
+        predictor,
+        store,
         out,
     };
     if v.daisy_worker {
@@ -350,13 +354,20 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
 }
 
-/// What every block of one volume job shares: the volume, the model, the store and the options,
-/// and the per-section statistics this worker has gathered.
+/// One volume job of a worker: what predicts its blocks, and the store they go to.
 struct BlockJob<'a> {
+    predictor: BlockPredictor<'a>,
+    store: BlockStore,
+    /// The store's path, for messages and the summary.
+    out: &'a Path,
+}
+
+/// What predicts the blocks of one volume job: the volume, the model and the options, and the
+/// per-section statistics this worker has gathered.
+struct BlockPredictor<'a> {
     input: &'a Path,
     volume: Volume,
     model: UNet,
-    store: BlockStore,
     normalisation: Normalisation,
     opts: TileOptions,
     n_classes: usize,
@@ -364,17 +375,42 @@ struct BlockJob<'a> {
     output_channels: usize,
     /// Per-section statistics (`Normalisation::PerImage`), each gathered once by this worker.
     section_stats: HashMap<usize, Vec<PlaneStats>>,
-    /// The store's path, for messages and the summary.
-    out: &'a Path,
+    /// The store's blocks.
+    grid: BlockGrid,
 }
 
 impl BlockJob<'_> {
     /// Predicts block `id`, writes it, then its done-marker; returns its voxel count.
     fn predict_block(&mut self, id: u64) -> Result<u64> {
+        let values = self.predictor.compute_block(id)?;
+        store_block(&self.store, id, &values)
+    }
+
+    /// The JSON summary a worker prints at its end.
+    fn summary(&self, worker: String, counts: BlockCounts, started: Instant) -> serde_json::Value {
+        let seconds = started.elapsed().as_secs_f64();
+        json!({
+            "out": self.out.display().to_string(),
+            "worker": worker,
+            "blocks_total": self.store.grid().len(),
+            "blocks_this_worker": counts.predicted + counts.skipped,
+            "blocks_predicted": counts.predicted,
+            "blocks_skipped": counts.skipped,
+            "blocks_done_in_store": self.store.done_count(),
+            "voxels_predicted": counts.voxels,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+            "voxels_per_second": (counts.voxels as f64 / seconds.max(1e-9)).round(),
+        })
+    }
+}
+
+impl BlockPredictor<'_> {
+    /// Block `id`'s values as the store takes them: `[c][z][y][x]` over the block.
+    fn compute_block(&mut self, id: u64) -> Result<Vec<f32>> {
         let cfg = self.model.config();
         let [_, height, width] = self.volume.shape();
         let channels = self.volume.channels();
-        let [zs, ys, xs] = self.store.grid().block(id);
+        let [zs, ys, xs] = self.grid.block(id);
         let window = Window { y: ys, x: xs };
         let need = window_input(cfg, height, width, &window, &self.opts)?;
         let crop = self
@@ -428,28 +464,22 @@ impl BlockJob<'_> {
                     .flat_map(move |s| s[c * plane..(c + 1) * plane].iter().copied())
             })
             .collect();
-        self.store.write_block(id, &values)?;
-        pause_before_marker();
-        self.store.mark_done(id)?;
-        Ok((zs.len() * plane) as u64)
+        Ok(values)
     }
+}
 
-    /// The JSON summary a worker prints at its end.
-    fn summary(&self, worker: String, counts: BlockCounts, started: Instant) -> serde_json::Value {
-        let seconds = started.elapsed().as_secs_f64();
-        json!({
-            "out": self.out.display().to_string(),
-            "worker": worker,
-            "blocks_total": self.store.grid().len(),
-            "blocks_this_worker": counts.predicted + counts.skipped,
-            "blocks_predicted": counts.predicted,
-            "blocks_skipped": counts.skipped,
-            "blocks_done_in_store": self.store.done_count(),
-            "voxels_predicted": counts.voxels,
-            "seconds": (seconds * 1000.0).round() / 1000.0,
-            "voxels_per_second": (counts.voxels as f64 / seconds.max(1e-9)).round(),
-        })
-    }
+/// Writes block `id` of `store` and flushes it to disk, then its done-marker; returns its
+/// voxel count.
+fn store_block(store: &BlockStore, id: u64, values: &[f32]) -> Result<u64> {
+    store.write_block(id, values)?;
+    pause_before_marker();
+    store.mark_done(id)?;
+    Ok(store
+        .grid()
+        .block(id)
+        .iter()
+        .map(|r| r.len() as u64)
+        .product())
 }
 
 /// What one worker did.
@@ -480,13 +510,43 @@ fn array_worker(job: &mut BlockJob, v: &VolumeArgs) -> Result<()> {
         skipped: (mine.len() - todo.len()) as u64,
         ..BlockCounts::default()
     };
-    for &id in &todo {
-        counts.voxels += job.predict_block(id)?;
-        counts.predicted += 1;
-        let rate = counts.voxels as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!("{:.2} Mvoxel/s", rate / 1e6));
-        bar.inc(1);
-    }
+    // A writer thread encodes each block, flushes it to disk and marks it done while the next
+    // block is predicted: the flushes (milliseconds each) wait on the disk, not on the CPU. The
+    // hand-over waits for the writer, so two blocks' values are held at most.
+    let (to_writer, blocks) = std::sync::mpsc::sync_channel::<(u64, Vec<f32>)>(0);
+    let store = &job.store;
+    let written = std::thread::scope(|scope| -> Result<u64> {
+        let writer = scope.spawn(|| -> Result<u64> {
+            let mut voxels = 0;
+            for (id, values) in blocks {
+                voxels += store_block(store, id, &values)?;
+                let rate = voxels as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("{:.2} Mvoxel/s", rate / 1e6));
+                bar.inc(1);
+            }
+            Ok(voxels)
+        });
+        let mut predicted = Ok(());
+        for &id in &todo {
+            match job.predictor.compute_block(id) {
+                // A closed channel: the writer failed, and says why below.
+                Ok(values) => {
+                    if to_writer.send((id, values)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    predicted = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(to_writer);
+        let voxels = writer.join().expect("the block writer does not panic")?;
+        predicted.map(|()| voxels)
+    })?;
+    counts.voxels = written;
+    counts.predicted = todo.len() as u64;
     bar.finish_and_clear();
     println!(
         "{}",
