@@ -38,6 +38,9 @@ pub enum FormatArg {
     Tiff,
     /// OME-Zarr volumes, predicted block by block.
     Zarr,
+    /// N5 volumes, predicted block by block (as Zarr; an N5 output for an --out without a
+    /// `.zarr` or `.n5` component).
+    N5,
 }
 
 /// Flags of `unet predict`.
@@ -49,12 +52,15 @@ pub struct PredictArgs {
     pub model: Option<PathBuf>,
     /// The image: a TIFF stack (8-bit, 16-bit or 32-bit float grey), a PNG, or a directory of
     /// those (sorted by name; all pages must have the same size); or an OME-Zarr volume,
-    /// `VOL.zarr` or `VOL.zarr/ARRAY` (uint8, uint16, float16/32/64; axes (c,) z, y, x).
+    /// `VOL.zarr` or `VOL.zarr/ARRAY` (uint8, uint16, float16/32/64; axes (c,) z, y, x); or an
+    /// N5 volume, `VOL.n5/DATASET` or a multiscale `VOL.n5` (its s0; uint8, uint16, float32/64;
+    /// N5 axes x, y, z (, c)).
     #[arg(long, required_unless_present = "status")]
     pub input: Option<PathBuf>,
     /// Where to write P(cell): a 32-bit float TIFF stack, one page per input page (the ISBI 2012
-    /// submission format); or, for a volume, an OME-Zarr store `OUT.zarr`, written block by
-    /// block, resumable and shared by the workers of a job array (README, "Volumes"). For a
+    /// submission format); or, for a volume, an OME-Zarr store `OUT.zarr` or an N5 container
+    /// `OUT.n5` (for Fiji's N5 plugins, BigDataViewer, n5-viewer), written block by block,
+    /// resumable and shared by the workers of a job array (README, "Volumes"). For a
     /// model of K > 2 classes: every class's probability, an ImageJ hyperstack of K channels
     /// (one page per class per input page).
     #[arg(long)]
@@ -64,8 +70,9 @@ pub struct PredictArgs {
     /// volume, a uint8 class volume.
     #[arg(long)]
     pub argmax: bool,
-    /// The format of `--input` and `--out` [default: zarr when a path has a `.zarr` component,
-    /// else tiff].
+    /// The format of `--input` and `--out` [default: zarr or n5 when a path has a `.zarr` or
+    /// `.n5` component (a volume's output format is its --out's, else this flag's, else its
+    /// input's), else tiff].
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
     /// Replace `--out` (and `--binary`) when they exist [default: an existing output is
@@ -298,31 +305,44 @@ pub fn check_output(path: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
-/// Whether a path names a Zarr store: a component ends in `.zarr`.
-fn is_zarr_path(path: &Path) -> bool {
-    path.components().any(|c| {
-        c.as_os_str()
-            .to_str()
-            .is_some_and(|s| s.to_ascii_lowercase().ends_with(".zarr"))
+/// The volume format a path names: Zarr when a component ends in `.zarr`, N5 when one ends in
+/// `.n5` (the first such component decides: `VOL.zarr/raw.n5` is Zarr).
+fn volume_format_of(path: &Path) -> Option<FormatArg> {
+    path.components().find_map(|c| {
+        let name = c.as_os_str().to_str()?.to_ascii_lowercase();
+        if name.ends_with(".zarr") {
+            Some(FormatArg::Zarr)
+        } else if name.ends_with(".n5") {
+            Some(FormatArg::N5)
+        } else {
+            None
+        }
     })
+}
+
+/// The format a volume job writes: `--out`'s `.zarr` or `.n5` component, else `--format`,
+/// else the input's format, else Zarr.
+pub fn volume_output_format(args: &PredictArgs) -> FormatArg {
+    volume_format_of(&args.out)
+        .or(args.format.filter(|f| *f != FormatArg::Tiff))
+        .or_else(|| args.input.as_deref().and_then(volume_format_of))
+        .unwrap_or(FormatArg::Zarr)
 }
 
 /// Predict and write.
 pub fn run(args: &PredictArgs) -> Result<()> {
-    let format = args.format.unwrap_or(
-        if is_zarr_path(&args.out) || args.input.as_deref().is_some_and(is_zarr_path) {
-            FormatArg::Zarr
-        } else {
-            FormatArg::Tiff
-        },
-    );
-    if format == FormatArg::Zarr {
+    let format = args.format.unwrap_or_else(|| {
+        volume_format_of(&args.out)
+            .or_else(|| args.input.as_deref().and_then(volume_format_of))
+            .unwrap_or(FormatArg::Tiff)
+    });
+    if format != FormatArg::Tiff {
         return crate::volume::run(args);
     }
     if args.volume.status || args.volume.is_set() {
         bail!(
             "--status, --zarr-version, --dtype, --chunks, --block, --blocks, --workers and \
-             --pyramid are for OME-Zarr volumes (an --out ending in .zarr, or --format zarr)"
+             --pyramid are for volumes (an --out ending in .zarr or .n5, or --format zarr or n5)"
         );
     }
     let input_path = args.input.as_deref().context("--input is needed")?;
@@ -661,5 +681,25 @@ impl BinaryOutput {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_volume_path_names_its_format_by_its_first_store_component() {
+        for (path, want) in [
+            ("em.zarr", Some(FormatArg::Zarr)),
+            ("em.zarr/0", Some(FormatArg::Zarr)),
+            ("/data/EM.N5/raw", Some(FormatArg::N5)),
+            ("em.zarr/raw.n5", Some(FormatArg::Zarr)),
+            ("em.n5/raw.zarr", Some(FormatArg::N5)),
+            ("stack.tif", None),
+            ("plain", None),
+        ] {
+            assert_eq!(volume_format_of(Path::new(path)), want, "{path}");
+        }
     }
 }

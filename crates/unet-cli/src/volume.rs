@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use unet_data::zarr::{
-    worker_blocks, BlockGrid, BlockStore, OutputSpec, OutputType, Volume, ZarrVersion,
+    worker_blocks, BlockGrid, BlockStore, OutputSpec, OutputType, StoreFormat, Volume, ZarrVersion,
 };
 use unet_metrics::argmax_classes;
 use unet_model::tiling::{window_input, TileOptions};
@@ -29,7 +29,7 @@ use unet_model::{
 
 use crate::builtin::{checkpoint_bytes, open_model};
 use crate::daisy::{DaisyClient, DaisyContext, Roi};
-use crate::predict::PredictArgs;
+use crate::predict::{volume_output_format, FormatArg, PredictArgs};
 
 /// The voxel type of a Zarr output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,10 +49,10 @@ pub struct VolumeArgs {
     #[arg(long)]
     pub status: bool,
     /// The output's Zarr format: 2 (OME-Zarr 0.4; what napari-ome-zarr, MoBIE and neuroglancer
-    /// open today) or 3 (OME-Zarr 0.5, one shard per block).
+    /// open today) or 3 (OME-Zarr 0.5, one shard per block). Not for an N5 output.
     #[arg(long, value_parser = ["2", "3"])]
     pub zarr_version: Option<String>,
-    /// The output's voxel type: u8 (round(P x 255)), f16 or f32 [default: u8].
+    /// The output's voxel type: u8 (round(P x 255)), f16 (Zarr only) or f32 [default: u8].
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
     /// The output's chunk shape Z,Y,X [default: the input's chunk shape, within the volume].
@@ -302,9 +302,14 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         DtypeArg::F16 => OutputType::F16,
         DtypeArg::F32 => OutputType::F32,
     };
-    let version = match v.zarr_version.as_deref() {
-        Some("3") => ZarrVersion::V3,
-        _ => ZarrVersion::V2,
+    let format = match (volume_output_format(args), v.zarr_version.as_deref()) {
+        (FormatArg::N5, Some(_)) => bail!(
+            "--zarr-version is for Zarr outputs; {} is an N5 container",
+            out.display()
+        ),
+        (FormatArg::N5, None) => StoreFormat::N5,
+        (_, Some("3")) => StoreFormat::Zarr(ZarrVersion::V3),
+        _ => StoreFormat::Zarr(ZarrVersion::V2),
     };
     let spec = OutputSpec {
         grid: BlockGrid {
@@ -314,7 +319,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         chunks: chunks.map(|n| n as u64),
         dtype,
         channels: output_channels as u64,
-        version,
+        format,
         axes: volume.spatial_axes().to_vec(),
         scale: volume.spatial_scale().unwrap_or([1.0; 3]),
         // What decides the numbers: a rerun that differs here is refused, not mixed in.

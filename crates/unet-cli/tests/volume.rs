@@ -926,7 +926,7 @@ fn bad_volumes_are_clear_errors() {
         ],
         d,
     ));
-    assert!(err.contains("are for OME-Zarr volumes"), "{err}");
+    assert!(err.contains("are for volumes"), "{err}");
 }
 
 /// Array `level` of the store at `root`, all of it, with its shape.
@@ -1151,4 +1151,175 @@ fn pyramid_levels_are_2x2_means_of_level_0() {
         );
     }
     assert_eq!(pyramid_state(&d.join("two.zarr"), 2), before);
+}
+
+/// `data` (C order over `shape`, (z, y, x)) as the N5 dataset `dataset` of the container
+/// `root`, gzip blocks of `block` (z, y, x; N5 lists them reversed), written with the `n5`
+/// crate as Fiji's N5 export cuts them: the edge blocks cut to the volume.
+fn write_n5(root: &Path, dataset: &str, shape: [u64; 3], block: [u64; 3], data: &[u8]) {
+    use n5::prelude::*;
+    let n5 = N5Filesystem::open_or_create(root).unwrap();
+    let attrs = DatasetAttributes::new(
+        shape.iter().rev().copied().collect(),
+        block.iter().rev().map(|&b| b as u32).collect(),
+        DataType::UINT8,
+        CompressionType::new::<compression::gzip::GzipCompression>(),
+    );
+    n5.create_dataset(dataset, &attrs).unwrap();
+    let counts = [0, 1, 2].map(|d| shape[d].div_ceil(block[d]));
+    for gz in 0..counts[0] {
+        for gy in 0..counts[1] {
+            for gx in 0..counts[2] {
+                let at = [gz, gy, gx];
+                let r = [0, 1, 2].map(|d| at[d] * block[d]..((at[d] + 1) * block[d]).min(shape[d]));
+                let mut values = Vec::new();
+                for z in r[0].clone() {
+                    for y in r[1].clone() {
+                        let row = ((z * shape[1] + y) * shape[2]) as usize;
+                        values.extend_from_slice(
+                            &data[row + r[2].start as usize..row + r[2].end as usize],
+                        );
+                    }
+                }
+                let size = r.iter().rev().map(|r| (r.end - r.start) as u32).collect();
+                let b = VecDataBlock::<u8>::new(size, [gx, gy, gz].into_iter().collect(), values);
+                n5.write_block(dataset, &attrs, &b).unwrap();
+            }
+        }
+    }
+}
+
+/// An N5 uint8 dataset, all of it, read with the `n5` crate: its voxels in (z, y, x) C order
+/// and its dimensions (N5's x, y, z).
+fn read_n5(root: &Path, dataset: &str) -> (Vec<u8>, Vec<u64>) {
+    use n5::prelude::*;
+    let n5 = N5Filesystem::open(root).unwrap();
+    let attrs = n5.get_dataset_attributes(dataset).unwrap();
+    let dims = attrs.get_dimensions().to_vec();
+    let block: Vec<u64> = attrs
+        .get_block_size()
+        .iter()
+        .map(|&b| u64::from(b))
+        .collect();
+    let (w, h, depth) = (dims[0], dims[1], dims[2]);
+    let mut out = vec![0u8; (w * h * depth) as usize];
+    for gz in 0..depth.div_ceil(block[2]) {
+        for gy in 0..h.div_ceil(block[1]) {
+            for gx in 0..w.div_ceil(block[0]) {
+                let b = n5
+                    .read_block::<u8>(dataset, &attrs, [gx, gy, gz].into_iter().collect())
+                    .unwrap()
+                    .expect("every block written");
+                let size = b.get_size();
+                let data = b.get_data();
+                let mut i = 0;
+                for z in 0..u64::from(size[2]) {
+                    for y in 0..u64::from(size[1]) {
+                        for x in 0..u64::from(size[0]) {
+                            let (z, y, x) =
+                                (gz * block[2] + z, gy * block[1] + y, gx * block[0] + x);
+                            out[((z * h + y) * w + x) as usize] = data[i];
+                            i += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (out, dims)
+}
+
+/// N5 in gives the Zarr output Zarr in gives; Zarr in to N5 out holds the same uint8 voxels
+/// (read with the `n5` crate), with n5-viewer's multiscale attributes; a rerun skips the done
+/// blocks, `--status` counts them, and a store of another job, `--zarr-version` and f16 are
+/// refused for N5.
+#[test]
+fn n5_in_and_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let AnyStack::U8(stack) = v2_volume(d) else {
+        unreachable!()
+    };
+    // The same voxels as a multiscale N5 group (its s0), in blocks unlike the Zarr chunks.
+    write_n5(
+        &d.join("vol.n5"),
+        "s0",
+        [5, 37, 45],
+        [2, 16, 20],
+        stack.as_slice(),
+    );
+    write_json(
+        &d.join("vol.n5/attributes.json"),
+        &json!({
+            "n5": "2.1.3", "multiScale": true,
+            "pixelResolution": { "unit": "nm", "dimensions": [4.5, 4.0, 40.0] },
+        }),
+    );
+    tiny_model(d, "m.safetensors", Padding::Valid, 4);
+    let run = |input: &str, out: &str| -> Value {
+        let mut args = JOB.to_vec();
+        args[4] = input;
+        args.push(out);
+        serde_json::from_str(ok_stdout(&unet(&args, d)).trim()).unwrap()
+    };
+    run("vol.zarr", "z.zarr");
+    run("vol.n5", "n.zarr");
+    assert_eq!(
+        store_state(&d.join("n.zarr")),
+        store_state(&d.join("z.zarr"))
+    );
+    let zattrs = |p: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(d.join(p).join(".zattrs")).unwrap()).unwrap()
+    };
+    assert_eq!(zattrs("n.zarr"), zattrs("z.zarr"));
+
+    let summary = run("vol.zarr", "p.n5");
+    assert_eq!(summary["blocks_predicted"], 27, "{summary}");
+    let (got, dims) = read_n5(&d.join("p.n5"), "s0");
+    assert_eq!(dims, [45, 37, 5]);
+    assert_eq!(got, read_out::<u8>(&d.join("z.zarr")));
+    let root: Value =
+        serde_json::from_slice(&std::fs::read(d.join("p.n5/attributes.json")).unwrap()).unwrap();
+    assert_eq!(root["multiScale"], true);
+    assert_eq!(
+        root["pixelResolution"],
+        json!({ "unit": "nm", "dimensions": [4.5, 4.0, 40.0] })
+    );
+    let s0: Value =
+        serde_json::from_slice(&std::fs::read(d.join("p.n5/s0/attributes.json")).unwrap()).unwrap();
+    assert_eq!(s0["blockSize"], json!([20, 16, 2]));
+    assert_eq!(s0["compression"]["type"], "gzip");
+    // Resumed: every block done is skipped.
+    let again = run("vol.zarr", "p.n5");
+    assert_eq!(again["blocks_predicted"], 0, "{again}");
+    assert_eq!(again["blocks_skipped"], 27);
+    let status = ok_stdout(&unet(&["predict", "--out", "p.n5", "--status"], d));
+    assert!(status.contains("27 / 27 blocks done"), "{status}");
+    // N5 in, and an --out without an extension takes the input's format.
+    run("vol.n5", "plain");
+    assert_eq!(read_n5(&d.join("plain"), "s0").0, got);
+
+    tiny_model(d, "other.safetensors", Padding::Valid, 5);
+    let mut other = JOB.to_vec();
+    other[2] = "other.safetensors";
+    other.push("p.n5");
+    let err = fails(&unet(&other, d));
+    assert!(
+        err.contains("p.n5") && err.contains("another job") && err.contains("model_sha256"),
+        "{err}"
+    );
+    assert_eq!(read_n5(&d.join("p.n5"), "s0").0, got);
+    for (flags, why) in [
+        (
+            ["--zarr-version", "3"],
+            "--zarr-version is for Zarr outputs",
+        ),
+        (["--dtype", "f16"], "N5 has no float16"),
+    ] {
+        let mut args = JOB.to_vec();
+        args.push("q.n5");
+        args.extend(flags);
+        let err = fails(&unet(&args, d));
+        assert!(err.contains(why), "{err}");
+    }
 }

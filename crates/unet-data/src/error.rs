@@ -207,7 +207,8 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
-    /// A Zarr store or array could not be read or written, or is not a volume unet can use.
+    /// A Zarr or N5 store, array or dataset could not be read or written, or is not a volume
+    /// unet can use.
     #[error("{}: {detail}", path.display())]
     Zarr {
         /// The store, array or file.

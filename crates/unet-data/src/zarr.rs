@@ -1,4 +1,5 @@
-//! OME-Zarr volumes in and out, block by block (feature `zarr`, with the `zarrs` crate).
+//! OME-Zarr and N5 volumes in and out, block by block (feature `zarr`, with the `zarrs` and
+//! `n5` crates).
 //!
 //! **In.** [`Volume::open`] takes `VOL.zarr` or `VOL.zarr/ARRAY`: an array, or an OME-Zarr
 //! group whose first multiscales dataset (the full resolution, path `0` as written by
@@ -9,6 +10,11 @@
 //! `z, y, x`. Voxels are `uint8`, `uint16` or `float32`, read as grey values in [0, 1] (8-bit /
 //! 255, 16-bit / 65535, float as stored), the TIFF readers' rule.
 //!
+//! `VOL.n5/DATASET` (an N5 dataset; gzip or raw blocks) or `VOL.n5` (a multiscale group, its
+//! `s0`, or BigDataViewer's `setup0/timepoint0/s0`) is read too: N5's `[x, y, z]` or
+//! `[x, y, z, c]` (reversed, as N5 lists axes fastest first) is `(c,) z, y, x` here, and the
+//! voxel size comes from `pixelResolution` or `resolution` (times `downsamplingFactors`).
+//!
 //! **Out.** [`BlockStore::create_or_open`] makes an OME-Zarr group with one array `0` of
 //! shape `(z, y, x)`: OME-Zarr 0.4 on Zarr v2 (blosc-zstd chunks, `/` separated keys) or 0.5 on
 //! Zarr v3 with one shard per block; `uint8` or `float32`; the input's spatial axes and voxel
@@ -17,6 +23,10 @@
 //! ([`OutputSpec::pyramid`]) arrays `1`, `2`, ... beside `0` hold the volume downsampled 2x, 4x,
 //! ... in y and x; each block writes its own part of every level (whole chunks there too), so
 //! workers still never share a file.
+//!
+//! An N5 output ([`StoreFormat::N5`]) is the same with datasets `s0`, `s1`, ... (gzip blocks,
+//! the chunks; a channel axis last in N5's order, one channel a block) and n5-viewer's
+//! multiscale attributes on the root; blocks are written atomically.
 //!
 //! **Resumable.** The store's metadata and `.unet/job.json` (the caller's description of the
 //! job, e.g. the model's SHA-256 and options, with the geometry) are written first, atomically;
@@ -35,7 +45,9 @@ use zarrs::array::{Array, DataType};
 use zarrs::array_subset::ArraySubset;
 use zarrs::filesystem::FilesystemStore;
 
-use crate::{write_atomically, Error, Result};
+use crate::{write_atomically, Error, Result, UnitValue};
+
+mod n5_store;
 
 fn zarr_error(path: &Path, detail: impl std::fmt::Display) -> Error {
     Error::Zarr {
@@ -234,11 +246,48 @@ fn axis_roles(path: &Path, names: &[String], shape: &[u64]) -> Result<AxisRoles>
     })
 }
 
-/// A volume to predict: one Zarr array with its axes, read as grey values in [0, 1].
+/// Where a volume's voxels are stored.
+enum Source {
+    // Boxed: a zarrs array is several times the size of an N5 dataset.
+    Zarr(Box<Array<FilesystemStore>>),
+    N5(n5_store::Dataset),
+}
+
+impl Source {
+    /// The stored array's shape, in Zarr's order.
+    fn shape(&self) -> &[u64] {
+        match self {
+            Source::Zarr(array) => array.shape(),
+            Source::N5(dataset) => dataset.shape(),
+        }
+    }
+
+    /// The voxel type's name.
+    fn voxel_type(&self) -> &'static str {
+        match self {
+            Source::Zarr(array) => match array.data_type() {
+                DataType::UInt8 => "uint8",
+                DataType::UInt16 => "uint16",
+                DataType::Float16 => "float16",
+                DataType::Float64 => "float64",
+                _ => "float32",
+            },
+            Source::N5(dataset) => match dataset.data_type() {
+                n5::DataType::UINT8 => "uint8",
+                n5::DataType::UINT16 => "uint16",
+                n5::DataType::FLOAT64 => "float64",
+                _ => "float32",
+            },
+        }
+    }
+}
+
+/// A volume to predict: one Zarr array or N5 dataset with its axes, read as grey values in
+/// [0, 1].
 pub struct Volume {
     /// The path as the user gave it, for messages.
     path: PathBuf,
-    array: Array<FilesystemStore>,
+    source: Source,
     roles: AxisRoles,
     /// The OME axis objects of z, y and x (names only when the store has no OME metadata).
     spatial_axes: Vec<Value>,
@@ -250,17 +299,21 @@ impl std::fmt::Debug for Volume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Volume")
             .field("path", &self.path)
-            .field("shape", &self.array.shape())
-            .field("data_type", &self.array.data_type())
+            .field("shape", &self.source.shape())
+            .field("voxel_type", &self.source.voxel_type())
             .finish()
     }
 }
 
 impl Volume {
     /// Opens `VOL.zarr` (an OME-Zarr group: its first multiscales dataset) or
-    /// `VOL.zarr/ARRAY` (an array, or a group inside the store). Errors name the path.
+    /// `VOL.zarr/ARRAY` (an array, or a group inside the store); or `VOL.n5/DATASET` (an N5
+    /// dataset) or `VOL.n5` (a multiscale group: its `s0`). Errors name the path.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        if n5_store::is_n5(path) {
+            return Self::open_n5(path);
+        }
         let (root, mut node_path) = split_store_path(path);
         // `root.join("")` would add a trailing slash, which a file does not match.
         let inside = |node: &str| {
@@ -356,14 +409,7 @@ impl Volume {
                 ))
             }
         }
-        if [roles.z, roles.y, roles.x].iter().any(|&d| shape[d] == 0)
-            || roles.c.is_some_and(|c| shape[c] == 0)
-        {
-            return Err(zarr_error(
-                path,
-                format!("an empty volume, shape {shape:?}"),
-            ));
-        }
+        check_not_empty(path, roles, &shape)?;
         let spatial_axes = [roles.z, roles.y, roles.x]
             .iter()
             .map(|&d| match &ome {
@@ -377,7 +423,37 @@ impl Volume {
             .map(|s| [s[roles.z], s[roles.y], s[roles.x]]);
         Ok(Volume {
             path: path.to_path_buf(),
-            array,
+            source: Source::Zarr(Box::new(array)),
+            roles,
+            spatial_axes,
+            spatial_scale,
+        })
+    }
+
+    /// Opens an N5 dataset or multiscale group (`n5_store::open`'s rules): axes `[x, y, z]` or
+    /// `[x, y, z, c]` in N5's order, `(c,) z, y, x` here.
+    fn open_n5(path: &Path) -> Result<Self> {
+        let opened = n5_store::open(path)?;
+        let shape = opened.dataset.shape().to_vec();
+        let roles = axis_roles(path, &opened.names, &shape)?;
+        check_not_empty(path, roles, &shape)?;
+        let spatial_axes = [roles.z, roles.y, roles.x]
+            .iter()
+            .map(|&d| {
+                let mut axis = json!({ "name": opened.names[d], "type": "space" });
+                if let Some(unit) = opened.unit {
+                    axis["unit"] = json!(unit);
+                }
+                axis
+            })
+            .collect();
+        let spatial_scale = opened
+            .scale
+            .as_ref()
+            .map(|s| [s[roles.z], s[roles.y], s[roles.x]]);
+        Ok(Volume {
+            path: path.to_path_buf(),
+            source: Source::N5(opened.dataset),
             roles,
             spatial_axes,
             spatial_scale,
@@ -386,33 +462,34 @@ impl Volume {
 
     /// The volume's size in voxels: (z, y, x).
     pub fn shape(&self) -> [usize; 3] {
-        let s = self.array.shape();
+        let s = self.source.shape();
         [self.roles.z, self.roles.y, self.roles.x].map(|d| s[d] as usize)
     }
 
     /// Samples per voxel (the channel axis' length, else 1).
     pub fn channels(&self) -> usize {
-        self.roles.c.map_or(1, |c| self.array.shape()[c] as usize)
+        self.roles.c.map_or(1, |c| self.source.shape()[c] as usize)
     }
 
-    /// The stored chunk shape along (z, y, x) (for a sharded array, the shard's).
+    /// The stored chunk shape along (z, y, x) (for a sharded array, the shard's; for N5, the
+    /// block size).
     pub fn chunk_shape(&self) -> Result<[usize; 3]> {
-        let chunk = self
-            .array
-            .chunk_shape(&vec![0; self.array.dimensionality()])
-            .map_err(|e| zarr_error(&self.path, e))?;
-        Ok([self.roles.z, self.roles.y, self.roles.x].map(|d| chunk[d].get() as usize))
+        let chunk: Vec<u64> = match &self.source {
+            Source::Zarr(array) => array
+                .chunk_shape(&vec![0; array.dimensionality()])
+                .map_err(|e| zarr_error(&self.path, e))?
+                .iter()
+                .map(|c| c.get())
+                .collect(),
+            Source::N5(dataset) => dataset.block().to_vec(),
+        };
+        Ok([self.roles.z, self.roles.y, self.roles.x].map(|d| chunk[d] as usize))
     }
 
-    /// The voxel type's name: `uint8`, `uint16`, `float16`, `float32` or `float64`.
+    /// The voxel type's name: `uint8`, `uint16`, `float16` (Zarr only), `float32` or
+    /// `float64`.
     pub fn voxel_type(&self) -> &'static str {
-        match self.array.data_type() {
-            DataType::UInt8 => "uint8",
-            DataType::UInt16 => "uint16",
-            DataType::Float16 => "float16",
-            DataType::Float64 => "float64",
-            _ => "float32",
-        }
+        self.source.voxel_type()
     }
 
     /// The OME axis objects of z, y and x, as the input names them (units included).
@@ -433,53 +510,27 @@ impl Volume {
     /// The voxels of `z` x `y` x `x` as grey values in [0, 1]: per section, `channels()` planes
     /// of `y.len() * x.len()` (section-major, then channel), as `unet predict` feeds the net.
     pub fn read_unit(&self, z: Range<usize>, y: Range<usize>, x: Range<usize>) -> Result<Vec<f32>> {
-        let shape = self.array.shape();
+        let shape = self.source.shape();
         let mut ranges: Vec<Range<u64>> = shape.iter().map(|&n| 0..n).collect();
         for (d, r) in [(self.roles.z, &z), (self.roles.y, &y), (self.roles.x, &x)] {
             ranges[d] = r.start as u64..r.end as u64;
         }
-        let subset = ArraySubset::new_with_ranges(&ranges);
-        let err = |e: zarrs::array::ArrayError| {
-            zarr_error(
-                &self.path,
-                format!("reading z {z:?}, y {y:?}, x {x:?}: {e}"),
-            )
-        };
-        // Scaled as the TIFF readers scale (`AnyStack::to_unit_f32`): the same numbers.
-        let stored: Vec<f32> = match self.array.data_type() {
-            DataType::UInt8 => self
-                .array
-                .retrieve_array_subset_elements::<u8>(&subset)
-                .map_err(err)?
-                .into_iter()
-                .map(|v| f32::from(v) / 255.0)
-                .collect(),
-            DataType::UInt16 => self
-                .array
-                .retrieve_array_subset_elements::<u16>(&subset)
-                .map_err(err)?
-                .into_iter()
-                .map(|v| f32::from(v) / 65535.0)
-                .collect(),
-            // Floats are grey values in [0, 1] units already, as float TIFF pages are.
-            DataType::Float16 => self
-                .array
-                .retrieve_array_subset_elements::<half::f16>(&subset)
-                .map_err(err)?
-                .into_iter()
-                .map(f32::from)
-                .collect(),
-            DataType::Float64 => self
-                .array
-                .retrieve_array_subset_elements::<f64>(&subset)
-                .map_err(err)?
-                .into_iter()
-                .map(|v| v as f32)
-                .collect(),
-            _ => self
-                .array
-                .retrieve_array_subset_elements::<f32>(&subset)
-                .map_err(err)?,
+        let stored = match &self.source {
+            Source::Zarr(array) => self.read_zarr(array, &ranges)?,
+            // Scaled as the TIFF readers scale, as Zarr's are below.
+            Source::N5(dataset) => match dataset.data_type() {
+                n5::DataType::UINT8 => dataset.read(&ranges, u8::to_unit),
+                n5::DataType::UINT16 => dataset.read(&ranges, u16::to_unit),
+                n5::DataType::FLOAT64 => dataset.read(&ranges, f64::to_unit),
+                _ => dataset.read(&ranges, f32::to_unit),
+            }
+            .map_err(|e| match e {
+                Error::Zarr { path, detail } => zarr_error(
+                    &path,
+                    format!("reading z {z:?}, y {y:?}, x {x:?}: {detail}"),
+                ),
+                other => other,
+            })?,
         };
         // OME order puts c before z: stored as [c][z][y][x]; the net wants [z][c][y][x].
         let channels = self.channels();
@@ -496,6 +547,55 @@ impl Volume {
         }
         Ok(out)
     }
+
+    /// The voxels of `ranges` of a Zarr array, C order, as grey values in [0, 1].
+    fn read_zarr(&self, array: &Array<FilesystemStore>, ranges: &[Range<u64>]) -> Result<Vec<f32>> {
+        let subset = ArraySubset::new_with_ranges(ranges);
+        let err = |e: zarrs::array::ArrayError| {
+            let [z, y, x] = [self.roles.z, self.roles.y, self.roles.x].map(|d| ranges[d].clone());
+            zarr_error(
+                &self.path,
+                format!("reading z {z:?}, y {y:?}, x {x:?}: {e}"),
+            )
+        };
+        // Scaled as the TIFF readers scale ([`UnitValue`]): the same numbers.
+        fn unit<T: zarrs::array::ElementOwned + UnitValue>(
+            array: &Array<FilesystemStore>,
+            subset: &ArraySubset,
+        ) -> std::result::Result<Vec<f32>, zarrs::array::ArrayError> {
+            let values = array.retrieve_array_subset_elements::<T>(subset)?;
+            Ok(values.into_iter().map(UnitValue::to_unit).collect())
+        }
+        match array.data_type() {
+            DataType::UInt8 => unit::<u8>(array, &subset),
+            DataType::UInt16 => unit::<u16>(array, &subset),
+            DataType::Float16 => unit::<half::f16>(array, &subset),
+            DataType::Float64 => unit::<f64>(array, &subset),
+            _ => unit::<f32>(array, &subset),
+        }
+        .map_err(err)
+    }
+}
+
+/// Half-precision volumes hold grey values in [0, 1] units already, as float TIFF pages do.
+impl UnitValue for half::f16 {
+    const FULL_SCALE: f64 = 1.0;
+    fn to_unit(self) -> f32 {
+        f32::from(self)
+    }
+}
+
+/// Refuses a volume with no voxels (or no channels).
+fn check_not_empty(path: &Path, roles: AxisRoles, shape: &[u64]) -> Result<()> {
+    if [roles.z, roles.y, roles.x].iter().any(|&d| shape[d] == 0)
+        || roles.c.is_some_and(|c| shape[c] == 0)
+    {
+        return Err(zarr_error(
+            path,
+            format!("an empty volume, shape {shape:?}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The Zarr format of an output store.
@@ -505,6 +605,16 @@ pub enum ZarrVersion {
     V2,
     /// Zarr v3 with OME-Zarr 0.5 metadata, one shard per block.
     V3,
+}
+
+/// The format of an output store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFormat {
+    /// OME-Zarr in this Zarr format: arrays `0`, `1`, ...
+    Zarr(ZarrVersion),
+    /// N5 (gzip blocks): datasets `s0`, `s1`, ... with n5-viewer's multiscale attributes, what
+    /// Fiji's N5 plugins, BigDataViewer and n5-viewer open. N5 has no float16.
+    N5,
 }
 
 /// The voxel type of an output store.
@@ -536,6 +646,15 @@ impl OutputType {
         match self {
             OutputType::Class => "uint8 classes",
             other => other.name(),
+        }
+    }
+
+    /// A value as stored in a byte: P x 255 rounded, or a class index as it is.
+    fn to_byte(self, value: f32) -> u8 {
+        match self {
+            // Class indices below 256, exact in f32.
+            OutputType::Class => value as u8,
+            _ => to_u8(value),
         }
     }
 
@@ -599,8 +718,8 @@ pub struct OutputSpec {
     /// Channels: 1 gives a (z, y, x) array (P(cell), or classes); more give a channel axis
     /// first, (c, z, y, x), one channel per class, each chunk one channel.
     pub channels: u64,
-    /// Zarr format.
-    pub version: ZarrVersion,
+    /// Zarr (and its version) or N5.
+    pub format: StoreFormat,
     /// OME axis objects of z, y, x.
     pub axes: Vec<Value>,
     /// Voxel size along z, y, x.
@@ -622,8 +741,13 @@ impl OutputSpec {
             "block": self.grid.block,
             "chunks": self.chunks,
             "dtype": self.dtype.job_name(),
-            "zarr_version": match self.version { ZarrVersion::V2 => 2, ZarrVersion::V3 => 3 },
         });
+        // Zarr stores keep the job.json they had before N5 outputs, so they resume.
+        match self.format {
+            StoreFormat::Zarr(ZarrVersion::V2) => job["zarr_version"] = json!(2),
+            StoreFormat::Zarr(ZarrVersion::V3) => job["zarr_version"] = json!(3),
+            StoreFormat::N5 => job["format"] = json!("n5"),
+        }
         if self.channels > 1 {
             job["channels"] = json!(self.channels);
         }
@@ -695,9 +819,36 @@ impl OutputSpec {
         all
     }
 
+    /// The directory of pyramid level `level`: array `l` (Zarr), dataset `sl` (N5).
+    fn level_dir(&self, level: u32) -> String {
+        match self.format {
+            StoreFormat::Zarr(_) => level.to_string(),
+            StoreFormat::N5 => format!("s{level}"),
+        }
+    }
+
+    /// What the store's root may hold: its metadata files, `.unet` and the levels.
+    fn top_level_names(&self) -> Vec<String> {
+        let metadata: &[&str] = match self.format {
+            StoreFormat::Zarr(_) => &[".zgroup", ".zattrs", "zarr.json"],
+            StoreFormat::N5 => &["attributes.json"],
+        };
+        let levels = (0..=self.pyramid).map(|l| self.level_dir(l));
+        metadata
+            .iter()
+            .chain(&[".unet"])
+            .map(|n| n.to_string())
+            .chain(levels)
+            .collect()
+    }
+
     /// The metadata files of the store, relative to its root, in the order they are written
     /// (the array first, the group that announces it last).
     fn metadata_files(&self) -> Vec<(String, Value)> {
+        let version = match self.format {
+            StoreFormat::Zarr(version) => version,
+            StoreFormat::N5 => return self.n5_metadata_files(),
+        };
         let axes = json!(self.with_channel(json!({"name": "c", "type": "channel"}), &self.axes));
         let name = self.image_name();
         let levels = 0..=self.pyramid;
@@ -727,12 +878,12 @@ impl OutputSpec {
         let mut files: Vec<(String, Value)> = levels
             .map(|l| {
                 (
-                    format!("{l}/{}", self.array_file()),
-                    self.array_metadata(l, &axes),
+                    format!("{l}/{}", array_file(version)),
+                    self.array_metadata(version, l, &axes),
                 )
             })
             .collect();
-        match self.version {
+        match version {
             ZarrVersion::V2 => {
                 files.extend([
                     (".zgroup".to_string(), json!({ "zarr_format": 2 })),
@@ -768,21 +919,67 @@ impl OutputSpec {
         files
     }
 
-    /// An array's metadata file name in this Zarr format.
-    fn array_file(&self) -> &'static str {
-        match self.version {
-            ZarrVersion::V2 => ".zarray",
-            ZarrVersion::V3 => "zarr.json",
-        }
+    /// The N5 attributes of each level's dataset, then of the root group: n5-viewer's and N5
+    /// Spark's multiscale convention (level 0's `pixelResolution` on every level with its
+    /// `downsamplingFactors`, from which a viewer places a level: its scale and the half-voxel
+    /// shift of a mean; the root's `scales` for older n5-viewers), BigDataViewer's and
+    /// Paintera's `multiScale` and `resolution`, and neuroglancer's `axes` and `units`. N5
+    /// order: x, y, z, then the channel axis when there is one.
+    fn n5_metadata_files(&self) -> Vec<(String, Value)> {
+        let unit = self.axes.get(2).and_then(|a| a["unit"].as_str());
+        let unit = unit.map_or("pixel".to_string(), n5_store::n5_unit);
+        let n5_order = |zyx: [f64; 3], c: f64| {
+            let mut v = vec![zyx[2], zyx[1], zyx[0]];
+            if self.channels > 1 {
+                v.push(c);
+            }
+            v
+        };
+        let resolution = n5_order(self.scale, 1.0);
+        let pixel_resolution = json!({ "unit": unit, "dimensions": resolution });
+        let dims = resolution.len();
+        let axes = json!(["x", "y", "z", "c"][..dims]);
+        let units = json!([unit.as_str(), unit.as_str(), unit.as_str(), ""][..dims]);
+        let factors: Vec<Vec<f64>> = (0..=self.pyramid)
+            .map(|l| n5_order([1.0, f64::from(1u32 << l), f64::from(1u32 << l)], 1.0))
+            .collect();
+        let mut files: Vec<(String, Value)> = (0..=self.pyramid)
+            .map(|l| {
+                let grid = self.level_grid(l);
+                let shape = self.with_channel(self.channels, &grid.shape);
+                let chunks = self.with_channel(1, &self.level_chunks(l));
+                let mut attrs = n5_store::Dataset::attributes_json(&shape, &chunks, self.dtype);
+                attrs["downsamplingFactors"] = json!(factors[l as usize]);
+                attrs["pixelResolution"] = pixel_resolution.clone();
+                attrs["axes"] = axes.clone();
+                attrs["units"] = units.clone();
+                (format!("{}/attributes.json", self.level_dir(l)), attrs)
+            })
+            .collect();
+        files.push((
+            "attributes.json".to_string(),
+            json!({
+                "n5": n5::VERSION.to_string(),
+                "name": self.image_name(),
+                "multiScale": true,
+                "resolution": resolution,
+                "pixelResolution": pixel_resolution,
+                "downsamplingFactors": factors,
+                "scales": factors,
+                "axes": axes,
+                "units": units,
+            }),
+        ));
+        files
     }
 
     /// The metadata of pyramid level `level`'s array.
-    fn array_metadata(&self, level: u32, axes: &Value) -> Value {
+    fn array_metadata(&self, version: ZarrVersion, level: u32, axes: &Value) -> Value {
         let grid = self.level_grid(level);
         let shape = self.with_channel(self.channels, &grid.shape);
         let chunks = self.with_channel(1, &self.level_chunks(level));
         let shard = self.with_channel(self.channels, &grid.block);
-        match self.version {
+        match version {
             ZarrVersion::V2 => {
                 let (dtype, fill) = self.dtype.v2_dtype();
                 json!({
@@ -843,13 +1040,21 @@ impl OutputSpec {
         }
     }
 
-    /// The unit a block is written in at pyramid level `level`: a chunk (v2) or the block's
-    /// one shard (v3).
+    /// The unit a block is written in at pyramid level `level`: a chunk (v2, N5's blocks) or
+    /// the block's one shard (v3).
     fn write_unit(&self, level: u32) -> [u64; 3] {
-        match self.version {
-            ZarrVersion::V2 => self.level_chunks(level),
-            ZarrVersion::V3 => self.level_grid(level).block,
+        match self.format {
+            StoreFormat::Zarr(ZarrVersion::V2) | StoreFormat::N5 => self.level_chunks(level),
+            StoreFormat::Zarr(ZarrVersion::V3) => self.level_grid(level).block,
         }
+    }
+}
+
+/// An array's metadata file name in this Zarr format.
+fn array_file(version: ZarrVersion) -> &'static str {
+    match version {
+        ZarrVersion::V2 => ".zarray",
+        ZarrVersion::V3 => "zarr.json",
     }
 }
 
@@ -892,12 +1097,19 @@ fn first_difference(prefix: &str, stored: &Value, ours: &Value) -> String {
 const JOB_FILE: &str = ".unet/job.json";
 const BLOCKS_DIR: &str = ".unet/blocks";
 
+/// A level's array and, for Zarr, the store it is in (which names its chunks' files).
+enum LevelData {
+    // Boxed: a zarrs array is several times the size of an N5 dataset.
+    Zarr(Box<Array<FilesystemStore>>, Arc<FilesystemStore>),
+    N5(n5_store::Dataset),
+}
+
 /// One resolution level of an output store: its array and where blocks go in it.
 struct Level {
-    array: Array<FilesystemStore>,
+    data: LevelData,
     /// The level's shape, and a block's extent at this level.
     grid: BlockGrid,
-    /// What a block is written in: whole chunks (v2) or its shard (v3).
+    /// What a block is written in: whole chunks (v2, N5) or its shard (v3).
     write_unit: [u64; 3],
 }
 
@@ -905,7 +1117,6 @@ struct Level {
 /// blocks and their done-markers.
 pub struct BlockStore {
     root: PathBuf,
-    store: Arc<FilesystemStore>,
     /// Level 0 (the full resolution) first, then each pyramid level.
     levels: Vec<Level>,
     spec_job: Value,
@@ -914,7 +1125,7 @@ pub struct BlockStore {
     chunks: [u64; 3],
     dtype: OutputType,
     channels: u64,
-    version: ZarrVersion,
+    format: StoreFormat,
 }
 
 impl std::fmt::Debug for BlockStore {
@@ -938,6 +1149,12 @@ impl BlockStore {
             return Err(zarr_error(root, "exists and is not a directory"));
         }
         spec.check_pyramid().map_err(|e| zarr_error(root, e))?;
+        if spec.format == StoreFormat::N5 && spec.dtype == OutputType::F16 {
+            return Err(zarr_error(
+                root,
+                "N5 has no float16 data type: write u8 or f32 (--dtype), or a Zarr store",
+            ));
+        }
         let job = pretty(&spec.job_json());
         let job_path = root.join(JOB_FILE);
         let ours = spec.job_json();
@@ -946,12 +1163,7 @@ impl BlockStore {
         } else {
             let files = spec.metadata_files();
             if root.is_dir() {
-                let levels = (0..=spec.pyramid).map(|l| l.to_string());
-                let known: Vec<String> = [".zgroup", ".zattrs", "zarr.json", ".unet"]
-                    .map(String::from)
-                    .into_iter()
-                    .chain(levels)
-                    .collect();
+                let known = spec.top_level_names();
                 for entry in fs::read_dir(root).map_err(|e| Error::io(root, e))? {
                     let entry = entry.map_err(|e| Error::io(root, e))?;
                     let name = entry.file_name();
@@ -1002,13 +1214,31 @@ impl BlockStore {
     }
 
     fn open_array(root: &Path, spec: &OutputSpec, job_sha256: String) -> Result<Self> {
-        let store = Arc::new(FilesystemStore::new(root).map_err(|e| zarr_error(root, e))?);
+        let store = match spec.format {
+            StoreFormat::Zarr(_) => Some(Arc::new(
+                FilesystemStore::new(root).map_err(|e| zarr_error(root, e))?,
+            )),
+            StoreFormat::N5 => None,
+        };
         let levels = (0..=spec.pyramid)
             .map(|l| {
-                let array = Array::open(store.clone(), &format!("/{l}"))
-                    .map_err(|e| zarr_error(root, e))?;
+                let dir = spec.level_dir(l);
+                let data = match &store {
+                    Some(store) => LevelData::Zarr(
+                        Box::new(
+                            Array::open(store.clone(), &format!("/{dir}"))
+                                .map_err(|e| zarr_error(root, e))?,
+                        ),
+                        store.clone(),
+                    ),
+                    None => {
+                        let dir = root.join(dir);
+                        let attrs = read_json(&dir.join("attributes.json"))?;
+                        LevelData::N5(n5_store::Dataset::open(&dir, &attrs)?)
+                    }
+                };
                 Ok(Level {
-                    array,
+                    data,
                     grid: spec.level_grid(l),
                     write_unit: spec.write_unit(l),
                 })
@@ -1016,7 +1246,6 @@ impl BlockStore {
             .collect::<Result<Vec<_>>>()?;
         Ok(BlockStore {
             root: root.to_path_buf(),
-            store,
             levels,
             spec_job: spec.job.clone(),
             job_sha256,
@@ -1024,7 +1253,7 @@ impl BlockStore {
             chunks: spec.chunks,
             dtype: spec.dtype,
             channels: spec.channels,
-            version: spec.version,
+            format: spec.format,
         })
     }
 
@@ -1116,17 +1345,34 @@ impl BlockStore {
             }
             written.push(self.write_level(level, id, &level_values)?);
         }
-        // Every level's data on disk before the marker, which is written after this returns.
+        // Every level's data on disk before the marker, which is written after this returns
+        // (N5 blocks are, each written atomically).
         for (level, chunks) in self.levels.iter().zip(&written) {
-            self.sync_chunks(&level.array, chunks)?;
+            if let (LevelData::Zarr(array, store), Some(chunks)) = (&level.data, chunks) {
+                sync_chunks(store, array, chunks)?;
+            }
         }
         Ok(())
     }
 
     /// Writes block `id`'s `values` (`[c][z][y][x]` over the block at this level) into `level`,
-    /// returning the chunks written.
-    fn write_level(&self, level: &Level, id: u64, values: &[f32]) -> Result<ArraySubset> {
+    /// returning the Zarr chunks written (for N5, none: its blocks are on disk already).
+    fn write_level(&self, level: &Level, id: u64, values: &[f32]) -> Result<Option<ArraySubset>> {
         let ranges = level.grid.block(id);
+        let array = match &level.data {
+            LevelData::Zarr(array, _) => array,
+            LevelData::N5(dataset) => {
+                // Whole N5 blocks (the chunks), one channel each: the channel axis is the first
+                // here, as N5's last.
+                let spatial = ranges.iter().map(|r| r.start as u64..r.end as u64);
+                let all: Vec<Range<u64>> = match self.channels {
+                    1 => spatial.collect(),
+                    c => std::iter::once(0..c).chain(spatial).collect(),
+                };
+                dataset.write(&all, values, self.dtype)?;
+                return Ok(None);
+            }
+        };
         let dims = ranges.clone().map(|r| r.len());
         let channels = self.channels as usize;
         // Whole write units (chunks, or the shard), padded with the fill value past the volume's
@@ -1155,9 +1401,9 @@ impl BlockStore {
             }
         }
         // All channels: a chunk per channel (v2), or the block's one shard of every channel.
-        let channel_chunks = match self.version {
-            ZarrVersion::V2 => 0..self.channels,
-            ZarrVersion::V3 => 0..1,
+        let channel_chunks = match self.format {
+            StoreFormat::Zarr(ZarrVersion::V3) => 0..1,
+            _ => 0..self.channels,
         };
         let spatial = (0..3).map(|d| first[d]..last[d]);
         let chunk_range: Vec<Range<u64>> = match self.channels {
@@ -1165,15 +1411,9 @@ impl BlockStore {
             _ => std::iter::once(channel_chunks).chain(spatial).collect(),
         };
         let chunks = ArraySubset::new_with_ranges(&chunk_range);
-        let array = &level.array;
         let stored = match self.dtype {
-            OutputType::U8 => {
-                let bytes: Vec<u8> = full.iter().map(|&p| to_u8(p)).collect();
-                array.store_chunks_elements(&chunks, &bytes)
-            }
-            OutputType::Class => {
-                // Class indices below 256, exact in f32.
-                let bytes: Vec<u8> = full.iter().map(|&c| c as u8).collect();
+            OutputType::U8 | OutputType::Class => {
+                let bytes: Vec<u8> = full.iter().map(|&v| self.dtype.to_byte(v)).collect();
                 array.store_chunks_elements(&chunks, &bytes)
             }
             OutputType::F16 => {
@@ -1183,7 +1423,7 @@ impl BlockStore {
             OutputType::F32 => array.store_chunks_elements(&chunks, &full),
         };
         stored.map_err(|e| zarr_error(&self.root, format!("writing block {id}: {e}")))?;
-        Ok(chunks)
+        Ok(Some(chunks))
     }
 
     /// Marks block `id` done, atomically: call it after [`BlockStore::write_block`] returned,
@@ -1201,34 +1441,38 @@ impl BlockStore {
         write_atomically(self.marker_path(id), &pretty(&marker))
     }
 
-    /// Flushes the chunk files of `chunks` (and their directories) to disk, so a marker never
-    /// outlives the data it vouches for. A chunk of fill values only has no file (zarrs erases
-    /// it), which is what a reader expects.
-    fn sync_chunks(&self, array: &Array<FilesystemStore>, chunks: &ArraySubset) -> Result<()> {
-        let mut dirs = std::collections::BTreeSet::new();
-        for indices in &chunks.indices() {
-            let path = self.store.key_to_fspath(&array.chunk_key(&indices));
-            match fs::File::open(&path) {
-                Ok(file) => file.sync_all().map_err(|e| Error::io(&path, e))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, e)),
-            }
-            if let Some(parent) = path.parent() {
-                dirs.insert(parent.to_path_buf());
-            }
-        }
-        for dir in dirs {
-            if let Ok(d) = fs::File::open(&dir) {
-                d.sync_all().map_err(|e| Error::io(&dir, e))?;
-            }
-        }
-        Ok(())
-    }
-
     /// The chunk shape (z, y, x).
     pub fn chunks(&self) -> [u64; 3] {
         self.chunks
     }
+}
+
+/// Flushes the chunk files of `chunks` (and their directories) to disk, so a marker never
+/// outlives the data it vouches for. A chunk of fill values only has no file (zarrs erases
+/// it), which is what a reader expects.
+fn sync_chunks(
+    store: &FilesystemStore,
+    array: &Array<FilesystemStore>,
+    chunks: &ArraySubset,
+) -> Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for indices in &chunks.indices() {
+        let path = store.key_to_fspath(&array.chunk_key(&indices));
+        match fs::File::open(&path) {
+            Ok(file) => file.sync_all().map_err(|e| Error::io(&path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        if let Some(parent) = path.parent() {
+            dirs.insert(parent.to_path_buf());
+        }
+    }
+    for dir in dirs {
+        if let Ok(d) = fs::File::open(&dir) {
+            d.sync_all().map_err(|e| Error::io(&dir, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// One pyramid step: `values` (`[c][z][y][x]` over `dims`) halved in y and x, to
@@ -1350,7 +1594,7 @@ mod tests {
             chunks,
             dtype: OutputType::U8,
             channels: 1,
-            version: ZarrVersion::V2,
+            format: StoreFormat::Zarr(ZarrVersion::V2),
             axes: ["z", "y", "x"]
                 .map(|n| json!({ "name": n, "type": "space" }))
                 .to_vec(),
@@ -1418,7 +1662,7 @@ mod tests {
         assert_eq!(s.job_json()["pyramid"], 2);
         // Sharded v3: a level's shard is the block at that level.
         let v3 = OutputSpec {
-            version: ZarrVersion::V3,
+            format: StoreFormat::Zarr(ZarrVersion::V3),
             ..s.clone()
         };
         let files = v3.metadata_files();
