@@ -6,7 +6,8 @@ f16` output reads as float16. A three-channel volume through a three-class model
 class's probability on a channel axis, and `--argmax` the classes; two of these (0.5 with a
 channel axis, 0.4 of classes) carry `--pyramid 2`, levels 1 and 2 halved in y and x. ome-zarr-models
 validates every output's metadata and ome-zarr-py reads every output, and every pyramid level, as
-napari's plugin does.
+napari's plugin does. N5, with tensorstore (an N5 implementation independent of unet's): a volume
+it writes predicts as its Zarr twin, and unet's N5 output reads as the OME-Zarr output.
 
 usage: python zarr_check.py UNET_BINARY WORK_DIR THREE_CHANNEL_THREE_CLASS_MODEL
 """
@@ -18,6 +19,7 @@ import sys
 import warnings
 
 import numpy as np
+import tensorstore as ts
 import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
@@ -150,6 +152,28 @@ for out, (model_class, want_axes) in outputs.items():
         shape_l = zarr.open_group(work / out, mode="r")[str(l)].shape
         assert tuple(data.shape) == tuple(shape_l), (out, l)
     assert [a["name"] for a in nodes[0].metadata["axes"]] == [a["name"] for a in want_axes], out
+# N5 in and out, against tensorstore's N5 driver (not the n5 crate unet uses). tensorstore keeps
+# N5's own axis order, fastest first (x, y, z), hence the transposes.
+n5 = ts.open({
+    "driver": "n5",
+    "kvstore": {"driver": "file", "path": str(work / "vol.n5" / "s0")},
+    "metadata": {"dimensions": list(shape[::-1]), "blockSize": [32, 32, 2], "dataType": "uint8",
+                 "compression": {"type": "gzip"}},
+    "create": True, "delete_existing": True,
+}).result()
+n5[...] = voxels.astype(np.uint8).T
+for source, out in [("vol.n5/s0", "from_n5.zarr"), ("vol.zarr", "p.n5")]:
+    cmd = [unet, "predict", "--input", str(work / source), "--out", str(work / out),
+           "--block", "1,64,64"]
+    subprocess.run(cmd, check=True, capture_output=True)
+from_n5 = zarr.open_group(work / "from_n5.zarr", mode="r")["0"][:]
+assert np.array_equal(from_n5, read["p2.zarr"]), "an N5 input predicts otherwise than its Zarr twin"
+n5_out = ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(work / "p.n5" / "s0")}})
+n5_out = n5_out.result().read().result()
+assert n5_out.shape == shape[::-1] and n5_out.dtype == np.uint8, (n5_out.shape, n5_out.dtype)
+assert np.array_equal(n5_out.T, read["p2.zarr"]), "the N5 output differs from the OME-Zarr one"
+
 print(f"zarr-python {zarr.__version__} reads unet's OME-Zarr 0.4 and 0.5 outputs (uint8, float16, "
       "class probabilities on a channel axis, classes, pyramids of 3 levels); ome-zarr-models "
-      "validates them and ome-zarr-py reads them")
+      "validates them and ome-zarr-py reads them; tensorstore's N5 volume predicts as its Zarr "
+      "twin, and it reads unet's N5 output as the OME-Zarr one")

@@ -156,7 +156,8 @@ pub fn run_checks(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
     let checks: &[(&str, Check)] = &[
         ("bioimageio test of unet export", bioimageio_test),
         (
-            "zarr-python, ome-zarr-py and ome-zarr-models read unet predict's OME-Zarr",
+            "zarr-python, ome-zarr-py and ome-zarr-models read unet predict's OME-Zarr, \
+             tensorstore its N5",
             zarr_check,
         ),
         (
@@ -175,7 +176,7 @@ pub fn run_checks(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
 /// `xtask/python/zarr_check.py`: volumes zarr-python writes go through blockwise `unet
 /// predict` (the dev binary; the built-in model, and [`small_model`] for channels in and class
 /// probabilities out), and zarr-python, ome-zarr-py and ome-zarr-models read and validate the
-/// OME-Zarr 0.4 and 0.5 outputs.
+/// OME-Zarr 0.4 and 0.5 outputs; tensorstore writes an N5 input and reads the N5 output.
 fn zarr_check(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
     let unet = build_unet(root)?;
     let model = small_model(root, &unet, data)?;
