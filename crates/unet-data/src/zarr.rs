@@ -16,7 +16,7 @@
 //! voxel size comes from `pixelResolution` or `resolution` (times `downsamplingFactors`).
 //!
 //! **Out.** [`BlockStore::create_or_open`] makes an OME-Zarr group with one array `0` of
-//! shape `(z, y, x)`: OME-Zarr 0.4 on Zarr v2 (blosc-zstd chunks, `/` separated keys) or 0.5 on
+//! shape `(z, y, x)`: OME-Zarr 0.4 on Zarr v2 (blosc-lz4 chunks, `/` separated keys) or 0.5 on
 //! Zarr v3 with one shard per block; `uint8` or `float32`; the input's spatial axes and voxel
 //! size in its `multiscales`. The array is cut into blocks of whole chunks ([`BlockGrid`]), so
 //! workers that write different blocks never write the same file. With a pyramid
@@ -987,8 +987,11 @@ impl OutputSpec {
                     "shape": shape,
                     "chunks": chunks,
                     "dtype": dtype,
+                    // zarr-python's own default. blosc-zstd packs probabilities smaller, but
+                    // each chunk then costs a fresh zstd context of several MB: three times a
+                    // worker's page faults (docs/RESULTS.md, "Volumes").
                     "compressor": {
-                        "id": "blosc", "cname": "zstd", "clevel": 5,
+                        "id": "blosc", "cname": "lz4", "clevel": 5,
                         "shuffle": 1, "blocksize": 0,
                     },
                     "fill_value": fill,
