@@ -627,8 +627,10 @@ fn daisy_worker(job: &mut BlockJob) -> Result<()> {
             Ok(())
         });
         if let Err(e) = done {
-            let error = format!("{e:#}");
-            client.fail(assigned.block, &error)?;
+            // The block's own error is the one to report, even if daisy cannot be told.
+            if let Err(report) = client.fail(assigned.block, &format!("{e:#}")) {
+                eprintln!("warning: the failed block could not go back to daisy: {report:#}");
+            }
             return Err(e.context(format!(
                 "a block daisy gave this worker, for {}",
                 job.out.display()
@@ -648,6 +650,7 @@ fn daisy_worker(job: &mut BlockJob) -> Result<()> {
     println!("{}", job.summary(worker, counts, started));
     Ok(())
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
