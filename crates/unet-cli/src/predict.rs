@@ -341,8 +341,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     if args.volume.status || args.volume.is_set() {
         bail!(
-            "--status, --zarr-version, --dtype, --chunks, --block, --blocks, --workers and \
-             --pyramid are for volumes (an --out ending in .zarr or .n5, or --format zarr or n5)"
+            "--status, --zarr-version, --dtype, --chunks, --block, --blocks, --workers, \
+             --pyramid and --daisy-worker are for volumes (an --out ending in .zarr or .n5, or \
+             --format zarr or n5)"
         );
     }
     let input_path = args.input.as_deref().context("--input is needed")?;
