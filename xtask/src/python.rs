@@ -180,17 +180,30 @@ pub fn run_checks(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
 fn zarr_check(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
     let unet = build_unet(root)?;
     let model = small_model(root, &unet, data)?;
-    let work = root.join("target").join("ci-zarr");
+    run_script(root, venv, "zarr_check.py", &unet, "ci-zarr", &[&model])
+}
+
+/// `python xtask/python/SCRIPT UNET WORK [MORE...]` in the environment, its work directory
+/// `target/WORK` emptied first: how the volume checks run their scripts.
+fn run_script(
+    root: &Path,
+    venv: &Venv,
+    script: &str,
+    unet: &Path,
+    work: &str,
+    more: &[&Path],
+) -> Result<()> {
+    let work = root.join("target").join(work);
     if work.exists() {
         fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }
     let mut check = venv.command(root, "python");
     check
-        .arg(root.join("xtask/python/zarr_check.py"))
-        .arg(&unet)
+        .arg(root.join("xtask/python").join(script))
+        .arg(unet)
         .arg(&work)
-        .arg(&model);
-    run("zarr_check.py", &mut check)
+        .args(more);
+    run(script, &mut check)
 }
 
 /// `xtask/python/daisy_check.py`: `docs/volumes/predict_with_daisy.py` has a real daisy 2.0
@@ -200,16 +213,7 @@ fn zarr_check(root: &Path, venv: &Venv, data: &Path) -> Result<()> {
 /// unet's reason.
 fn daisy_check(root: &Path, venv: &Venv, _data: &Path) -> Result<()> {
     let unet = build_unet(root)?;
-    let work = root.join("target").join("ci-daisy");
-    if work.exists() {
-        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
-    }
-    let mut check = venv.command(root, "python");
-    check
-        .arg(root.join("xtask/python/daisy_check.py"))
-        .arg(&unet)
-        .arg(&work);
-    run("daisy_check.py", &mut check)
+    run_script(root, venv, "daisy_check.py", &unet, "ci-daisy", &[])
 }
 
 /// `unet export` of the built-in default model (the dev binary the tests built) and of the
