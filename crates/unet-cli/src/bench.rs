@@ -27,6 +27,23 @@ enum BenchWhat {
     TrainStep(BenchOpts),
     /// A forward pass in eval mode.
     Forward(BenchOpts),
+    /// Each convolution product (forward, input gradient, weight gradient) of the `small`
+    /// net's levels on every SIMD path this CPU has, against the path the rule picks for it:
+    /// how to check the rule on a new CPU (`UNET_CPU_KERNELS` overrides it).
+    Kernels(KernelOpts),
+}
+
+#[derive(Debug, Args)]
+struct KernelOpts {
+    /// Rounds; each times every path once per product, alternating, and the minimum is kept.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// The first level's map size in pixels (halved at each of the 5 levels).
+    #[arg(long, default_value_t = 512)]
+    size: usize,
+    /// Worker threads [default: RAYON_NUM_THREADS or all cores].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -66,23 +83,30 @@ struct BenchOpts {
     autograd: bool,
 }
 
+/// Sets the worker threads, where asked.
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    let Some(threads) = threads else {
+        return Ok(());
+    };
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    // candle's own ops read RAYON_NUM_THREADS; the kernels use Rayon's global pool.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("setting up the thread pool")
+}
+
 /// Run the benchmark.
 pub fn run(args: &BenchArgs) -> Result<()> {
     let (opts, train) = match &args.what {
         BenchWhat::TrainStep(o) => (o, true),
         BenchWhat::Forward(o) => (o, false),
+        BenchWhat::Kernels(o) => return run_kernels(o),
     };
-    if let Some(threads) = opts.threads {
-        if threads == 0 {
-            bail!("--threads must be at least 1");
-        }
-        // candle's own ops read RAYON_NUM_THREADS; the kernels use Rayon's global pool.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .context("setting up the thread pool")?;
-    }
+    set_threads(opts.threads)?;
     if opts.steps == 0 || opts.batch == 0 {
         bail!("--steps and --batch must be at least 1");
     }
@@ -172,7 +196,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .next()
             .and_then(|v| v.parse::<f64>().ok())
     });
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "fw": "candle",
         "mode": if train { "train-step" } else { "forward" },
         "preset": preset.name(),
@@ -190,6 +214,103 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "gflops": flops / (median * 1e-3) / 1e9,
         "all_ms": times,
         "load_avg_1m": load,
+    });
+    if let Some(fields) = line.as_object_mut() {
+        fields.extend(crate::device::kernel_fields(&device));
+    }
+    println!("{line}");
+    Ok(())
+}
+
+/// `unet bench kernels`: one JSON line with, per product, each path's milliseconds over the
+/// `small` net's five levels (3x3 same convolutions, 16 to 256 channels, batch 1), the fastest
+/// path and the rule's.
+fn run_kernels(opts: &KernelOpts) -> Result<()> {
+    use unet_model::kernels::cpu_path::{
+        cpu_info, process_kernel_paths, with_kernel_paths, ConvProduct, GemmPath, KernelPaths,
+    };
+    use unet_model::kernels::{conv2d, conv2d_input_grad, conv2d_weight_grad};
+
+    set_threads(opts.threads)?;
+    if opts.rounds == 0 || opts.size < 16 {
+        bail!("--rounds must be at least 1 and --size at least 16");
+    }
+    let device = candle_core::Device::Cpu;
+    let levels = (0..5)
+        .map(|l| {
+            let (c, side) = (16 << l, opts.size >> l);
+            let x = Tensor::randn(0f32, 1.0, (1, c, side, side), &device)?;
+            let dy = Tensor::randn(0f32, 1.0, (1, c, side, side), &device)?;
+            let w = (Tensor::randn(0f32, 1.0, (c, c, 3, 3), &device)? * (2.0 / (9 * c) as f64))?;
+            let b = Tensor::zeros(c, DType::F32, &device)?;
+            Ok((x, dy, w, b))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let run_product = |product: ConvProduct| -> Result<()> {
+        for (x, dy, w, b) in &levels {
+            match product {
+                ConvProduct::Forward => conv2d(x, w, b, 1)?,
+                ConvProduct::InputGrad => conv2d_input_grad(dy, w, 1)?,
+                ConvProduct::WeightGrad => conv2d_weight_grad(x, dy, 3, 1)?,
+            };
+        }
+        Ok(())
+    };
+    // The scalar kernels are far slower and never chosen where a SIMD path exists.
+    let simd: Vec<GemmPath> = [GemmPath::Avx2, GemmPath::Avx512]
+        .into_iter()
+        .filter(|p| p.available())
+        .collect();
+    let paths = if simd.is_empty() {
+        vec![GemmPath::Generic]
+    } else {
+        simd
+    };
+    let products = [
+        ("forward", ConvProduct::Forward),
+        ("input_grad", ConvProduct::InputGrad),
+        ("weight_grad", ConvProduct::WeightGrad),
+    ];
+    let mut best = vec![vec![f64::INFINITY; paths.len()]; products.len()];
+    for round in 0..=opts.rounds {
+        for (pi, &(_, product)) in products.iter().enumerate() {
+            for (i, &path) in paths.iter().enumerate() {
+                let start = Instant::now();
+                with_kernel_paths(KernelPaths::all(path), || run_product(product))?;
+                // Round 0 warms the caches and scratch buffers up and is not kept.
+                if round > 0 {
+                    best[pi][i] = best[pi][i].min(start.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+    }
+    let chosen = process_kernel_paths();
+    let mut results = serde_json::Map::new();
+    for ((name, product), times) in products.iter().zip(&best) {
+        let mut entry = serde_json::Map::new();
+        for (path, ms) in paths.iter().zip(times) {
+            entry.insert(format!("{path}_ms"), serde_json::json!(ms));
+        }
+        let fastest = paths
+            .iter()
+            .zip(times)
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(p, _)| p.name());
+        entry.insert("fastest".into(), serde_json::json!(fastest));
+        entry.insert(
+            "chosen".into(),
+            serde_json::json!(chosen.of(*product).name()),
+        );
+        results.insert((*name).into(), entry.into());
+    }
+    let line = serde_json::json!({
+        "mode": "kernels",
+        "size": opts.size,
+        "threads": rayon::current_num_threads(),
+        "rounds": opts.rounds,
+        "products": results,
+        "cpu": cpu_info().to_json(),
+        "rule": KernelPaths::rule_for(cpu_info()).to_json(),
     });
     println!("{line}");
     Ok(())

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::ValueEnum;
+use unet_model::kernels::cpu_path;
 
 /// The compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -23,4 +24,32 @@ impl DeviceArg {
             ),
         }
     }
+}
+
+/// What computes on `device`, for summary lines: `the CPU (AMD EPYC 9R14, avx2 kernels)`, or
+/// `a CUDA GPU`.
+pub fn describe(device: &Device) -> String {
+    match device {
+        Device::Cpu => {
+            let cpu = cpu_path::cpu_info();
+            let model = match cpu.model.is_empty() {
+                true => &cpu.vendor,
+                false => &cpu.model,
+            };
+            format!("the CPU ({model}, {} kernels)", cpu_path::kernel_paths())
+        }
+        _ => "a CUDA GPU".to_string(),
+    }
+}
+
+/// The CPU and the kernel paths its products run on (`{"cpu": ..., "cpu_kernels": ...}`), or
+/// nothing off the CPU: the fields JSON summaries merge in, so every figure says where it came
+/// from.
+pub fn kernel_fields(device: &Device) -> serde_json::Map<String, serde_json::Value> {
+    let mut fields = serde_json::Map::new();
+    if device.is_cpu() {
+        fields.insert("cpu".into(), cpu_path::cpu_info().to_json());
+        fields.insert("cpu_kernels".into(), cpu_path::kernel_paths().to_json());
+    }
+    fields
 }

@@ -471,10 +471,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         "P(cell)".to_string()
     };
     println!(
-        "wrote {what} of {n} page(s) of {h}x{w} to {} in {:.1} s{}",
+        "wrote {what} of {n} page(s) of {h}x{w} to {} in {:.1} s{} on {}",
         args.out.display(),
         started.elapsed().as_secs_f64(),
         if args.tta { " (8-fold TTA)" } else { "" },
+        crate::device::describe(&device),
     );
     Ok(())
 }

@@ -346,6 +346,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         output_channels,
         section_stats: HashMap::new(),
         grid: store.grid(),
+        device,
     };
     let mut job = BlockJob {
         predictor,
@@ -382,6 +383,8 @@ struct BlockPredictor<'a> {
     section_stats: HashMap<usize, Vec<PlaneStats>>,
     /// The store's blocks.
     grid: BlockGrid,
+    /// Where the model computes (named in the summary).
+    device: candle_core::Device,
 }
 
 impl BlockJob<'_> {
@@ -394,7 +397,7 @@ impl BlockJob<'_> {
     /// The JSON summary a worker prints at its end.
     fn summary(&self, worker: String, counts: BlockCounts, started: Instant) -> serde_json::Value {
         let seconds = started.elapsed().as_secs_f64();
-        json!({
+        let mut summary = json!({
             "out": self.out.display().to_string(),
             "worker": worker,
             "blocks_total": self.store.grid().len(),
@@ -405,7 +408,11 @@ impl BlockJob<'_> {
             "voxels_predicted": counts.voxels,
             "seconds": (seconds * 1000.0).round() / 1000.0,
             "voxels_per_second": (counts.voxels as f64 / seconds.max(1e-9)).round(),
-        })
+        });
+        if let Some(fields) = summary.as_object_mut() {
+            fields.extend(crate::device::kernel_fields(&self.predictor.device));
+        }
+        summary
     }
 }
 

@@ -249,6 +249,48 @@ fn bench_prints_one_json_line_and_refuses_a_missing_gpu() {
     assert_eq!(line["mode"], "forward");
     assert_eq!(line["all_ms"].as_array().unwrap().len(), 2);
     assert!(line["median_ms"].as_f64().unwrap() > 0.0);
+    // The line names the CPU and the kernel path of each product.
+    assert!(line["cpu"]["vendor"].is_string(), "{line}");
+    for product in ["forward", "input_grad", "weight_grad"] {
+        assert!(line["cpu_kernels"][product].is_string(), "{line}");
+    }
+    // UNET_CPU_KERNELS forces one path; a value it cannot honour is a warning, not a failure.
+    let run_with = |value: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_unet"))
+            .args(args)
+            .env("UNET_CPU_KERNELS", value)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run_with("generic");
+    let forced: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(forced["cpu_kernels"]["weight_grad"], "generic", "{forced}");
+    let out = run_with("sse9");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("UNET_CPU_KERNELS=\"sse9\""),
+        "{err}"
+    );
+    let fallback: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fallback["cpu_kernels"], line["cpu_kernels"]);
+
+    // `bench kernels` times each product on every SIMD path this CPU has, next to the choice.
+    let out = unet(
+        &["bench", "kernels", "--size", "32", "--rounds", "1"],
+        dir.path(),
+    );
+    ok_stdout(&out);
+    let kernels: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for product in ["forward", "input_grad", "weight_grad"] {
+        let entry = &kernels["products"][product];
+        let fastest = entry["fastest"].as_str().unwrap();
+        assert!(
+            entry[format!("{fastest}_ms")].as_f64().unwrap() > 0.0,
+            "{kernels}"
+        );
+        assert_eq!(entry["chosen"], line["cpu_kernels"][product], "{kernels}");
+    }
 
     if cfg!(not(feature = "cuda")) {
         let out = unet(&[&args[..], &["--device", "cuda"]].concat(), dir.path());

@@ -61,7 +61,7 @@ fn predicts_a_stack_with_the_training_normalisation() {
     let model = tiny_model(dir.path(), true);
     let input = pages();
     write_stack(dir.path().join("in.tif"), &input).unwrap();
-    let stderr = ok_stderr(&unet(
+    let out = unet(
         &[
             "predict",
             "--model",
@@ -78,8 +78,15 @@ fn predicts_a_stack_with_the_training_normalisation() {
             "3",
         ],
         dir.path(),
-    ));
+    );
+    let stderr = ok_stderr(&out);
     assert!(!stderr.contains("warning"), "{stderr}");
+    // The summary says what computed: the CPU and the kernel paths chosen for it.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(" on the CPU (") && stdout.contains(" kernels)"),
+        "{stdout}"
+    );
     let prob = f32_stack(&dir.path().join("p.tif"));
     assert_eq!((prob.pages(), prob.height(), prob.width()), (2, 20, 27));
     // The library on the same normalised page gives the same numbers.

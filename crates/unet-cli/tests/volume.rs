@@ -1275,6 +1275,11 @@ fn n5_in_and_out() {
 
     let summary = run("vol.zarr", "p.n5");
     assert_eq!(summary["blocks_predicted"], 27, "{summary}");
+    // Every figure says where it came from: the CPU and its kernel paths.
+    assert!(
+        summary["cpu"]["vendor"].is_string() && summary["cpu_kernels"]["forward"].is_string(),
+        "{summary}"
+    );
     let (got, dims) = read_n5(&d.join("p.n5"), "s0");
     assert_eq!(dims, [45, 37, 5]);
     assert_eq!(got, read_out::<u8>(&d.join("z.zarr")));

@@ -3,6 +3,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
+use unet_model::kernels::cpu_path::{with_kernel_paths, GemmPath, KernelPaths};
 use unet_model::kernels::with_fast_ops;
 use unet_model::{Loss, Padding, UNet, UNetConfig, Upsampling};
 
@@ -64,10 +65,22 @@ fn step(cfg: &UNetConfig, fast: bool, x: &Tensor, targets: &Tensor, w: &Tensor) 
     })
 }
 
+/// The fast kernels' train step against the stock ops', on every gemm path this CPU has.
 fn check(cfg: UNetConfig, batch: usize, size: usize) {
-    let (x, targets, w) = inputs(&cfg, batch, size, 1);
-    let fast = step(&cfg, true, &x, &targets, &w);
-    let stock = step(&cfg, false, &x, &targets, &w);
+    for path in GemmPath::ALL {
+        match path.available() {
+            true => with_kernel_paths(KernelPaths::all(path), || {
+                check_on_path(&cfg, batch, size, path)
+            }),
+            false => eprintln!("skipped the {path} path: this CPU lacks it"),
+        }
+    }
+}
+
+fn check_on_path(cfg: &UNetConfig, batch: usize, size: usize, path: GemmPath) {
+    let (x, targets, w) = inputs(cfg, batch, size, 1);
+    let fast = step(cfg, true, &x, &targets, &w);
+    let stock = step(cfg, false, &x, &targets, &w);
     assert_eq!(fast.len(), stock.len());
     for (i, (f, s)) in fast.iter().zip(&stock).enumerate() {
         assert_eq!(f.dims(), s.dims(), "tensor {i}");
@@ -77,7 +90,7 @@ fn check(cfg: UNetConfig, batch: usize, size: usize) {
         let scale = max_abs(s).max(1e-2);
         assert!(
             diff <= 1e-4 * scale,
-            "tensor {i} ({:?}): max difference {diff}, scale {scale}",
+            "{path}: tensor {i} ({:?}): max difference {diff}, scale {scale}",
             s.dims()
         );
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use candle_core::Device;
 use unet_augment::Preset as AugmentPreset;
 use unet_data::{ChannelStack, LabelClasses, Stack, IGNORED};
+use unet_model::kernels::cpu_path::{cpu_info, with_kernel_paths, GemmPath, KernelPaths};
 use unet_model::{load_checkpoint, read_checkpoint_meta, Loss, Precision, UNet, UNetConfig};
 use unet_train::calibrate::{apply_calibration, calibrate_checkpoint, logit_margins, Calibration};
 use unet_train::tensorboard::read_scalars;
@@ -828,16 +829,10 @@ fn three_classes_train_with_an_ignored_band_and_per_class_scores() {
     assert!(err.contains("ignored pixels"), "{err}");
 }
 
-/// The binary recipe through the class-label code: the losses of `tiny` on `sections()`, to the
-/// last bit, as the code before class labels gave them (recorded with it at 42b4217's
-/// successor 8fd76b2: train loss, validation loss, validation mean IoU of 2 epochs).
-#[test]
-fn binary_labels_train_to_the_same_losses_as_before_class_labels() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("runs/golden");
-    let (images, labels) = sections();
-    train_quietly(&tiny(&run, 2), &images, &labels);
-    let bits: Vec<(u64, u64, u64)> = read_log(&run)
+/// The losses of `tiny` on `sections()` as bits: train loss, validation loss, validation mean
+/// IoU of each epoch.
+fn loss_bits(run: &Path) -> Vec<(u64, u64, u64)> {
+    read_log(run)
         .iter()
         .map(|r| {
             let v = r.validation.as_ref().unwrap();
@@ -847,8 +842,61 @@ fn binary_labels_train_to_the_same_losses_as_before_class_labels() {
                 v.mean_iou.to_bits(),
             )
         })
+        .collect()
+}
+
+/// The binary recipe through the class-label code: the losses of `tiny` on `sections()`, to the
+/// last bit, as the code before class labels gave them (recorded with it at 42b4217's
+/// successor 8fd76b2: train loss, validation loss, validation mean IoU of 2 epochs), on the
+/// AVX2 gemm kernels they were recorded with.
+#[test]
+fn binary_labels_train_to_the_same_losses_as_before_class_labels() {
+    if !GemmPath::Avx2.available() {
+        eprintln!("skipped: the golden losses were recorded on AVX2 kernels, which this CPU lacks");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("runs/golden");
+    let (images, labels) = sections();
+    with_kernel_paths(KernelPaths::all(GemmPath::Avx2), || {
+        train_quietly(&tiny(&run, 2), &images, &labels)
+    });
+    assert_eq!(loss_bits(&run), GOLDEN_BITS);
+}
+
+/// Every gemm path this CPU has (each forced once), and the path rule's mix, train `tiny` to the
+/// golden losses within float tolerance: each path sums in its own order, so only the bits
+/// differ.
+#[test]
+fn every_cpu_kernel_path_trains_to_the_golden_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = sections();
+    let rule = KernelPaths::rule_for(cpu_info());
+    let mut runs: Vec<(String, KernelPaths)> = GemmPath::ALL
+        .into_iter()
+        .filter(|path| path.available())
+        .map(|path| (path.to_string(), KernelPaths::all(path)))
         .collect();
-    assert_eq!(bits, GOLDEN_BITS);
+    runs.push((format!("rule ({rule})"), rule));
+    for (name, paths) in runs {
+        let run = dir.path().join("runs").join(name.replace(' ', "_"));
+        with_kernel_paths(paths, || train_quietly(&tiny(&run, 2), &images, &labels));
+        for (epoch, (got, want)) in loss_bits(&run).iter().zip(&GOLDEN_BITS).enumerate() {
+            // Losses within 0.1%; the IoU of thresholded maps moves more (a few pixels flip).
+            let checks = [
+                ("train loss", got.0, want.0, 1e-3),
+                ("validation loss", got.1, want.1, 1e-3),
+                ("mean IoU", got.2, want.2, 1e-2),
+            ];
+            for (what, g, w, tolerance) in checks {
+                let (g, w) = (f64::from_bits(g), f64::from_bits(w));
+                assert!(
+                    (g - w).abs() <= tolerance * w.abs(),
+                    "{name}, epoch {epoch}: {what} {g} against the golden {w}"
+                );
+            }
+        }
+    }
 }
 const GOLDEN_BITS: [(u64, u64, u64); 2] = [
     (

@@ -3,6 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_path::{kernel_paths, GemmPath};
 use super::{
     accumulate_over, contiguous_f32, fast_ops_enabled, fast_path_for, lane_sum, sgemm,
     with_outer_scratch, with_scratch, written_by, SharedMut,
@@ -161,6 +162,17 @@ fn with_col_tile<R>(x: &[f32], g: &Geom, tile: Tile, f: impl FnOnce(*const f32, 
 
 /// `y = conv(x, weight) + bias`, `y` as `[n, o, ho, wo]`.
 pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+    conv_product(x, weight, bias, g, kernel_paths().forward)
+}
+
+/// [`conv_forward`] on the given gemm path (the input gradient is the same correlation).
+fn conv_product(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geom,
+    path: GemmPath,
+) -> Vec<f32> {
     let cols = g.cols();
     let fill = |out: SharedMut| {
         tiles(g, rayon::current_num_threads())
@@ -182,6 +194,7 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &
                     // the [rows, len] tile; all in bounds.
                     unsafe {
                         sgemm(
+                            path,
                             (g.o, tile.len, g.rows()),
                             (dst, cols, 1),
                             bias.is_some(),
@@ -223,7 +236,7 @@ pub(crate) fn conv_input_grad(dy: &[f32], weight: &[f32], g: &Geom) -> Vec<f32> 
         ho: g.h,
         wo: g.w,
     };
-    conv_forward(dy, &flipped, None, &back)
+    conv_product(dy, &flipped, None, &back, kernel_paths().input_grad)
 }
 
 /// The weight gradient `[o, c, k, k]`: `dY [o, pixels] x col^T [pixels, c*k*k]`, each thread
@@ -237,6 +250,7 @@ pub(crate) fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let (cols, rows) = (g.cols(), g.rows());
     let tiles = tiles(g, rayon::current_num_threads());
     let transposed = g.o <= 64 && rows >= 16;
+    let path = kernel_paths().weight_grad;
     let acc = accumulate_over(&tiles, g.o * rows, |acc, tile| {
         let lhs = &dy[(tile.img * g.o) * cols + tile.start..];
         if !transposed {
@@ -245,6 +259,7 @@ pub(crate) fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
                 // rhs the transposed [len, rows] view of the tile.
                 unsafe {
                     sgemm(
+                        path,
                         (g.o, rows, tile.len),
                         (acc.as_mut_ptr(), rows, 1),
                         true,
@@ -267,6 +282,7 @@ pub(crate) fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
                 // the tile.
                 unsafe {
                     sgemm(
+                        path,
                         (g.o, rows, tile.len),
                         (acc.as_mut_ptr(), 1, g.o),
                         true,

@@ -20,6 +20,7 @@
 //! with [`with_fast_ops`] (what the equivalence tests do).
 
 mod conv;
+pub mod cpu_path;
 mod norm;
 mod pool;
 mod upconv;
@@ -188,12 +189,15 @@ fn with_outer_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 type Operand<P> = (P, usize, usize);
 
 /// `dst = lhs x rhs` (or `dst += lhs x rhs` with `accumulate`), `[m, k] x [k, n]`, one
-/// single-threaded [`gemm`] call: the kernels parallelise over tiles themselves.
+/// single-threaded gemm call on `path`'s micro-kernels: the kernels parallelise over tiles
+/// themselves, and read their path once on the calling thread ([`cpu_path::kernel_paths`]).
 ///
 /// # Safety
-/// Every element the strides address must lie inside its allocation, and `dst` must overlap
-/// neither operand nor any other thread's output.
+/// Every element the strides address must lie inside its allocation, `dst` must overlap
+/// neither operand nor any other thread's output, and `path` must come from
+/// [`cpu_path::kernel_paths`].
 unsafe fn sgemm(
+    path: cpu_path::GemmPath,
     (m, n, k): (usize, usize, usize),
     (dst, dst_rs, dst_cs): Operand<*mut f32>,
     accumulate: bool,
@@ -202,26 +206,16 @@ unsafe fn sgemm(
 ) {
     // SAFETY: the caller's contract.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        cpu_path::gemm_f32_on(
+            path,
+            (m, n, k),
             dst,
-            dst_cs as isize,
-            dst_rs as isize,
+            (dst_cs as isize, dst_rs as isize),
             accumulate,
             lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
+            (lhs_cs as isize, lhs_rs as isize),
             rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+            (rhs_cs as isize, rhs_rs as isize),
         )
     }
 }

@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::conv::linear_backward;
+use super::cpu_path::kernel_paths;
 use super::{accumulate_over, contiguous_f32, sgemm, with_scratch, written_by, SharedMut};
 
 /// Input pixels per tile (whole input rows): the `[out*4, pixels]` tile of a 64-channel layer
@@ -128,6 +129,7 @@ fn for_each_up_tile(g: &UpGeom, f: impl Fn(UpTile, usize, usize, &mut [f32]) + S
 pub(crate) fn upconv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &UpGeom) -> Vec<f32> {
     let (taps, plane) = (g.taps(), g.plane());
     let (ho, wo) = (2 * g.h, 2 * g.w);
+    let path = kernel_paths().forward;
     let fill = |out: SharedMut| {
         for_each_up_tile(g, |tile, start, len, y4| {
             let x_img = &x[tile.img * g.c * plane..];
@@ -135,6 +137,7 @@ pub(crate) fn upconv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &UpGeom
             // rhs the [c, len] pixels of the tile with row stride plane.
             unsafe {
                 sgemm(
+                    path,
                     (taps, len, g.c),
                     (y4.as_mut_ptr(), len, 1),
                     false,
@@ -171,6 +174,7 @@ pub(crate) fn upconv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &UpGeom
 /// The input gradient `[n, c, h, w]`: `W [c, o*4] x dY4 [o*4, pixels]` per tile.
 pub(crate) fn upconv_input_grad(dy: &[f32], weight: &[f32], g: &UpGeom) -> Vec<f32> {
     let (taps, plane) = (g.taps(), g.plane());
+    let path = kernel_paths().input_grad;
     let fill = |out: SharedMut| {
         for_each_up_tile(g, |tile, start, len, y4| {
             gather_tile(dy, g, tile, y4);
@@ -179,6 +183,7 @@ pub(crate) fn upconv_input_grad(dy: &[f32], weight: &[f32], g: &UpGeom) -> Vec<f
             // the [taps, len] gathered gradient.
             unsafe {
                 sgemm(
+                    path,
                     (g.c, len, taps),
                     (out.ptr().add(tile.img * g.c * plane + start), plane, 1),
                     false,
@@ -198,6 +203,7 @@ pub(crate) fn upconv_input_grad(dy: &[f32], weight: &[f32], g: &UpGeom) -> Vec<f
 pub(crate) fn upconv_weight_grad(x: &[f32], dy: &[f32], g: &UpGeom) -> Vec<f32> {
     let (taps, plane) = (g.taps(), g.plane());
     let tiles = up_tiles(g, rayon::current_num_threads());
+    let path = kernel_paths().weight_grad;
     accumulate_over(&tiles, g.c * taps, |acc, tile| {
         let (start, len) = tile.pixels(g);
         with_scratch(taps * len, |y4| {
@@ -207,6 +213,7 @@ pub(crate) fn upconv_weight_grad(x: &[f32], dy: &[f32], g: &UpGeom) -> Vec<f32> 
             // the transposed view [len, taps] of the gathered gradient.
             unsafe {
                 sgemm(
+                    path,
                     (g.c, taps, len),
                     (acc.as_mut_ptr(), taps, 1),
                     true,
