@@ -42,6 +42,9 @@ struct CaseResult {
     gflops: f64,
     torch_ms: Option<f64>,
     load: Option<f64>,
+    /// Where our side ran: `unet bench`'s `cpu` and `cpu_kernels` fields.
+    cpu: serde_json::Value,
+    kernels: serde_json::Value,
 }
 
 /// PyTorch's name of a preset and of a mode in `torch_unet.py`.
@@ -176,7 +179,17 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
             gflops: ours["gflops"].as_f64().unwrap_or(f64::NAN),
             torch_ms,
             load: ours["load_avg_1m"].as_f64(),
+            cpu: ours["cpu"].clone(),
+            kernels: ours["cpu_kernels"].clone(),
         });
+    }
+    if let Some(first) = results.first() {
+        println!(
+            "CPU: {} ({}); kernel paths: {}\n",
+            first.cpu["model"].as_str().unwrap_or("?"),
+            first.cpu["vendor"].as_str().unwrap_or("?"),
+            first.kernels
+        );
     }
     let text = table(&results);
     println!("{text}");
@@ -189,6 +202,7 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
                         "preset": r.preset, "mode": r.mode, "unet_rs_ms": r.ours_ms,
                         "gflops": r.gflops, "pytorch_ms": r.torch_ms,
                         "ratio": r.torch_ms.map(|t| r.ours_ms / t), "load_avg_1m": r.load,
+                        "cpu": r.cpu, "cpu_kernels": r.kernels,
                     })
                 })
                 .collect(),
@@ -230,6 +244,8 @@ mod tests {
             gflops: 40.0,
             torch_ms,
             load: Some(1.5),
+            cpu: serde_json::Value::Null,
+            kernels: serde_json::Value::Null,
         };
         let t = table(&[r(Some(600.0)), r(None)]);
         assert!(
