@@ -19,8 +19,9 @@ BIN=target/gpu-check/cudnn-test
 
 if [ "${1:-}" = build ]; then
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+  # setup.sh takes its venv as $1: name it, or a sourced script would see "build" there.
   # shellcheck disable=SC1090
-  . "${CUDA_SETUP:-../shared/cuda/setup.sh}"
+  . "${CUDA_SETUP:-../shared/cuda/setup.sh}" "$CARGO_TARGET_DIR/cuda-venv"
   docs/gpu/make-cudnn-stub.sh "$CU/lib/stubs" >/dev/null
   exe=$(nice -n 19 cargo test -p unet-model --features cudnn --test cudnn --no-run \
           --message-format=json 2>/dev/null |
