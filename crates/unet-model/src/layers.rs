@@ -194,7 +194,8 @@ impl BatchNorm2d {
 /// matrix product `[N*H*W, in] x [in, out*4]` and a reshuffle: exact, differentiable, and much
 /// faster than candle's general transposed convolution. On the fast path (f32 on the CPU, see
 /// [`crate::kernels`]) it is one custom op, [`crate::kernels::upconv2x2`], instead of candle's
-/// permutes, reshapes and matmul.
+/// permutes, reshapes and matmul; on CUDA with the `cudnn` feature, cuDNN's transposed
+/// convolution (`kernels::cudnn::upconv2x2`) when cuDNN can be initialised.
 #[derive(Debug, Clone)]
 pub struct UpConv2x2 {
     /// `[in, out, 2, 2]`, PyTorch's layout.
@@ -207,6 +208,11 @@ impl Module for UpConv2x2 {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if crate::kernels::fast_path_for(x) {
             return crate::kernels::upconv2x2(x, &self.weight, &self.bias);
+        }
+        #[cfg(feature = "cudnn")]
+        if crate::kernels::cudnn::usable_for(x) {
+            let (weight, bias) = (in_dtype_of(&self.weight, x)?, in_dtype_of(&self.bias, x)?);
+            return crate::kernels::cudnn::upconv2x2(x, &weight, &bias);
         }
         let (n, c_in, h, w) = x.dims4()?;
         let c_out = self.weight.dim(1)?;

@@ -476,9 +476,10 @@ impl CustomOp1 for ChannelSumOp {
 /// `x [n, c, h, w]`, `weight [o, c, k, k]`, `bias [o]` -> `[n, o, h + 2p - k + 1, w + 2p - k + 1]`.
 ///
 /// With fast ops enabled, runs the tiled kernels (with their own backward) for f32 CPU tensors
-/// when `padding < k`, and [`conv2d_gemm`] for everything else (CUDA, and f16 on the CPU, where
-/// candle's input gradient is a naive loop); with fast ops off, candle's `conv2d` plus a
-/// broadcast bias.
+/// when `padding < k`, cuDNN for f32/f16/bf16 CUDA tensors when built with the `cudnn` feature
+/// and cuDNN can be initialised ([`super::cudnn::conv2d`]), and [`conv2d_gemm`] for everything
+/// else (CUDA otherwise, and f16 on the CPU, where candle's input gradient is a naive loop);
+/// with fast ops off, candle's `conv2d` plus a broadcast bias.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -494,6 +495,10 @@ pub fn conv2d(
         );
     }
     if fast_ops_enabled() && (!x.device().is_cpu() || x.dtype() != DType::F32) {
+        #[cfg(feature = "cudnn")]
+        if super::cudnn::usable_for(x) && weight.dim(3)? == k {
+            return super::cudnn::conv2d(x, weight, bias, padding);
+        }
         return conv2d_gemm(x, weight, bias, padding);
     }
     let y = x.conv2d(weight, padding, 1, 1, 1)?;

@@ -11,6 +11,10 @@
 //! - [`upconv2x2`]: the 2x2 stride-2 up-convolution, one GEMM and a scatter per tile of input
 //!   rows, and the gather and two GEMMs back.
 //!
+//! With the `cudnn` feature, [`cudnn`] runs the same convolution and up-convolution on CUDA
+//! through cuDNN (forward, backward-data, backward-filter), used by [`conv2d`] and
+//! [`crate::layers::UpConv2x2`] when cuDNN can be initialised, [`conv2d_gemm`] otherwise.
+//!
 //! Each op matches candle's stock op to 1e-4 (see the tests). The fast path runs for contiguous
 //! f32 tensors on the CPU. Other convolutions (CUDA, f16 on the CPU) go through [`conv2d_gemm`]
 //! (shifted views and one batched GEMM, in candle's own ops) instead of candle's `conv2d`;
@@ -21,6 +25,8 @@
 
 mod conv;
 pub mod cpu_path;
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
 mod norm;
 mod pool;
 mod upconv;
