@@ -26,8 +26,8 @@ impl DeviceArg {
     }
 }
 
-/// What computes on `device`, for summary lines: `the CPU (AMD EPYC 9R14, avx2 kernels)`, or
-/// `a CUDA GPU`.
+/// What computes a prediction on `device`, for summary lines: `the CPU (AMD EPYC 9R14, avx2
+/// kernels)` (the forward products' path: a prediction runs no other), or `a CUDA GPU`.
 pub fn describe(device: &Device) -> String {
     match device {
         Device::Cpu => {
@@ -36,7 +36,10 @@ pub fn describe(device: &Device) -> String {
                 true => &cpu.vendor,
                 false => &cpu.model,
             };
-            format!("the CPU ({model}, {} kernels)", cpu_path::kernel_paths())
+            format!(
+                "the CPU ({model}, {} kernels)",
+                cpu_path::kernel_paths().forward
+            )
         }
         _ => "a CUDA GPU".to_string(),
     }
