@@ -185,9 +185,11 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
     }
     if let Some(first) = results.first() {
         println!(
-            "CPU: {} ({}); kernel paths: {}\n",
+            "CPU: {} ({}, family {} model {}); kernel paths: {}\n",
             first.cpu["model"].as_str().unwrap_or("?"),
             first.cpu["vendor"].as_str().unwrap_or("?"),
+            first.cpu["family"],
+            first.cpu["model_number"],
             first.kernels
         );
     }

@@ -224,7 +224,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 /// `unet bench kernels`: one JSON line with, per product, each path's milliseconds over the
 /// `small` net's five levels (3x3 same convolutions, 16 to 256 channels, batch 1), the fastest
-/// path and the rule's.
+/// path and the rule's, and the same per level: the narrow and the wide layers can prefer
+/// different paths.
 fn run_kernels(opts: &KernelOpts) -> Result<()> {
     use unet_model::kernels::cpu_path::{
         cpu_info, process_kernel_paths, with_kernel_paths, ConvProduct, GemmPath, KernelPaths,
@@ -246,16 +247,12 @@ fn run_kernels(opts: &KernelOpts) -> Result<()> {
             Ok((x, dy, w, b))
         })
         .collect::<Result<Vec<_>>>()?;
-    let run_product = |product: ConvProduct| -> Result<()> {
-        for (x, dy, w, b) in &levels {
-            match product {
-                ConvProduct::Forward => conv2d(x, w, b, 1)?,
-                ConvProduct::InputGrad => conv2d_input_grad(dy, w, 1)?,
-                ConvProduct::WeightGrad => conv2d_weight_grad(x, dy, 3, 1)?,
-            };
-        }
-        Ok(())
-    };
+    let run_level =
+        |product: ConvProduct, (x, dy, w, b): &(Tensor, Tensor, Tensor, Tensor)| match product {
+            ConvProduct::Forward => conv2d(x, w, b, 1),
+            ConvProduct::InputGrad => conv2d_input_grad(dy, w, 1),
+            ConvProduct::WeightGrad => conv2d_weight_grad(x, dy, 3, 1),
+        };
     // The scalar kernels are far slower and never chosen where a SIMD path exists.
     let simd: Vec<GemmPath> = [GemmPath::Avx2, GemmPath::Avx512]
         .into_iter()
@@ -271,36 +268,60 @@ fn run_kernels(opts: &KernelOpts) -> Result<()> {
         ("input_grad", ConvProduct::InputGrad),
         ("weight_grad", ConvProduct::WeightGrad),
     ];
-    let mut best = vec![vec![f64::INFINITY; paths.len()]; products.len()];
+    // best[product][level][path]: the fastest of the rounds, in ms.
+    let mut best = vec![vec![vec![f64::INFINITY; paths.len()]; levels.len()]; products.len()];
     for round in 0..=opts.rounds {
         for (pi, &(_, product)) in products.iter().enumerate() {
-            for (i, &path) in paths.iter().enumerate() {
-                let start = Instant::now();
-                with_kernel_paths(KernelPaths::all(path), || run_product(product))?;
-                // Round 0 warms the caches and scratch buffers up and is not kept.
-                if round > 0 {
-                    best[pi][i] = best[pi][i].min(start.elapsed().as_secs_f64() * 1e3);
+            for (li, level) in levels.iter().enumerate() {
+                for (i, &path) in paths.iter().enumerate() {
+                    let start = Instant::now();
+                    with_kernel_paths(KernelPaths::all(path), || run_level(product, level))?;
+                    // Round 0 warms the caches and scratch buffers up and is not kept.
+                    if round > 0 {
+                        let ms = start.elapsed().as_secs_f64() * 1e3;
+                        best[pi][li][i] = best[pi][li][i].min(ms);
+                    }
                 }
             }
         }
     }
-    let chosen = process_kernel_paths();
-    let mut results = serde_json::Map::new();
-    for ((name, product), times) in products.iter().zip(&best) {
-        let mut entry = serde_json::Map::new();
-        for (path, ms) in paths.iter().zip(times) {
-            entry.insert(format!("{path}_ms"), serde_json::json!(ms));
-        }
-        let fastest = paths
+    let fastest = |times: &[f64]| {
+        paths
             .iter()
             .zip(times)
             .min_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(p, _)| p.name());
-        entry.insert("fastest".into(), serde_json::json!(fastest));
+            .map(|(p, _)| p.name())
+    };
+    let chosen = process_kernel_paths();
+    let mut results = serde_json::Map::new();
+    for ((name, product), per_level) in products.iter().zip(&best) {
+        let totals: Vec<f64> = (0..paths.len())
+            .map(|i| per_level.iter().map(|t| t[i]).sum())
+            .collect();
+        let mut entry = serde_json::Map::new();
+        for (path, ms) in paths.iter().zip(&totals) {
+            entry.insert(format!("{path}_ms"), serde_json::json!(ms));
+        }
+        entry.insert("fastest".into(), serde_json::json!(fastest(&totals)));
         entry.insert(
             "chosen".into(),
             serde_json::json!(chosen.of(*product).name()),
         );
+        let levels: Vec<serde_json::Value> = per_level
+            .iter()
+            .zip(&levels)
+            .map(|(times, (x, ..))| {
+                let mut level = serde_json::Map::new();
+                level.insert("channels".into(), serde_json::json!(x.dim(1).unwrap_or(0)));
+                level.insert("side".into(), serde_json::json!(x.dim(2).unwrap_or(0)));
+                for (path, ms) in paths.iter().zip(times) {
+                    level.insert(format!("{path}_ms"), serde_json::json!(ms));
+                }
+                level.insert("fastest".into(), serde_json::json!(fastest(times)));
+                level.into()
+            })
+            .collect();
+        entry.insert("levels".into(), levels.into());
         results.insert((*name).into(), entry.into());
     }
     let line = serde_json::json!({

@@ -251,6 +251,8 @@ fn bench_prints_one_json_line_and_refuses_a_missing_gpu() {
     assert!(line["median_ms"].as_f64().unwrap() > 0.0);
     // The line names the CPU and the kernel path of each product.
     assert!(line["cpu"]["vendor"].is_string(), "{line}");
+    assert!(line["cpu"]["family"].is_u64(), "{line}");
+    assert!(line["cpu"]["model_number"].is_u64(), "{line}");
     for product in ["forward", "input_grad", "weight_grad"] {
         assert!(line["cpu_kernels"][product].is_string(), "{line}");
     }
@@ -290,6 +292,20 @@ fn bench_prints_one_json_line_and_refuses_a_missing_gpu() {
             "{kernels}"
         );
         assert_eq!(entry["chosen"], line["cpu_kernels"][product], "{kernels}");
+        // Per level: the small net's five widths at halving sides, each with its fastest path.
+        let levels = entry["levels"].as_array().unwrap();
+        let shapes: Vec<(u64, u64)> = levels
+            .iter()
+            .map(|l| (l["channels"].as_u64().unwrap(), l["side"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(shapes, [(16, 32), (32, 16), (64, 8), (128, 4), (256, 2)]);
+        for level in levels {
+            let fastest = level["fastest"].as_str().unwrap();
+            assert!(
+                level[format!("{fastest}_ms")].as_f64().unwrap() > 0.0,
+                "{level}"
+            );
+        }
     }
 
     if cfg!(not(feature = "cuda")) {

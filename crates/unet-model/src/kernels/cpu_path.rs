@@ -2,13 +2,15 @@
 //! product, never at build time.
 //!
 //! Both x86 families are compiled into every build (gemm's AVX2+FMA kernels and its AVX-512
-//! ones), and the faster one for each of a convolution's three products is picked when the
-//! process first needs it. Which is faster depends on the CPU and on the product: on an AMD EPYC
-//! with AVX-512 the 512-bit kernels win the forward-shaped products but lose the weight
-//! gradient, whose operands gemm packs slowly in 512-bit lanes; on an Intel Sapphire Rapids they
+//! ones), and one is picked for each of a convolution's three products when the process first
+//! needs it. Which is faster depends on the CPU and on the product: on an AMD EPYC Zen 4 the
+//! 512-bit kernels win the forward-shaped products but lose the weight gradient of the wide
+//! layers, whose operands gemm packs slowly in 512-bit lanes; on an Intel Sapphire Rapids they
 //! win all three (docs/RESULTS.md, "CPU kernel paths"). The rule below encodes those
-//! measurements; `UNET_CPU_KERNELS` overrides it for the whole process, and
-//! [`with_kernel_paths`] for the current thread (what the tests do to run every path).
+//! measurements rather than timing the products at start-up, so the same CPU always gets the
+//! same kernels and a run's numbers repeat to the last bit. `UNET_CPU_KERNELS` overrides it for
+//! the whole process, and [`with_kernel_paths`] for the current thread (what the tests do to run
+//! every path); `unet bench kernels` checks it on a new CPU.
 
 use std::cell::Cell;
 use std::fmt;
@@ -148,6 +150,13 @@ pub struct CpuInfo {
     pub vendor: String,
     /// The CPUID brand string ("AMD EPYC 9R14 ..."), or empty where the CPU has none.
     pub model: String,
+    /// The family, as `/proc/cpuinfo`'s "cpu family" gives it (25 for AMD Zen 3 and Zen 4, 6
+    /// for Intel's cores), or 0 off x86. Brand strings such as "AMD EPYC" alone do not tell
+    /// CPU generations apart; family and model number do.
+    pub family: u32,
+    /// The model number within the family, as `/proc/cpuinfo`'s "model" (Zen 3: 1, Zen 4: 17),
+    /// or 0 off x86.
+    pub model_number: u32,
     /// AVX2 and FMA both present.
     pub avx2_fma: bool,
     /// AVX-512F present (and enabled by the OS).
@@ -155,11 +164,14 @@ pub struct CpuInfo {
 }
 
 impl CpuInfo {
-    /// `{"vendor": ..., "model": ..., "avx2": ..., "avx512f": ...}`, for JSON lines.
+    /// `{"vendor": ..., "model": ..., "family": ..., "model_number": ..., "avx2_fma": ...,
+    /// "avx512f": ...}`, for JSON lines.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "vendor": self.vendor,
             "model": self.model,
+            "family": self.family,
+            "model_number": self.model_number,
             "avx2_fma": self.avx2_fma,
             "avx512f": self.avx512f,
         })
@@ -185,6 +197,17 @@ impl CpuInfo {
                 }
             }
         }
+        // Leaf 1's EAX: the base family and model, extended as the vendors' manuals say.
+        let signature = leaf(1).eax;
+        let base_family = (signature >> 8) & 0xf;
+        let family = match base_family {
+            0xf => base_family + ((signature >> 20) & 0xff),
+            _ => base_family,
+        };
+        let model_number = match base_family {
+            0x6 | 0xf => ((signature >> 12) & 0xf0) | ((signature >> 4) & 0xf),
+            _ => (signature >> 4) & 0xf,
+        };
         let text = |bytes: &[u8]| {
             String::from_utf8_lossy(bytes)
                 .trim_matches(|c: char| c == '\0' || c.is_whitespace())
@@ -193,6 +216,8 @@ impl CpuInfo {
         CpuInfo {
             vendor: text(&vendor),
             model: text(&model),
+            family,
+            model_number,
             avx2_fma: std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma"),
             avx512f: std::arch::is_x86_feature_detected!("avx512f"),
@@ -204,6 +229,8 @@ impl CpuInfo {
         CpuInfo {
             vendor: std::env::consts::ARCH.to_string(),
             model: String::new(),
+            family: 0,
+            model_number: 0,
             avx2_fma: false,
             avx512f: false,
         }
@@ -309,6 +336,35 @@ pub(crate) unsafe fn gemm_f32_on(
     rhs: *const f32,
     (rhs_cs, rhs_rs): (isize, isize),
 ) {
+    // gemm's public `gemm` first turns a row-major destination into a column-major one (the
+    // transposed product: its micro-kernels write columns), then dispatches to a per-family
+    // `gemm_basic`. Skipping that step on a row-major destination halves the speed of every
+    // convolution (docs/RESULTS.md), so it is done here as gemm does it. Negative strides are
+    // never passed: every caller addresses its operands forwards (asserted in debug builds).
+    debug_assert!(
+        [dst_cs, dst_rs, lhs_cs, lhs_rs, rhs_cs, rhs_rs]
+            .iter()
+            .all(|&s| s >= 0),
+        "gemm_f32_on takes non-negative strides"
+    );
+    let (m, n, (dst_cs, dst_rs), (lhs, lhs_cs, lhs_rs), (rhs, rhs_cs, rhs_rs)) =
+        match dst_cs < dst_rs {
+            // dst^T = rhs^T x lhs^T: the operands swap, and every matrix's strides with them.
+            true => (
+                n,
+                m,
+                (dst_rs, dst_cs),
+                (rhs, rhs_rs, rhs_cs),
+                (lhs, lhs_rs, lhs_cs),
+            ),
+            false => (
+                m,
+                n,
+                (dst_cs, dst_rs),
+                (lhs, lhs_cs, lhs_rs),
+                (rhs, rhs_cs, rhs_rs),
+            ),
+        };
     // gemm's own per-family entry points (`gemm_basic`) are private; this is what each expands
     // to, with the family's micro-kernel tables and lane count `N`.
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
@@ -412,6 +468,8 @@ mod tests {
         CpuInfo {
             vendor: "GenuineIntel".into(),
             model: "Intel(R) Xeon(R) Platinum 8488C".into(),
+            family: 6,
+            model_number: 143,
             avx2_fma: true,
             avx512f,
         }
@@ -427,11 +485,14 @@ mod tests {
             KernelPaths::rule_for(&intel(false)),
             KernelPaths::all(GemmPath::Avx2)
         );
-        let amd = CpuInfo {
+        let zen4 = CpuInfo {
             vendor: "AuthenticAMD".into(),
+            model: "AMD EPYC".into(),
+            family: 25,
+            model_number: 17,
             ..intel(true)
         };
-        let paths = KernelPaths::rule_for(&amd);
+        let paths = KernelPaths::rule_for(&zen4);
         assert_eq!(paths.forward, GemmPath::Avx512);
         assert_eq!(paths.input_grad, GemmPath::Avx512);
         assert_eq!(paths.weight_grad, GemmPath::Avx2);
@@ -483,6 +544,20 @@ mod tests {
         assert!(!cpu.vendor.is_empty());
         if cpu.avx512f {
             assert!(cpu.avx2_fma, "AVX-512F without AVX2 and FMA: {cpu:?}");
+        }
+        // The kernel's own reading of CPUID is the independent check of family and model.
+        if cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+            let proc = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
+            let field = |name: &str| {
+                proc.lines()
+                    .find_map(|l| {
+                        let (key, value) = l.split_once(':')?;
+                        (key.trim() == name).then(|| value.trim().parse::<u32>().ok())?
+                    })
+                    .unwrap_or_else(|| panic!("no {name:?} in /proc/cpuinfo"))
+            };
+            assert_eq!(cpu.family, field("cpu family"), "{cpu:?}");
+            assert_eq!(cpu.model_number, field("model"), "{cpu:?}");
         }
     }
 
