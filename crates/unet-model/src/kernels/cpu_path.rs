@@ -154,8 +154,8 @@ pub struct CpuInfo {
     /// for Intel's cores), or 0 off x86. Brand strings such as "AMD EPYC" alone do not tell
     /// CPU generations apart; family and model number do.
     pub family: u32,
-    /// The model number within the family, as `/proc/cpuinfo`'s "model" (Zen 3: 1, Zen 4: 17),
-    /// or 0 off x86.
+    /// The model number within the family, as `/proc/cpuinfo`'s "model" (the EPYCs measured:
+    /// Zen 3 1, Zen 4 17), or 0 off x86.
     pub model_number: u32,
     /// AVX2 and FMA both present.
     pub avx2_fma: bool,
@@ -338,9 +338,10 @@ pub(crate) unsafe fn gemm_f32_on(
 ) {
     // gemm's public `gemm` first turns a row-major destination into a column-major one (the
     // transposed product: its micro-kernels write columns), then dispatches to a per-family
-    // `gemm_basic`. Skipping that step on a row-major destination halves the speed of every
-    // convolution (docs/RESULTS.md), so it is done here as gemm does it. Negative strides are
-    // never passed: every caller addresses its operands forwards (asserted in debug builds).
+    // `gemm_basic`. Without that step a row-major destination, which every convolution tile is,
+    // runs in the slow orientation (docs/RESULTS.md: the bug this fixed), so it is done here as
+    // gemm does it. Negative strides are never passed: every caller addresses its operands
+    // forwards (asserted in debug builds).
     debug_assert!(
         [dst_cs, dst_rs, lhs_cs, lhs_rs, rhs_cs, rhs_rs]
             .iter()
