@@ -30,18 +30,35 @@ impl DeviceArg {
 /// kernels)` (the forward products' path: a prediction runs no other), or `a CUDA GPU`.
 pub fn describe(device: &Device) -> String {
     match device {
-        Device::Cpu => {
-            let cpu = cpu_path::cpu_info();
-            let model = match cpu.model.is_empty() {
-                true => &cpu.vendor,
-                false => &cpu.model,
-            };
-            format!(
-                "the CPU ({model}, {} kernels)",
-                cpu_path::kernel_paths().forward
-            )
-        }
+        Device::Cpu => format!(
+            "the CPU ({}, {} kernels)",
+            cpu_name(),
+            cpu_path::kernel_paths().forward
+        ),
         _ => "a CUDA GPU".to_string(),
+    }
+}
+
+/// What computes a training run on `device`: as [`describe`], with the paths of all three
+/// products (`the CPU (AMD EPYC, forward avx512, input gradient avx512, weight gradient avx2
+/// kernels)`, or one name where they agree).
+pub fn describe_training(device: &Device) -> String {
+    match device {
+        Device::Cpu => format!(
+            "the CPU ({}, {} kernels)",
+            cpu_name(),
+            cpu_path::kernel_paths()
+        ),
+        _ => "a CUDA GPU".to_string(),
+    }
+}
+
+/// The CPU's brand string, or its vendor where it has none.
+fn cpu_name() -> &'static str {
+    let cpu = cpu_path::cpu_info();
+    match cpu.model.is_empty() {
+        true => &cpu.vendor,
+        false => &cpu.model,
     }
 }
 

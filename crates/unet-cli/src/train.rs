@@ -268,7 +268,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    let mut bars = Bars::new(args.quiet, args.log_interval);
+    let mut bars = Bars::new(
+        args.quiet,
+        args.log_interval,
+        crate::device::describe_training(&control.device),
+    );
     let outcome = train(
         &cfg,
         &data.train_images,
@@ -308,11 +312,14 @@ struct Bars {
     epochs: Option<ProgressBar>,
     steps: Option<ProgressBar>,
     multi: indicatif::MultiProgress,
+    /// What the run computes on ([`crate::device::describe_training`]), for the start line.
+    computed_on: String,
 }
 
 impl Bars {
-    fn new(quiet: bool, log_interval: Option<usize>) -> Self {
+    fn new(quiet: bool, log_interval: Option<usize>, computed_on: String) -> Self {
         Bars {
+            computed_on,
             quiet,
             log_interval: log_interval.filter(|&n| n > 0),
             epochs: None,
@@ -341,13 +348,14 @@ impl Bars {
                 sections,
             } => {
                 let msg = format!(
-                    "{}: {} parameters, {} training / {} validation sections, {} steps per epoch, run {}",
+                    "{}: {} parameters, {} training / {} validation sections, {} steps per epoch, run {}, on {}",
                     config.recipe,
                     parameters,
                     sections.0,
                     sections.1,
                     steps_per_epoch,
-                    config.run_dir.display()
+                    config.run_dir.display(),
+                    self.computed_on
                 );
                 self.line(msg);
                 if !self.quiet {

@@ -80,6 +80,11 @@ fn quiet_training_prints_its_epochs_to_a_pipe_and_evaluates() {
         text.contains("2 training / 1 validation sections"),
         "{text}"
     );
+    // The start line names what the run computes on: the CPU and its kernels.
+    assert!(
+        text.contains(", on the CPU (") && text.contains(" kernels)"),
+        "{text}"
+    );
     assert!(text.contains("epoch   1  train loss"), "{text}");
     assert!(text.contains("done: 1 epochs"), "{text}");
     assert!(text.contains("calibrated on 2 training sections"), "{text}");
