@@ -29,37 +29,27 @@ impl DeviceArg {
 /// What computes a prediction on `device`, for summary lines: `the CPU (AMD EPYC 9R14, avx2
 /// kernels)` (the forward products' path: a prediction runs no other), or `a CUDA GPU`.
 pub fn describe(device: &Device) -> String {
-    match device {
-        Device::Cpu => format!(
-            "the CPU ({}, {} kernels)",
-            cpu_name(),
-            cpu_path::kernel_paths().forward
-        ),
-        _ => "a CUDA GPU".to_string(),
-    }
+    describe_with(device, cpu_path::kernel_paths().forward)
 }
 
 /// What computes a training run on `device`: as [`describe`], with the paths of all three
 /// products (`the CPU (AMD EPYC, forward avx512, input gradient avx512, weight gradient avx2
 /// kernels)`, or one name where they agree).
 pub fn describe_training(device: &Device) -> String {
-    match device {
-        Device::Cpu => format!(
-            "the CPU ({}, {} kernels)",
-            cpu_name(),
-            cpu_path::kernel_paths()
-        ),
-        _ => "a CUDA GPU".to_string(),
-    }
+    describe_with(device, cpu_path::kernel_paths())
 }
 
-/// The CPU's brand string, or its vendor where it has none.
-fn cpu_name() -> &'static str {
+/// `the CPU (<brand string, else vendor>, <paths> kernels)`, or `a CUDA GPU`.
+fn describe_with(device: &Device, paths: impl std::fmt::Display) -> String {
+    if !device.is_cpu() {
+        return "a CUDA GPU".to_string();
+    }
     let cpu = cpu_path::cpu_info();
-    match cpu.model.is_empty() {
+    let name = match cpu.model.is_empty() {
         true => &cpu.vendor,
         false => &cpu.model,
-    }
+    };
+    format!("the CPU ({name}, {paths} kernels)")
 }
 
 /// The CPU and the kernel paths its products run on (`{"cpu": ..., "cpu_kernels": ...}`), or
