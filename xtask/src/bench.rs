@@ -42,9 +42,10 @@ struct CaseResult {
     gflops: f64,
     torch_ms: Option<f64>,
     load: Option<f64>,
-    /// Where our side ran: `unet bench`'s `cpu` and `cpu_kernels` fields.
+    /// Where our side ran: `unet bench`'s `cpu`, `cpu_kernels` and `cpu_conv` fields.
     cpu: serde_json::Value,
     kernels: serde_json::Value,
+    conv: serde_json::Value,
 }
 
 /// PyTorch's name of a preset and of a mode in `torch_unet.py`.
@@ -181,16 +182,18 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
             load: ours["load_avg_1m"].as_f64(),
             cpu: ours["cpu"].clone(),
             kernels: ours["cpu_kernels"].clone(),
+            conv: ours["cpu_conv"].clone(),
         });
     }
     if let Some(first) = results.first() {
         println!(
-            "CPU: {} ({}, family {} model {}); kernel paths: {}\n",
+            "CPU: {} ({}, family {} model {}); kernel paths: {}; convolutions: {}\n",
             first.cpu["model"].as_str().unwrap_or("?"),
             first.cpu["vendor"].as_str().unwrap_or("?"),
             first.cpu["family"],
             first.cpu["model_number"],
-            first.kernels
+            first.kernels,
+            first.conv
         );
     }
     let text = table(&results);
@@ -204,7 +207,7 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
                         "preset": r.preset, "mode": r.mode, "unet_rs_ms": r.ours_ms,
                         "gflops": r.gflops, "pytorch_ms": r.torch_ms,
                         "ratio": r.torch_ms.map(|t| r.ours_ms / t), "load_avg_1m": r.load,
-                        "cpu": r.cpu, "cpu_kernels": r.kernels,
+                        "cpu": r.cpu, "cpu_kernels": r.kernels, "cpu_conv": r.conv,
                     })
                 })
                 .collect(),
@@ -248,6 +251,7 @@ mod tests {
             load: Some(1.5),
             cpu: serde_json::Value::Null,
             kernels: serde_json::Value::Null,
+            conv: serde_json::Value::Null,
         };
         let t = table(&[r(Some(600.0)), r(None)]);
         assert!(

@@ -28,8 +28,9 @@ enum BenchWhat {
     /// A forward pass in eval mode.
     Forward(BenchOpts),
     /// Each convolution product (forward, input gradient, weight gradient) of the `small`
-    /// net's levels on every SIMD path this CPU has, against the path the rule picks for it:
-    /// how to check the rule on a new CPU (`UNET_CPU_KERNELS` overrides it).
+    /// net's levels on every SIMD path this CPU has, each with im2col and with Winograd,
+    /// against what the rules pick: how to check them on a new CPU (`UNET_CPU_KERNELS` and
+    /// `UNET_CPU_CONV` override them).
     Kernels(KernelOpts),
 }
 
@@ -222,14 +223,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `unet bench kernels`: one JSON line with, per product, each path's milliseconds over the
+/// `unet bench kernels`: one JSON line with, per product, each variant's milliseconds over the
 /// `small` net's five levels (3x3 same convolutions, 16 to 256 channels, batch 1), the fastest
-/// path and the rule's, and the same per level: the narrow and the wide layers can prefer
-/// different paths.
+/// variant, the rule's and the time its choices take together, and the same per level: the
+/// narrow and the wide layers can prefer different ones. A variant is a SIMD path with im2col
+/// (`avx2`) or with Winograd (`avx2_winograd`).
 fn run_kernels(opts: &KernelOpts) -> Result<()> {
     use unet_model::kernels::cpu_path::{
         cpu_info, process_kernel_paths, with_kernel_paths, ConvProduct, GemmPath, KernelPaths,
     };
+    use unet_model::kernels::winograd::{conv_algorithm, with_conv_algorithm, ConvAlgorithm};
     use unet_model::kernels::{conv2d, conv2d_input_grad, conv2d_weight_grad};
 
     set_threads(opts.threads)?;
@@ -244,14 +247,16 @@ fn run_kernels(opts: &KernelOpts) -> Result<()> {
             let dy = Tensor::randn(0f32, 1.0, (1, c, side, side), &device)?;
             let w = (Tensor::randn(0f32, 1.0, (c, c, 3, 3), &device)? * (2.0 / (9 * c) as f64))?;
             let b = Tensor::zeros(c, DType::F32, &device)?;
-            Ok((x, dy, w, b))
+            Ok((c, x, dy, w, b))
         })
         .collect::<Result<Vec<_>>>()?;
     let run_level =
-        |product: ConvProduct, (x, dy, w, b): &(Tensor, Tensor, Tensor, Tensor)| match product {
-            ConvProduct::Forward => conv2d(x, w, b, 1),
-            ConvProduct::InputGrad => conv2d_input_grad(dy, w, 1),
-            ConvProduct::WeightGrad => conv2d_weight_grad(x, dy, 3, 1),
+        |product: ConvProduct, (_, x, dy, w, b): &(usize, Tensor, Tensor, Tensor, Tensor)| {
+            match product {
+                ConvProduct::Forward => conv2d(x, w, b, 1),
+                ConvProduct::InputGrad => conv2d_input_grad(dy, w, 1),
+                ConvProduct::WeightGrad => conv2d_weight_grad(x, dy, 3, 1),
+            }
         };
     // The scalar kernels are far slower and never chosen where a SIMD path exists.
     let simd: Vec<GemmPath> = [GemmPath::Avx2, GemmPath::Avx512]
@@ -263,19 +268,30 @@ fn run_kernels(opts: &KernelOpts) -> Result<()> {
     } else {
         simd
     };
+    let variant_name = |path: GemmPath, algorithm: ConvAlgorithm| match algorithm {
+        ConvAlgorithm::Im2col => path.name().to_string(),
+        ConvAlgorithm::Winograd => format!("{path}_{algorithm}"),
+    };
+    let variants: Vec<(GemmPath, ConvAlgorithm)> = paths
+        .iter()
+        .flat_map(|&p| ConvAlgorithm::ALL.map(|a| (p, a)))
+        .collect();
+    let names: Vec<String> = variants.iter().map(|&(p, a)| variant_name(p, a)).collect();
     let products = [
         ("forward", ConvProduct::Forward),
         ("input_grad", ConvProduct::InputGrad),
         ("weight_grad", ConvProduct::WeightGrad),
     ];
-    // best[product][level][path]: the fastest of the rounds, in ms.
-    let mut best = vec![vec![vec![f64::INFINITY; paths.len()]; levels.len()]; products.len()];
+    // best[product][level][variant]: the fastest of the rounds, in ms.
+    let mut best = vec![vec![vec![f64::INFINITY; variants.len()]; levels.len()]; products.len()];
     for round in 0..=opts.rounds {
         for (pi, &(_, product)) in products.iter().enumerate() {
             for (li, level) in levels.iter().enumerate() {
-                for (i, &path) in paths.iter().enumerate() {
+                for (i, &(path, algorithm)) in variants.iter().enumerate() {
                     let start = Instant::now();
-                    with_kernel_paths(KernelPaths::all(path), || run_level(product, level))?;
+                    with_kernel_paths(KernelPaths::all(path), || {
+                        with_conv_algorithm(Some(algorithm), || run_level(product, level))
+                    })?;
                     // Round 0 warms the caches and scratch buffers up and is not kept.
                     if round > 0 {
                         let ms = start.elapsed().as_secs_f64() * 1e3;
@@ -286,38 +302,48 @@ fn run_kernels(opts: &KernelOpts) -> Result<()> {
         }
     }
     let fastest = |times: &[f64]| {
-        paths
+        names
             .iter()
             .zip(times)
             .min_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(p, _)| p.name())
+            .map(|(name, _)| name.clone())
     };
     let chosen = process_kernel_paths();
     let mut results = serde_json::Map::new();
     for ((name, product), per_level) in products.iter().zip(&best) {
-        let totals: Vec<f64> = (0..paths.len())
+        let path = chosen.of(*product);
+        // The variant the rule (or a forced choice) takes at each level.
+        let picks: Vec<usize> = levels
+            .iter()
+            .map(|(c, ..)| {
+                let pick = (path, conv_algorithm(*product, *c, *c, 3));
+                variants.iter().position(|&v| v == pick).unwrap_or(0)
+            })
+            .collect();
+        let totals: Vec<f64> = (0..variants.len())
             .map(|i| per_level.iter().map(|t| t[i]).sum())
             .collect();
         let mut entry = serde_json::Map::new();
-        for (path, ms) in paths.iter().zip(&totals) {
-            entry.insert(format!("{path}_ms"), serde_json::json!(ms));
+        for (variant, ms) in names.iter().zip(&totals) {
+            entry.insert(format!("{variant}_ms"), serde_json::json!(ms));
         }
         entry.insert("fastest".into(), serde_json::json!(fastest(&totals)));
-        entry.insert(
-            "chosen".into(),
-            serde_json::json!(chosen.of(*product).name()),
-        );
+        entry.insert("chosen".into(), serde_json::json!(path.name()));
+        let chosen_ms: f64 = per_level.iter().zip(&picks).map(|(t, &i)| t[i]).sum();
+        entry.insert("chosen_ms".into(), serde_json::json!(chosen_ms));
         let levels: Vec<serde_json::Value> = per_level
             .iter()
             .zip(&levels)
-            .map(|(times, (x, ..))| {
+            .zip(&picks)
+            .map(|((times, (c, x, ..)), &pick)| {
                 let mut level = serde_json::Map::new();
-                level.insert("channels".into(), serde_json::json!(x.dim(1).unwrap_or(0)));
+                level.insert("channels".into(), serde_json::json!(c));
                 level.insert("side".into(), serde_json::json!(x.dim(2).unwrap_or(0)));
-                for (path, ms) in paths.iter().zip(times) {
-                    level.insert(format!("{path}_ms"), serde_json::json!(ms));
+                for (variant, ms) in names.iter().zip(times) {
+                    level.insert(format!("{variant}_ms"), serde_json::json!(ms));
                 }
                 level.insert("fastest".into(), serde_json::json!(fastest(times)));
+                level.insert("chosen".into(), serde_json::json!(names[pick]));
                 level.into()
             })
             .collect();
@@ -332,6 +358,7 @@ fn run_kernels(opts: &KernelOpts) -> Result<()> {
         "products": results,
         "cpu": cpu_info().to_json(),
         "rule": KernelPaths::rule_for(cpu_info()).to_json(),
+        "conv": unet_model::kernels::winograd::conv_choice_json(),
     });
     println!("{line}");
     Ok(())

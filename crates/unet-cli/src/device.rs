@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::ValueEnum;
-use unet_model::kernels::cpu_path;
+use unet_model::kernels::{cpu_path, winograd};
 
 /// The compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,7 +27,8 @@ impl DeviceArg {
 }
 
 /// What computes a prediction on `device`, for summary lines: `the CPU (AMD EPYC 9R14, avx2
-/// kernels)` (the forward products' path: a prediction runs no other), or `a CUDA GPU`.
+/// kernels, Winograd from 32 channels ...)` (the forward products' path: a prediction runs no
+/// other), or `a CUDA GPU`.
 pub fn describe(device: &Device) -> String {
     describe_with(device, cpu_path::kernel_paths().forward)
 }
@@ -39,7 +40,8 @@ pub fn describe_training(device: &Device) -> String {
     describe_with(device, cpu_path::kernel_paths())
 }
 
-/// `the CPU (<brand string, else vendor>, <paths> kernels)`, or `a CUDA GPU`.
+/// `the CPU (<brand string, else vendor>, <paths> kernels, <convolution algorithm>)`, or `a
+/// CUDA GPU`.
 fn describe_with(device: &Device, paths: impl std::fmt::Display) -> String {
     if !device.is_cpu() {
         return "a CUDA GPU".to_string();
@@ -49,17 +51,19 @@ fn describe_with(device: &Device, paths: impl std::fmt::Display) -> String {
         true => &cpu.vendor,
         false => &cpu.model,
     };
-    format!("the CPU ({name}, {paths} kernels)")
+    let conv = winograd::describe_conv_choice();
+    format!("the CPU ({name}, {paths} kernels, {conv})")
 }
 
-/// The CPU and the kernel paths its products run on (`{"cpu": ..., "cpu_kernels": ...}`), or
-/// nothing off the CPU: the fields JSON summaries merge in, so every figure says where it came
-/// from.
+/// The CPU, the kernel paths its products run on and the convolution algorithm (`{"cpu": ...,
+/// "cpu_kernels": ..., "cpu_conv": ...}`), or nothing off the CPU: the fields JSON summaries
+/// merge in, so every figure says where it came from.
 pub fn kernel_fields(device: &Device) -> serde_json::Map<String, serde_json::Value> {
     let mut fields = serde_json::Map::new();
     if device.is_cpu() {
         fields.insert("cpu".into(), cpu_path::cpu_info().to_json());
         fields.insert("cpu_kernels".into(), cpu_path::kernel_paths().to_json());
+        fields.insert("cpu_conv".into(), winograd::conv_choice_json());
     }
     fields
 }

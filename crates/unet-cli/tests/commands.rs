@@ -256,6 +256,9 @@ fn bench_prints_one_json_line_and_refuses_a_missing_gpu() {
     for product in ["forward", "input_grad", "weight_grad"] {
         assert!(line["cpu_kernels"][product].is_string(), "{line}");
     }
+    // ... and the convolution algorithm: the rule, with its thresholds.
+    assert_eq!(line["cpu_conv"]["algorithm"], "rule", "{line}");
+    assert!(line["cpu_conv"]["winograd_min_channels"]["weight_grad"].is_u64());
     // UNET_CPU_KERNELS forces one path; a value it cannot honour is a warning, not a failure.
     let run_with = |value: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_unet"))
@@ -276,6 +279,26 @@ fn bench_prints_one_json_line_and_refuses_a_missing_gpu() {
     );
     let fallback: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(fallback["cpu_kernels"], line["cpu_kernels"]);
+    // UNET_CPU_CONV likewise forces one convolution algorithm, or warns and keeps the rule.
+    let conv_with = |value: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_unet"))
+            .args(args)
+            .env("UNET_CPU_CONV", value)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = conv_with("im2col");
+    let forced: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(forced["cpu_conv"]["algorithm"], "im2col", "{forced}");
+    let out = conv_with("fft");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("UNET_CPU_CONV=\"fft\""),
+        "{err}"
+    );
+    let fallback: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fallback["cpu_conv"]["algorithm"], "rule", "{fallback}");
 
     // `bench kernels` times each product on every SIMD path this CPU has, next to the choice.
     let out = unet(
@@ -300,12 +323,23 @@ fn bench_prints_one_json_line_and_refuses_a_missing_gpu() {
             .collect();
         assert_eq!(shapes, [(16, 32), (32, 16), (64, 8), (128, 4), (256, 2)]);
         for level in levels {
-            let fastest = level["fastest"].as_str().unwrap();
-            assert!(
-                level[format!("{fastest}_ms")].as_f64().unwrap() > 0.0,
-                "{level}"
+            // Each level's fastest variant and the rule's (Winograd from 32 channels forward,
+            // 64 for the weight gradient) were both timed.
+            for key in ["fastest", "chosen"] {
+                let variant = level[key].as_str().unwrap();
+                assert!(
+                    level[format!("{variant}_ms")].as_f64().unwrap() > 0.0,
+                    "{level}"
+                );
+            }
+            let wide = level["channels"].as_u64().unwrap() >= 64;
+            let winograd = level["chosen"].as_str().unwrap().ends_with("_winograd");
+            assert_eq!(
+                winograd,
+                wide || product != "weight_grad" && level["channels"] == 32
             );
         }
+        assert!(entry["chosen_ms"].as_f64().unwrap() > 0.0, "{kernels}");
     }
 
     if cfg!(not(feature = "cuda")) {

@@ -81,10 +81,11 @@ fn predicts_a_stack_with_the_training_normalisation() {
     );
     let stderr = ok_stderr(&out);
     assert!(!stderr.contains("warning"), "{stderr}");
-    // The summary says what computed: the CPU and the kernel paths chosen for it.
+    // The summary says what computed: the CPU, the kernel paths chosen for it and the
+    // convolution algorithm.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(" on the CPU (") && stdout.contains(" kernels)"),
+        stdout.contains(" on the CPU (") && stdout.contains(" kernels, Winograd from 32 channels"),
         "{stdout}"
     );
     let prob = f32_stack(&dir.path().join("p.tif"));

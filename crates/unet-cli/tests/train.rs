@@ -80,9 +80,9 @@ fn quiet_training_prints_its_epochs_to_a_pipe_and_evaluates() {
         text.contains("2 training / 1 validation sections"),
         "{text}"
     );
-    // The start line names what the run computes on: the CPU and its kernels.
+    // The start line names what the run computes on: the CPU, its kernels and convolutions.
     assert!(
-        text.contains(", on the CPU (") && text.contains(" kernels)"),
+        text.contains(", on the CPU (") && text.contains(" kernels, Winograd from 32 channels"),
         "{text}"
     );
     assert!(text.contains("epoch   1  train loss"), "{text}");

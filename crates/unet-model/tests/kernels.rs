@@ -4,6 +4,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 use unet_model::kernels::cpu_path::{with_kernel_paths, GemmPath, KernelPaths};
+use unet_model::kernels::winograd::{with_conv_algorithm, ConvAlgorithm};
 use unet_model::kernels::with_fast_ops;
 use unet_model::{Loss, Padding, UNet, UNetConfig, Upsampling};
 
@@ -65,19 +66,25 @@ fn step(cfg: &UNetConfig, fast: bool, x: &Tensor, targets: &Tensor, w: &Tensor) 
     })
 }
 
-/// The fast kernels' train step against the stock ops', on every gemm path this CPU has.
+/// The fast kernels' train step against the stock ops', on every gemm path this CPU has, with
+/// each convolution algorithm forced (the tiny nets are below Winograd's channel rule).
 fn check(cfg: UNetConfig, batch: usize, size: usize) {
     for path in GemmPath::ALL {
-        match path.available() {
-            true => with_kernel_paths(KernelPaths::all(path), || {
-                check_on_path(&cfg, batch, size, path)
-            }),
-            false => eprintln!("skipped the {path} path: this CPU lacks it"),
+        if !path.available() {
+            eprintln!("skipped the {path} path: this CPU lacks it");
+            continue;
+        }
+        for algorithm in ConvAlgorithm::ALL {
+            with_kernel_paths(KernelPaths::all(path), || {
+                with_conv_algorithm(Some(algorithm), || {
+                    check_on_path(&cfg, batch, size, &format!("{path}, {algorithm}"))
+                })
+            })
         }
     }
 }
 
-fn check_on_path(cfg: &UNetConfig, batch: usize, size: usize, path: GemmPath) {
+fn check_on_path(cfg: &UNetConfig, batch: usize, size: usize, path: &str) {
     let (x, targets, w) = inputs(cfg, batch, size, 1);
     let fast = step(cfg, true, &x, &targets, &w);
     let stock = step(cfg, false, &x, &targets, &w);

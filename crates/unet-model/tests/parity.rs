@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use unet_model::kernels::cpu_path::{with_kernel_paths, GemmPath, KernelPaths};
+use unet_model::kernels::winograd::{with_conv_algorithm, ConvAlgorithm};
 use unet_model::{parameter_count, UNet, UNetConfig};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -29,13 +30,19 @@ fn cases() -> serde_json::Map<String, serde_json::Value> {
     serde_json::from_str(&text).unwrap()
 }
 
-/// On every gemm path this CPU has (each forced once; the others say they were skipped).
+/// On every gemm path this CPU has and with each convolution algorithm (each forced once; the
+/// paths the CPU lacks say they were skipped).
 #[test]
 fn forward_matches_pytorch_in_eval_and_train_mode() {
     for path in GemmPath::ALL {
-        match path.available() {
-            true => with_kernel_paths(KernelPaths::all(path), forward_matches_pytorch),
-            false => eprintln!("skipped the {path} path: this CPU lacks it"),
+        if !path.available() {
+            eprintln!("skipped the {path} path: this CPU lacks it");
+            continue;
+        }
+        for algorithm in ConvAlgorithm::ALL {
+            with_kernel_paths(KernelPaths::all(path), || {
+                with_conv_algorithm(Some(algorithm), forward_matches_pytorch)
+            });
         }
     }
 }

@@ -10,6 +10,7 @@ use candle_core::Device;
 use unet_augment::Preset as AugmentPreset;
 use unet_data::{ChannelStack, LabelClasses, Stack, IGNORED};
 use unet_model::kernels::cpu_path::{cpu_info, with_kernel_paths, GemmPath, KernelPaths};
+use unet_model::kernels::winograd::{with_conv_algorithm, ConvAlgorithm};
 use unet_model::{load_checkpoint, read_checkpoint_meta, Loss, Precision, UNet, UNetConfig};
 use unet_train::calibrate::{apply_calibration, calibrate_checkpoint, logit_margins, Calibration};
 use unet_train::tensorboard::read_scalars;
@@ -848,7 +849,7 @@ fn loss_bits(run: &Path) -> Vec<(u64, u64, u64)> {
 /// The binary recipe through the class-label code: the losses of `tiny` on `sections()`, to the
 /// last bit, as the code before class labels gave them (recorded with it at 42b4217's
 /// successor 8fd76b2: train loss, validation loss, validation mean IoU of 2 epochs), on the
-/// AVX2 gemm kernels they were recorded with.
+/// AVX2 gemm kernels and the im2col convolutions they were recorded with.
 #[test]
 fn binary_labels_train_to_the_same_losses_as_before_class_labels() {
     if !GemmPath::Avx2.available() {
@@ -859,30 +860,46 @@ fn binary_labels_train_to_the_same_losses_as_before_class_labels() {
     let run = dir.path().join("runs/golden");
     let (images, labels) = sections();
     with_kernel_paths(KernelPaths::all(GemmPath::Avx2), || {
-        train_quietly(&tiny(&run, 2), &images, &labels)
+        with_conv_algorithm(Some(ConvAlgorithm::Im2col), || {
+            train_quietly(&tiny(&run, 2), &images, &labels)
+        })
     });
     assert_eq!(loss_bits(&run), GOLDEN_BITS);
 }
 
-/// Every gemm path this CPU has (each forced once), and the rule's choice where it mixes paths,
-/// train `tiny` to the golden losses within float tolerance: each path sums in its own order, so
+/// Every gemm path this CPU has (each forced once), the rule's choice where it mixes paths, and
+/// Winograd convolutions (forced on the rule's paths: `tiny` is below Winograd's channel rule)
+/// train `tiny` to the golden losses within float tolerance: each sums in its own order, so
 /// only the bits differ.
 #[test]
 fn every_cpu_kernel_path_trains_to_the_golden_losses() {
     let dir = tempfile::tempdir().unwrap();
     let (images, labels) = sections();
     let rule = KernelPaths::rule_for(cpu_info());
-    let mut runs: Vec<(String, KernelPaths)> = GemmPath::ALL
+    let mut runs: Vec<(String, KernelPaths, Option<ConvAlgorithm>)> = GemmPath::ALL
         .into_iter()
         .filter(|path| path.available())
-        .map(|path| (path.to_string(), KernelPaths::all(path)))
+        .map(|path| (path.to_string(), KernelPaths::all(path), None))
         .collect();
-    if !runs.iter().any(|(_, paths)| *paths == rule) {
-        runs.push((format!("rule ({rule})"), rule));
+    if !runs.iter().any(|(_, paths, _)| *paths == rule) {
+        runs.push((format!("rule ({rule})"), rule, None));
     }
-    for (name, paths) in runs {
-        let run = dir.path().join("runs").join(name.replace(' ', "_"));
-        with_kernel_paths(paths, || train_quietly(&tiny(&run, 2), &images, &labels));
+    runs.push((
+        format!("rule ({rule}), winograd"),
+        rule,
+        Some(ConvAlgorithm::Winograd),
+    ));
+    for (name, paths, algorithm) in runs {
+        let run = dir.path().join("runs").join(name.replace([' ', ','], "_"));
+        with_kernel_paths(paths, || {
+            with_conv_algorithm(algorithm, || {
+                train_quietly(&tiny(&run, 2), &images, &labels)
+            })
+        });
+        if algorithm == Some(ConvAlgorithm::Winograd) {
+            // The forced algorithm reached the kernels: its rounding is not im2col's.
+            assert_ne!(loss_bits(&run), GOLDEN_BITS, "{name}");
+        }
         for (epoch, (got, want)) in loss_bits(&run).iter().zip(&GOLDEN_BITS).enumerate() {
             // Losses within 0.1%; the IoU of thresholded maps moves more (a few pixels flip).
             let checks = [

@@ -3,7 +3,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_path::{kernel_paths, GemmPath};
+use super::cpu_path::{kernel_paths, ConvProduct};
+use super::winograd::{conv_algorithm, winograd_forward, winograd_weight_grad, ConvAlgorithm};
 use super::{
     accumulate_over, contiguous_f32, fast_ops_enabled, fast_path_for, lane_sum, sgemm,
     with_outer_scratch, with_scratch, written_by, SharedMut,
@@ -17,15 +18,15 @@ const TILE_COLS: usize = 512;
 /// output `[n, o, ho, wo]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    k: usize,
-    pad: usize,
-    ho: usize,
-    wo: usize,
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) o: usize,
+    pub(super) k: usize,
+    pub(super) pad: usize,
+    pub(super) ho: usize,
+    pub(super) wo: usize,
 }
 
 impl Geom {
@@ -162,17 +163,22 @@ fn with_col_tile<R>(x: &[f32], g: &Geom, tile: Tile, f: impl FnOnce(*const f32, 
 
 /// `y = conv(x, weight) + bias`, `y` as `[n, o, ho, wo]`.
 pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
-    conv_product(x, weight, bias, g, kernel_paths().forward)
+    conv_product(x, weight, bias, g, ConvProduct::Forward)
 }
 
-/// [`conv_forward`] on the given gemm path (the input gradient is the same correlation).
+/// [`conv_forward`] as `product` (the input gradient is the same correlation), on that
+/// product's gemm path and algorithm.
 fn conv_product(
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
     g: &Geom,
-    path: GemmPath,
+    product: ConvProduct,
 ) -> Vec<f32> {
+    let path = kernel_paths().of(product);
+    if conv_algorithm(product, g.c, g.o, g.k) == ConvAlgorithm::Winograd {
+        return winograd_forward(x, weight, bias, g, path);
+    }
     let cols = g.cols();
     let fill = |out: SharedMut| {
         tiles(g, rayon::current_num_threads())
@@ -236,7 +242,7 @@ pub(crate) fn conv_input_grad(dy: &[f32], weight: &[f32], g: &Geom) -> Vec<f32> 
         ho: g.h,
         wo: g.w,
     };
-    conv_product(dy, &flipped, None, &back, kernel_paths().input_grad)
+    conv_product(dy, &flipped, None, &back, ConvProduct::InputGrad)
 }
 
 /// The weight gradient `[o, c, k, k]`: `dY [o, pixels] x col^T [pixels, c*k*k]`, each thread
@@ -247,10 +253,13 @@ pub(crate) fn conv_input_grad(dy: &[f32], weight: &[f32], g: &Geom) -> Vec<f32> 
 /// therefore transposed to `[pixels, o]` first and the product accumulated as `dW^T`: the
 /// same sums in the same order, faster there and slower for 128+ channels (docs/RESULTS.md).
 pub(crate) fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
+    let path = kernel_paths().weight_grad;
+    if conv_algorithm(ConvProduct::WeightGrad, g.c, g.o, g.k) == ConvAlgorithm::Winograd {
+        return winograd_weight_grad(x, dy, g, path);
+    }
     let (cols, rows) = (g.cols(), g.rows());
     let tiles = tiles(g, rayon::current_num_threads());
     let transposed = g.o <= 64 && rows >= 16;
-    let path = kernel_paths().weight_grad;
     let acc = accumulate_over(&tiles, g.o * rows, |acc, tile| {
         let lhs = &dy[(tile.img * g.o) * cols + tile.start..];
         if !transposed {

@@ -8,6 +8,8 @@
 //! - [`conv2d`]: stride-1 square-kernel convolution with bias (3x3 valid or same, 1x1), forward;
 //!   its input gradient is the same tiled correlation of the output gradient with the flipped,
 //!   transposed kernel, its weight gradient a tiled `dY x col^T` accumulated per thread.
+//!   The 3x3 convolutions of wide layers form the same three products by Winograd F(2x2, 3x3)
+//!   instead ([`winograd`]), 2.25 times fewer multiply-adds on the same gemm calls.
 //! - [`upconv2x2`]: the 2x2 stride-2 up-convolution, one GEMM and a scatter per tile of input
 //!   rows, and the gather and two GEMMs back.
 //!
@@ -30,6 +32,7 @@ pub mod cudnn;
 mod norm;
 mod pool;
 mod upconv;
+pub mod winograd;
 
 use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
