@@ -6,8 +6,8 @@ use rayon::prelude::*;
 use super::cpu_path::{kernel_paths, ConvProduct};
 use super::winograd::{conv_algorithm, winograd_forward, winograd_weight_grad, ConvAlgorithm};
 use super::{
-    accumulate_over, contiguous_f32, fast_ops_enabled, fast_path_for, lane_sum, sgemm,
-    with_outer_scratch, with_scratch, written_by, SharedMut,
+    accumulate_over, contiguous_f32, fast_ops_enabled, fast_path_for, image_runs, lane_sum, sgemm,
+    with_outer_scratch, with_scratch, written_by, ImageRun, SharedMut,
 };
 
 /// Output pixels per im2col tile: 576 x 512 floats (a 64-channel 3x3 tile) is ~1.2 MB, about
@@ -77,34 +77,12 @@ impl Geom {
 }
 
 /// A run of output pixels `start..start + len` of image `img`.
-#[derive(Debug, Clone, Copy)]
-struct Tile {
-    img: usize,
-    start: usize,
-    len: usize,
-}
+type Tile = ImageRun;
 
 /// Cuts every image's output pixels into tiles of at most [`TILE_COLS`], and into at least
 /// enough tiles overall that every thread has work.
 fn tiles(g: &Geom, threads: usize) -> Vec<Tile> {
-    let cols = g.cols();
-    if cols == 0 || g.n == 0 {
-        return Vec::new();
-    }
-    let per_image = cols
-        .div_ceil(TILE_COLS)
-        .max(threads.div_ceil(g.n))
-        .min(cols);
-    let len = cols.div_ceil(per_image);
-    (0..g.n)
-        .flat_map(|img| {
-            (0..cols).step_by(len).map(move |start| Tile {
-                img,
-                start,
-                len: len.min(cols - start),
-            })
-        })
-        .collect()
+    image_runs(g.n, g.cols(), TILE_COLS, threads)
 }
 
 /// Writes the im2col tile `[c*k*k, tile.len]` (row-major) of image `x_img` into `col`, with

@@ -296,12 +296,6 @@ pub fn kernel_paths() -> KernelPaths {
 /// choice afterwards (how the tests run every path). A path the CPU lacks is replaced by the
 /// rule's choice for that product, so forcing one never executes an unsupported instruction.
 pub fn with_kernel_paths<R>(paths: KernelPaths, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<KernelPaths>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            THREAD_PATHS.with(|c| c.set(self.0));
-        }
-    }
     let rule = KernelPaths::rule_for(cpu_info());
     let pick = |path: GemmPath, product| match path.available() {
         true => path,
@@ -312,8 +306,7 @@ pub fn with_kernel_paths<R>(paths: KernelPaths, f: impl FnOnce() -> R) -> R {
         input_grad: pick(paths.input_grad, ConvProduct::InputGrad),
         weight_grad: pick(paths.weight_grad, ConvProduct::WeightGrad),
     };
-    let _restore = Restore(THREAD_PATHS.with(|c| c.replace(Some(paths))));
-    f()
+    super::with_thread_value(&THREAD_PATHS, Some(paths), f)
 }
 
 /// One single-threaded f32 product `dst = alpha * dst + lhs x rhs` (`alpha` 0 or 1 as

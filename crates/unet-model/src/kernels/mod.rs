@@ -89,14 +89,7 @@ pub fn set_fast_ops(enabled: bool) {
 /// choice afterwards. The choice is made when an op is built (in the forward pass); its backward
 /// pass follows whatever the forward chose.
 pub fn with_fast_ops<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<bool>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            THREAD_OVERRIDE.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(THREAD_OVERRIDE.with(|c| c.replace(Some(enabled))));
-    f()
+    with_thread_value(&THREAD_OVERRIDE, Some(enabled), f)
 }
 
 /// Whether `t` can go through a fast kernel: an f32 tensor on the CPU, with fast ops enabled.
@@ -118,6 +111,54 @@ impl SharedMut {
     fn ptr(self) -> *mut f32 {
         self.0
     }
+}
+
+/// Items `start..start + len` of image `img` (output pixels, or 2x2 output tiles): one Rayon
+/// task's share of a convolution.
+#[derive(Debug, Clone, Copy)]
+struct ImageRun {
+    img: usize,
+    start: usize,
+    len: usize,
+}
+
+/// Cuts each of `n` images' `per_image` items into runs of at most `most`, and into at least
+/// enough runs overall that every one of `threads` has work.
+fn image_runs(n: usize, per_image: usize, most: usize, threads: usize) -> Vec<ImageRun> {
+    if per_image == 0 || n == 0 {
+        return Vec::new();
+    }
+    let count = per_image
+        .div_ceil(most.max(1))
+        .max(threads.div_ceil(n))
+        .min(per_image);
+    let len = per_image.div_ceil(count);
+    (0..n)
+        .flat_map(|img| {
+            (0..per_image).step_by(len).map(move |start| ImageRun {
+                img,
+                start,
+                len: len.min(per_image - start),
+            })
+        })
+        .collect()
+}
+
+/// Runs `f` with the thread-local `key` set to `value`, restoring the previous value afterwards
+/// (also when `f` panics): the per-thread overrides of the kernels' choices.
+fn with_thread_value<T: Copy + 'static, R>(
+    key: &'static std::thread::LocalKey<Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            self.0.with(|c| c.set(self.1));
+        }
+    }
+    let _restore = Restore(key, key.with(|c| c.replace(value)));
+    f()
 }
 
 /// A vector of `len` floats initialised by `fill` through the raw pointer it is given, without

@@ -22,7 +22,10 @@ use rayon::prelude::*;
 
 use super::conv::Geom;
 use super::cpu_path::{ConvProduct, GemmPath};
-use super::{accumulate_over, sgemm, with_outer_scratch, with_scratch, written_by, SharedMut};
+use super::{
+    accumulate_over, image_runs, sgemm, with_outer_scratch, with_scratch, written_by, ImageRun,
+    SharedMut,
+};
 
 /// Positions ξ of a 4x4 transformed tile: one matrix product each.
 const POSITIONS: usize = 16;
@@ -141,14 +144,7 @@ pub fn conv_algorithm(product: ConvProduct, c: usize, o: usize, k: usize) -> Con
 /// Runs `f` with `forced` (`None`: the rule) for the convolutions called from the current
 /// thread, restoring the previous choice afterwards (how the tests run both algorithms).
 pub fn with_conv_algorithm<R>(forced: Forced, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Forced>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            THREAD_FORCED.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(THREAD_FORCED.with(|c| c.replace(Some(forced))));
-    f()
+    super::with_thread_value(&THREAD_FORCED, Some(forced), f)
 }
 
 /// The choice in force for this thread's convolutions: forced (by [`with_conv_algorithm`] or
@@ -223,35 +219,13 @@ impl TileGrid {
 }
 
 /// Tiles `start..start + len` of image `img`.
-#[derive(Debug, Clone, Copy)]
-struct Block {
-    img: usize,
-    start: usize,
-    len: usize,
-}
+type Block = ImageRun;
 
 /// Cuts every image's tiles into blocks of about [`BLOCK_FLOATS`] / `channels` tiles, and into
 /// at least enough blocks overall that every thread has work.
 fn blocks(g: &Geom, grid: TileGrid, channels: usize, threads: usize) -> Vec<Block> {
-    let per_image = grid.len();
-    if per_image == 0 || g.n == 0 {
-        return Vec::new();
-    }
-    let target = (BLOCK_FLOATS / channels.max(1)).clamp(16, 1024);
-    let count = per_image
-        .div_ceil(target)
-        .max(threads.div_ceil(g.n))
-        .min(per_image);
-    let len = per_image.div_ceil(count);
-    (0..g.n)
-        .flat_map(|img| {
-            (0..per_image).step_by(len).map(move |start| Block {
-                img,
-                start,
-                len: len.min(per_image - start),
-            })
-        })
-        .collect()
+    let most = (BLOCK_FLOATS / channels.max(1)).clamp(16, 1024);
+    image_runs(g.n, grid.len(), most, threads)
 }
 
 /// `U = G g G^T` of every `[o, c]` kernel, as `[o, 16, c]`: position ξ's matrix `[o, c]` starts
@@ -314,13 +288,34 @@ impl RunRows {
     }
 }
 
-/// `V = B^T d B` of the block's tiles of one input channel `plane` (`h x w`): position ξ's
-/// values for the block's tiles go to `dst[ξ * position_stride..][..block.len]`.
-fn input_transform(
+/// The two tile transforms of the data: one channel's tiles to their 16 positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TileTransform {
+    /// `V = B^T d B` of the input's 4x4 tiles (stride 2, from `pad` before the output).
+    Input,
+    /// `A dY A^T` of the output gradient's 2x2 tiles (zero past the output).
+    Gradient,
+}
+
+impl TileTransform {
+    /// Pixels of one channel of what it transforms.
+    fn plane(self, g: &Geom) -> usize {
+        match self {
+            TileTransform::Input => g.h * g.w,
+            TileTransform::Gradient => g.ho * g.wo,
+        }
+    }
+}
+
+/// `kind` of the block's tiles of one channel `plane` (the input's `h x w`, or the output
+/// gradient's `ho x wo`): position ξ's values go to `dst[ξ * position_stride..][..block.len]`.
+/// Both are separable, so each runs as row combinations along a whole run of tiles, then the
+/// same combinations along each tile's columns.
+fn transform_tiles(
+    kind: TileTransform,
     plane: &[f32],
     g: &Geom,
-    grid: TileGrid,
-    block: Block,
+    (grid, block): (TileGrid, Block),
     (dst, position_stride): (&mut [f32], usize),
     scratch: &mut RunRows,
 ) {
@@ -330,81 +325,49 @@ fn input_transform(
         combos,
     } = scratch;
     let width = *width;
+    let input = kind == TileTransform::Input;
+    // Source rows per tile, the first one's offset from the output, and the plane's size.
+    let (tile, shift, dims) = match input {
+        true => (4, g.pad as isize, (g.h, g.w)),
+        false => (2, 0, (g.ho, g.wo)),
+    };
     grid.runs(block, |row, col, run, offset| {
-        let span = 2 * run + 2;
-        let y0 = (2 * row) as isize - g.pad as isize;
-        let x0 = (2 * col) as isize - g.pad as isize;
-        for (r, dst) in rows.chunks_exact_mut(width).enumerate() {
-            padded_row(plane, (g.h, g.w), y0 + r as isize, x0, &mut dst[..span]);
+        let span = 2 * run + tile - 2;
+        let (y0, x0) = ((2 * row) as isize - shift, (2 * col) as isize - shift);
+        for (r, dst) in rows.chunks_exact_mut(width).take(tile).enumerate() {
+            padded_row(plane, dims, y0 + r as isize, x0, &mut dst[..span]);
         }
-        // B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3, along the whole run at once.
+        // (The gradient's rows 2 and 3 are stale and unread.)
         let d = |r: usize| &rows[r * width..][..span];
         let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
         for (a, combo) in combos.chunks_exact_mut(width).enumerate() {
             let combo = &mut combo[..span];
-            match a {
-                0 => (0..span).for_each(|x| combo[x] = d0[x] - d2[x]),
-                1 => (0..span).for_each(|x| combo[x] = d1[x] + d2[x]),
-                2 => (0..span).for_each(|x| combo[x] = d2[x] - d1[x]),
-                _ => (0..span).for_each(|x| combo[x] = d1[x] - d3[x]),
+            match (input, a) {
+                // B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3.
+                (true, 0) => (0..span).for_each(|x| combo[x] = d0[x] - d2[x]),
+                (true, 1) => (0..span).for_each(|x| combo[x] = d1[x] + d2[x]),
+                (true, 2) => (0..span).for_each(|x| combo[x] = d2[x] - d1[x]),
+                (true, _) => (0..span).for_each(|x| combo[x] = d1[x] - d3[x]),
+                // A d: rows d0, d0 + d1, d0 - d1, -d1.
+                (false, 0) => combo.copy_from_slice(d0),
+                (false, 1) => (0..span).for_each(|x| combo[x] = d0[x] + d1[x]),
+                (false, 2) => (0..span).for_each(|x| combo[x] = d0[x] - d1[x]),
+                (false, _) => (0..span).for_each(|x| combo[x] = -d1[x]),
             }
         }
-        // (B^T d) B: the same combinations along each tile's four columns.
+        // The same combinations along each tile's columns, from its first at 2j.
         for xi in 0..POSITIONS {
             let t = &combos[(xi / 4) * width..][..span];
             let out = &mut dst[xi * position_stride + offset..][..run];
-            match xi % 4 {
-                0 => (0..run).for_each(|j| out[j] = t[2 * j] - t[2 * j + 2]),
-                1 => (0..run).for_each(|j| out[j] = t[2 * j + 1] + t[2 * j + 2]),
-                2 => (0..run).for_each(|j| out[j] = t[2 * j + 2] - t[2 * j + 1]),
-                _ => (0..run).for_each(|j| out[j] = t[2 * j + 1] - t[2 * j + 3]),
-            }
-        }
-    });
-}
-
-/// `A dY A^T` of the block's 2x2 tiles of one output-gradient channel `plane` (`ho x wo`, zero
-/// past it): position ξ's values go to `dst[ξ * position_stride..][..block.len]`.
-fn gradient_transform(
-    plane: &[f32],
-    g: &Geom,
-    grid: TileGrid,
-    block: Block,
-    (dst, position_stride): (&mut [f32], usize),
-    scratch: &mut RunRows,
-) {
-    let RunRows {
-        width,
-        rows,
-        combos,
-    } = scratch;
-    let width = *width;
-    grid.runs(block, |row, col, run, offset| {
-        let span = 2 * run;
-        for (r, dst) in rows.chunks_exact_mut(width).take(2).enumerate() {
-            let y = (2 * row + r) as isize;
-            padded_row(plane, (g.ho, g.wo), y, (2 * col) as isize, &mut dst[..span]);
-        }
-        // A d: rows d0, d0 + d1, d0 - d1, -d1.
-        let (d0, d1) = (&rows[..span], &rows[width..width + span]);
-        for (a, combo) in combos.chunks_exact_mut(width).enumerate() {
-            let combo = &mut combo[..span];
-            match a {
-                0 => combo.copy_from_slice(d0),
-                1 => (0..span).for_each(|x| combo[x] = d0[x] + d1[x]),
-                2 => (0..span).for_each(|x| combo[x] = d0[x] - d1[x]),
-                _ => (0..span).for_each(|x| combo[x] = -d1[x]),
-            }
-        }
-        // (A d) A^T: along each tile's two columns p, q: p, p + q, p - q, -q.
-        for xi in 0..POSITIONS {
-            let t = &combos[(xi / 4) * width..][..span];
-            let out = &mut dst[xi * position_stride + offset..][..run];
-            match xi % 4 {
-                0 => (0..run).for_each(|j| out[j] = t[2 * j]),
-                1 => (0..run).for_each(|j| out[j] = t[2 * j] + t[2 * j + 1]),
-                2 => (0..run).for_each(|j| out[j] = t[2 * j] - t[2 * j + 1]),
-                _ => (0..run).for_each(|j| out[j] = -t[2 * j + 1]),
+            match (input, xi % 4) {
+                (true, 0) => (0..run).for_each(|j| out[j] = t[2 * j] - t[2 * j + 2]),
+                (true, 1) => (0..run).for_each(|j| out[j] = t[2 * j + 1] + t[2 * j + 2]),
+                (true, 2) => (0..run).for_each(|j| out[j] = t[2 * j + 2] - t[2 * j + 1]),
+                (true, _) => (0..run).for_each(|j| out[j] = t[2 * j + 1] - t[2 * j + 3]),
+                (false, 0) => (0..run).for_each(|j| out[j] = t[2 * j]),
+                (false, 1) => (0..run).for_each(|j| out[j] = t[2 * j] + t[2 * j + 1]),
+                (false, 2) => (0..run).for_each(|j| out[j] = t[2 * j] - t[2 * j + 1]),
+                (false, _) => (0..run).for_each(|j| out[j] = -t[2 * j + 1]),
             }
         }
     });
@@ -433,7 +396,14 @@ pub(crate) fn winograd_forward(
                     let mut scratch = RunRows::new(grid);
                     for (ci, plane) in x_img.chunks_exact(g.h * g.w).enumerate() {
                         let dst = (&mut v[ci * len..], c * len);
-                        input_transform(plane, g, grid, block, dst, &mut scratch);
+                        transform_tiles(
+                            TileTransform::Input,
+                            plane,
+                            g,
+                            (grid, block),
+                            dst,
+                            &mut scratch,
+                        );
                     }
                     for xi in 0..POSITIONS {
                         // SAFETY: m[xi] is [o, len], u[xi] [o, c], v[xi] [c, len], all
@@ -570,6 +540,32 @@ fn gradient_product(
 /// [`GRADIENT_BLOCK_FLOATS`] transformed values: a block's transforms run in parallel over
 /// channels, then its 16 products in parallel over positions, each adding to its own `dU[ξ]`.
 pub(crate) fn winograd_weight_grad(x: &[f32], dy: &[f32], g: &Geom, path: GemmPath) -> Vec<f32> {
+    let sums = match POSITIONS * g.o * g.c <= PRIVATE_SUMS_FLOATS {
+        true => GradientSums::PerThread,
+        false => GradientSums::Shared {
+            most: (GRADIENT_BLOCK_FLOATS / (POSITIONS * (g.c + g.o))).max(1),
+        },
+    };
+    weight_grad_summed(x, dy, g, path, sums)
+}
+
+/// How [`winograd_weight_grad`] sums over the tiles.
+#[derive(Debug, Clone, Copy)]
+enum GradientSums {
+    /// Each thread its own blocks into its own `dU`.
+    PerThread,
+    /// Blocks of at most `most` tiles, each block's products in parallel over positions.
+    Shared { most: usize },
+}
+
+/// [`winograd_weight_grad`], summed as `sums` says.
+fn weight_grad_summed(
+    x: &[f32],
+    dy: &[f32],
+    g: &Geom,
+    path: GemmPath,
+    sums: GradientSums,
+) -> Vec<f32> {
     debug_assert_eq!(g.k, 3, "Winograd F(2x2, 3x3) is for 3x3 kernels");
     let grid = TileGrid::of(g);
     let (c, o, ho, wo) = (g.c, g.o, g.ho, g.wo);
@@ -579,36 +575,8 @@ pub(crate) fn winograd_weight_grad(x: &[f32], dy: &[f32], g: &Geom, path: GemmPa
             &dy[img * o * ho * wo..][..o * ho * wo],
         )
     };
-    let du = if POSITIONS * o * c <= PRIVATE_SUMS_FLOATS {
-        let blocks = blocks(g, grid, c.max(o), rayon::current_num_threads());
-        accumulate_over(&blocks, POSITIONS * o * c, |du, block| {
-            let len = block.len;
-            let (x_img, dy_img) = image(block.img);
-            let mut scratch = RunRows::new(grid);
-            with_outer_scratch(o * POSITIONS * len, |dm| {
-                with_scratch(c * POSITIONS * len, |v| {
-                    let (v_planes, dm_planes) = (
-                        Planes::position_major(c, len),
-                        Planes::position_major(o, len),
-                    );
-                    for (ci, plane) in x_img.chunks_exact(g.h * g.w).enumerate() {
-                        let dst = (&mut v[ci * len..], v_planes.position);
-                        input_transform(plane, g, grid, block, dst, &mut scratch);
-                    }
-                    for (oi, plane) in dy_img.chunks_exact(ho * wo).enumerate() {
-                        let dst = (&mut dm[oi * len..], dm_planes.position);
-                        gradient_transform(plane, g, grid, block, dst, &mut scratch);
-                    }
-                    for (xi, du_xi) in du.chunks_exact_mut(o * c).enumerate() {
-                        let (dm, v) = ((&*dm, dm_planes), (&*v, v_planes));
-                        gradient_product(path, (o, c, len), (du_xi, xi), dm, v);
-                    }
-                })
-            })
-        })
-    } else {
+    let du = if let GradientSums::Shared { most } = sums {
         let per_image = grid.len();
-        let most = (GRADIENT_BLOCK_FLOATS / (POSITIONS * (c + o))).max(1);
         let mut du = vec![0f32; POSITIONS * o * c];
         let (mut v, mut dm) = (Vec::new(), Vec::new());
         for img in 0..g.n {
@@ -622,22 +590,22 @@ pub(crate) fn winograd_weight_grad(x: &[f32], dy: &[f32], g: &Geom, path: GemmPa
                 let len = block.len;
                 v.resize(c * POSITIONS * len, 0.0);
                 dm.resize(o * POSITIONS * len, 0.0);
-                v.par_chunks_mut(POSITIONS * len)
-                    .zip(x_img.par_chunks(g.h * g.w))
-                    .for_each_init(
-                        || RunRows::new(grid),
-                        |scratch, (dst, plane)| {
-                            input_transform(plane, g, grid, block, (dst, len), scratch)
-                        },
-                    );
-                dm.par_chunks_mut(POSITIONS * len)
-                    .zip(dy_img.par_chunks(ho * wo))
-                    .for_each_init(
-                        || RunRows::new(grid),
-                        |scratch, (dst, plane)| {
-                            gradient_transform(plane, g, grid, block, (dst, len), scratch)
-                        },
-                    );
+                let transforms = [
+                    (TileTransform::Input, x_img, &mut v),
+                    (TileTransform::Gradient, dy_img, &mut dm),
+                ];
+                for (kind, source, buffer) in transforms {
+                    buffer
+                        .par_chunks_mut(POSITIONS * len)
+                        .zip(source.par_chunks(kind.plane(g)))
+                        .for_each_init(
+                            || RunRows::new(grid),
+                            |scratch, (dst, plane)| {
+                                let dst = (dst, len);
+                                transform_tiles(kind, plane, g, (grid, block), dst, scratch)
+                            },
+                        );
+                }
                 let (v, dm) = (&v, &dm);
                 let planes = Planes::channel_major(len);
                 du.par_chunks_mut(o * c)
@@ -648,6 +616,35 @@ pub(crate) fn winograd_weight_grad(x: &[f32], dy: &[f32], g: &Geom, path: GemmPa
             }
         }
         du
+    } else {
+        let blocks = blocks(g, grid, c.max(o), rayon::current_num_threads());
+        accumulate_over(&blocks, POSITIONS * o * c, |du, block| {
+            let len = block.len;
+            let (x_img, dy_img) = image(block.img);
+            let mut scratch = RunRows::new(grid);
+            with_outer_scratch(o * POSITIONS * len, |dm| {
+                with_scratch(c * POSITIONS * len, |v| {
+                    let (v_planes, dm_planes) = (
+                        Planes::position_major(c, len),
+                        Planes::position_major(o, len),
+                    );
+                    let transforms = [
+                        (TileTransform::Input, x_img, &mut *v, v_planes),
+                        (TileTransform::Gradient, dy_img, &mut *dm, dm_planes),
+                    ];
+                    for (kind, source, buffer, planes) in transforms {
+                        for (ch, plane) in source.chunks_exact(kind.plane(g)).enumerate() {
+                            let dst = (&mut buffer[ch * planes.row..], planes.position);
+                            transform_tiles(kind, plane, g, (grid, block), dst, &mut scratch);
+                        }
+                    }
+                    for (xi, du_xi) in du.chunks_exact_mut(o * c).enumerate() {
+                        let (dm, v) = ((&*dm, dm_planes), (&*v, v_planes));
+                        gradient_product(path, (o, c, len), (du_xi, xi), dm, v);
+                    }
+                })
+            })
+        })
     };
     // G^T dU G for every (o, c): four rows of four become three of three.
     let plane = o * c;
@@ -741,6 +738,27 @@ mod tests {
         // 64 channels: blocks of 512 tiles, so a 70x70 output spans several, ending mid-row.
         check(1, 64, 40, 72, 72, 0);
         check(2, 40, 64, 35, 33, 1);
+    }
+
+    #[test]
+    fn both_ways_of_summing_the_weight_gradient_match_im2col() {
+        // Blocks of 3 tiles cut every image's 4x5 tiles mid-row; 1000 takes an image at once.
+        let g = Geom::new((2, 5, 9, 10), (6, 5, 3, 3), 1).unwrap();
+        let x = values(2 * 5 * 9 * 10, 31);
+        let dy = values(2 * 6 * 9 * 10, 32);
+        let direct = with_conv_algorithm(Some(ConvAlgorithm::Im2col), || {
+            conv_weight_grad(&x, &dy, &g)
+        });
+        for path in GemmPath::ALL.into_iter().filter(|p| p.available()) {
+            for sums in [
+                GradientSums::PerThread,
+                GradientSums::Shared { most: 3 },
+                GradientSums::Shared { most: 1000 },
+            ] {
+                let got = weight_grad_summed(&x, &dy, &g, path, sums);
+                assert_near(&got, &direct, 1e-5, &format!("{path}, {sums:?}"));
+            }
+        }
     }
 
     /// The forward convolution in f64, summed directly: the reference both algorithms round
