@@ -259,45 +259,29 @@ fn bench_prints_one_json_line_and_refuses_a_missing_gpu() {
     // ... and the convolution algorithm: the rule, with its thresholds.
     assert_eq!(line["cpu_conv"]["algorithm"], "rule", "{line}");
     assert!(line["cpu_conv"]["winograd_min_channels"]["weight_grad"].is_u64());
-    // UNET_CPU_KERNELS forces one path; a value it cannot honour is a warning, not a failure.
-    let run_with = |value: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_unet"))
+    // `var=value` forces a choice: its JSON line and, where it warns, what it says on stderr.
+    let run_with = |var: &str, value: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_unet"))
             .args(args)
-            .env("UNET_CPU_KERNELS", value)
+            .env(var, value)
             .current_dir(dir.path())
             .output()
-            .unwrap()
+            .unwrap();
+        assert!(out.status.success(), "{var}={value}: {out:?}");
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (line, String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let out = run_with("generic");
-    let forced: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // UNET_CPU_KERNELS forces one path; a value it cannot honour is a warning, not a failure.
+    let (forced, _) = run_with("UNET_CPU_KERNELS", "generic");
     assert_eq!(forced["cpu_kernels"]["weight_grad"], "generic", "{forced}");
-    let out = run_with("sse9");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && err.contains("UNET_CPU_KERNELS=\"sse9\""),
-        "{err}"
-    );
-    let fallback: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (fallback, err) = run_with("UNET_CPU_KERNELS", "sse9");
+    assert!(err.contains("UNET_CPU_KERNELS=\"sse9\""), "{err}");
     assert_eq!(fallback["cpu_kernels"], line["cpu_kernels"]);
     // UNET_CPU_CONV likewise forces one convolution algorithm, or warns and keeps the rule.
-    let conv_with = |value: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_unet"))
-            .args(args)
-            .env("UNET_CPU_CONV", value)
-            .current_dir(dir.path())
-            .output()
-            .unwrap()
-    };
-    let out = conv_with("im2col");
-    let forced: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (forced, _) = run_with("UNET_CPU_CONV", "im2col");
     assert_eq!(forced["cpu_conv"]["algorithm"], "im2col", "{forced}");
-    let out = conv_with("fft");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && err.contains("UNET_CPU_CONV=\"fft\""),
-        "{err}"
-    );
-    let fallback: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (fallback, err) = run_with("UNET_CPU_CONV", "fft");
+    assert!(err.contains("UNET_CPU_CONV=\"fft\""), "{err}");
     assert_eq!(fallback["cpu_conv"]["algorithm"], "rule", "{fallback}");
 
     // `bench kernels` times each product on every SIMD path this CPU has, next to the choice.
