@@ -258,16 +258,16 @@ fn run_kernels(opts: &KernelOpts) -> Result<()> {
                 ConvProduct::WeightGrad => conv2d_weight_grad(x, dy, 3, 1),
             }
         };
-    // The scalar kernels are far slower and never chosen where a SIMD path exists.
-    let simd: Vec<GemmPath> = [GemmPath::Avx2, GemmPath::Avx512]
+    // The scalar kernels are far slower and never chosen by the rule where a SIMD path exists;
+    // they are timed only where they run (no SIMD, or forced by UNET_CPU_KERNELS).
+    let chosen = process_kernel_paths();
+    let runs_generic =
+        [chosen.forward, chosen.input_grad, chosen.weight_grad].contains(&GemmPath::Generic);
+    let paths: Vec<GemmPath> = GemmPath::ALL
         .into_iter()
-        .filter(|p| p.available())
+        .filter(|&p| p.available())
+        .filter(|&p| p != GemmPath::Generic || runs_generic)
         .collect();
-    let paths = if simd.is_empty() {
-        vec![GemmPath::Generic]
-    } else {
-        simd
-    };
     let variant_name = |path: GemmPath, algorithm: ConvAlgorithm| match algorithm {
         ConvAlgorithm::Im2col => path.name().to_string(),
         ConvAlgorithm::Winograd => format!("{path}_{algorithm}"),
@@ -308,7 +308,6 @@ fn run_kernels(opts: &KernelOpts) -> Result<()> {
             .min_by(|a, b| a.1.total_cmp(b.1))
             .map(|(name, _)| name.clone())
     };
-    let chosen = process_kernel_paths();
     let mut results = serde_json::Map::new();
     for ((name, product), per_level) in products.iter().zip(&best) {
         let path = chosen.of(*product);
@@ -317,7 +316,10 @@ fn run_kernels(opts: &KernelOpts) -> Result<()> {
             .iter()
             .map(|(c, ..)| {
                 let pick = (path, conv_algorithm(*product, *c, *c, 3));
-                variants.iter().position(|&v| v == pick).unwrap_or(0)
+                variants
+                    .iter()
+                    .position(|&v| v == pick)
+                    .expect("every chosen path is timed")
             })
             .collect();
         let totals: Vec<f64> = (0..variants.len())

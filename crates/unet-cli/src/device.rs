@@ -35,7 +35,7 @@ pub fn describe(device: &Device) -> String {
 
 /// What computes a training run on `device`: as [`describe`], with the paths of all three
 /// products (`the CPU (AMD EPYC, forward avx512, input gradient avx512, weight gradient avx2
-/// kernels)`, or one name where they agree).
+/// kernels, Winograd ...)`, or one name where they agree).
 pub fn describe_training(device: &Device) -> String {
     describe_with(device, cpu_path::kernel_paths())
 }

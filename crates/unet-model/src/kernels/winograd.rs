@@ -73,8 +73,8 @@ impl ConvAlgorithm {
 
     /// The measured rule: Winograd for 3x3 kernels with at least [`WINOGRAD_MIN_CHANNELS`]
     /// input and output channels ([`WINOGRAD_MIN_CHANNELS_WEIGHT_GRAD`] for the weight
-    /// gradient), im2col for everything else. The same on every CPU measured (AVX2 and
-    /// AVX-512 paths alike).
+    /// gradient), im2col for everything else. The same for every CPU and path: measured on
+    /// an AMD EPYC Zen 4, where both of its paths agreed (docs/RESULTS.md).
     pub fn rule_for(product: ConvProduct, c: usize, o: usize, k: usize) -> ConvAlgorithm {
         let least = match product {
             ConvProduct::WeightGrad => WINOGRAD_MIN_CHANNELS_WEIGHT_GRAD,
